@@ -1,0 +1,3 @@
+from flarecli.cli import main
+
+main()

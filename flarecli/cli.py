@@ -1,0 +1,60 @@
+"""The ``flare`` executable: the table of contents of the CLI.
+
+Commands are registered explicitly here, one line each. Each command module imports its heavy
+dependencies inside the command, so ``flare --help`` stays instant and never imports torch.
+``main()`` is the only place where errors become messages and exit codes
+(see ``flarecli.core.errors``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from flarecli import __version__
+from flarecli.commands import audit
+
+app = typer.Typer(
+    name="flare",
+    help="Abdominal organ and pan-cancer tumor segmentation in CT from partially labeled and "
+    "unlabeled scans (FLARE). Every command reads and writes NIfTI folders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command("audit")(audit.audit)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"flare {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """flare: train and run small, fast FLARE segmentation models from messy data."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, map flare errors to a one-line message and an exit code.
+
+    Usage errors (exit 2), --help/--version and Ctrl-C ("Aborted!", exit 1) are handled by
+    Typer's standalone mode; everything flare raises on purpose is a FlareError.
+    """
+    from flarecli.core.errors import FlareError
+
+    try:
+        app(args=argv, standalone_mode=True)
+    except FlareError as e:
+        print(f"flare: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"  hint: {e.hint}", file=sys.stderr)
+        sys.exit(e.exit_code)

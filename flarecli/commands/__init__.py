@@ -1,0 +1,1 @@
+"""Thin CLI modules: parse options, call one core function, render the result."""

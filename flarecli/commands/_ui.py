@@ -1,0 +1,70 @@
+"""Shared console, progress bar, tables and option definitions for the commands.
+
+Results go to stdout (``out``); progress and diagnostics to stderr (``err``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+WORKERS = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes.")
+JSON_OUT = typer.Option(None, "--json", help="Write the machine-readable result here.",
+                        dir_okay=False)
+CSV_OUT = typer.Option(None, "--csv", help="Write the per-case table here.", dir_okay=False)
+
+
+def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
+    """Iterate with a progress bar on stderr (hidden when stderr is not a terminal)."""
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)
+
+
+def problem(where: str, message: str) -> None:
+    """One line per problem, on stderr, naming the file or case."""
+    err.print(f"[red]error[/red]: {where}: {message}", markup=True, highlight=False)
+
+
+def write_json(path: Path, data: Any) -> None:
+    from flarecli.core.io import write_text_atomic
+
+    write_text_atomic(Path(path), json.dumps(data, indent=2) + "\n")
+    err.print(f"wrote {path}", highlight=False)
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from flarecli.core.io import write_text_atomic
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(Path(path), buf.getvalue())
+    err.print(f"wrote {path}", highlight=False)

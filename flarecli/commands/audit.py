@@ -1,0 +1,108 @@
+"""``flare audit``: what each case annotates, and every integrity problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from flarecli.commands._ui import (
+    CSV_OUT,
+    JSON_OUT,
+    WORKERS,
+    out,
+    problem,
+    track,
+    write_csv,
+    write_json,
+)
+
+
+def audit(
+    dataset: Path | None = typer.Argument(
+        None, help="Dataset folder (imagesTr/ + labelsTr/, optional imagesUn/)."
+    ),
+    images: Path | None = typer.Option(None, "--images", help="Images folder (instead of "
+                                       "DATASET)."),
+    labels: Path | None = typer.Option(None, "--labels", help="Labels folder for --images."),
+    json_path: Path | None = JSON_OUT,
+    csv_path: Path | None = CSV_OUT,
+    workers: int = WORKERS,
+) -> None:
+    """Audit a dataset: label patterns, organ full/partial/none, tumor, integrity problems.
+
+    Exit code 4 when any problem was found (each is printed on its own line; the audit still
+    covers every case). --json writes the manifest later commands consume.
+    """
+    from flarecli.core import audit as core
+    from flarecli.core.cases import discover_cases
+    from flarecli.core.errors import CasesFailed, InputError
+    from flarecli.core.parallel import imap_ordered
+
+    if dataset is not None and (images is not None or labels is not None):
+        raise InputError("give either DATASET or --images/--labels, not both")
+    if dataset is not None:
+        found = core.dataset_cases(dataset)
+        source = {"dataset": str(Path(dataset).resolve())}
+    elif images is not None or labels is not None:
+        found = discover_cases(images, labels)
+        source = {"images": str(images.resolve()) if images else None,
+                  "labels": str(labels.resolve()) if labels else None}
+    else:
+        raise InputError("no input", hint="flare audit DATASET, or --images DIR --labels DIR")
+    if not found.cases and not found.stray:
+        raise InputError(f"no NIfTI files found in {source}")
+
+    for path, message in found.stray:
+        problem(str(path), message)
+    cases = []
+    for result in track(imap_ordered(core.audit_case, found.cases, workers), len(found.cases),
+                        "audit"):
+        for message in result.problems:
+            problem(result.id, message)
+        cases.append(result)
+
+    data = core.manifest(cases, found.stray, source)
+    render_summary(data["summary"])
+    if json_path:
+        write_json(json_path, data)
+    if csv_path:
+        write_csv(csv_path, core.CSV_COLUMNS, core.csv_rows(cases))
+    n_bad = data["summary"]["problems"]
+    if n_bad:
+        raise CasesFailed(n_bad, len(cases) + len(found.stray), "cases/files")
+
+
+def render_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    from flarecli.core.labels import LABELS
+
+    t = Table(title="cases", show_header=True)
+    for col in ("cases", "labeled", "unlabeled", "organ full", "organ partial", "organ none",
+                "tumor", "no tumor", "problems"):
+        t.add_column(col, justify="right")
+    keys = ("cases", "labeled", "unlabeled", "organ_full", "organ_partial", "organ_none",
+            "tumor", "no_tumor", "problems")
+    t.add_row(*[str(summary[k]) for k in keys])
+    out.print(t)
+
+    g = Table(title="label patterns")
+    g.add_column("pattern")
+    g.add_column("cases", justify="right")
+    for name, n in summary["groups"].items():
+        g.add_row(name, str(n))
+    h = Table(title="annotated classes per labeled case")
+    h.add_column("classes", justify="right")
+    h.add_column("cases", justify="right")
+    for k, n in summary["n_classes_histogram"].items():
+        h.add_row(k, str(n))
+    c = Table(title="labeled cases per class")
+    c.add_column("id", justify="right")
+    c.add_column("class")
+    c.add_column("cases", justify="right")
+    for k, n in summary["cases_per_class"].items():
+        c.add_row(k, LABELS[int(k)], str(n))
+    out.print(g)
+    out.print(h)
+    out.print(c)

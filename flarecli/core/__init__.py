@@ -1,0 +1,1 @@
+"""flare core: plain NumPy / SimpleITK logic; never imports typer or rich, never prints."""

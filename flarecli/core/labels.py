@@ -1,0 +1,112 @@
+"""The FLARE label schema, in one place, and the nnU-Net style ``dataset.json``.
+
+Ids 0..14: 0 background, 1..13 the abdominal organs, 14 the pan-cancer tumor class.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flarecli.core.errors import InputError
+
+LABELS: dict[int, str] = {
+    0: "background",
+    1: "liver",
+    2: "right_kidney",
+    3: "spleen",
+    4: "pancreas",
+    5: "aorta",
+    6: "ivc",
+    7: "right_adrenal",
+    8: "left_adrenal",
+    9: "gallbladder",
+    10: "esophagus",
+    11: "stomach",
+    12: "duodenum",
+    13: "left_kidney",
+    14: "tumor",
+}
+ORGANS: tuple[int, ...] = tuple(range(1, 14))
+TUMOR: int = 14
+CLASSES: tuple[int, ...] = ORGANS + (TUMOR,)
+MAX_LABEL: int = 14
+
+#: The five organs of the most common FLARE23 partial pattern.
+FIVE_ORGANS: tuple[int, ...] = (1, 2, 3, 4, 13)
+
+#: Classes whose tubular shape makes FLARE score them only on the GT's axial extent.
+TUBULAR: tuple[int, ...] = (5, 6, 10)
+
+#: NSD tolerance per class in mm, from the official FLARE23 evaluation.
+NSD_TOLERANCE_MM: dict[int, float] = {
+    1: 5.0, 2: 3.0, 3: 3.0, 4: 5.0, 5: 2.0, 6: 2.0, 7: 2.0,
+    8: 2.0, 9: 2.0, 10: 3.0, 11: 5.0, 12: 7.0, 13: 3.0, 14: 2.0,
+}
+
+
+def label_name(label: int) -> str:
+    return LABELS.get(int(label), f"label_{int(label)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset.json
+# ---------------------------------------------------------------------------------------------
+
+def dataset_json(
+    name: str,
+    num_training: int,
+    description: str = "",
+    file_ending: str = ".nii.gz",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An nnU-Net v2 ``dataset.json`` for the FLARE labels (plus flare's own extra keys)."""
+    data: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "channel_names": {"0": "CT"},
+        "labels": {LABELS[i]: i for i in sorted(LABELS)},
+        "numTraining": int(num_training),
+        "file_ending": file_ending,
+    }
+    if extra:
+        data.update(extra)
+    return data
+
+
+def read_dataset_json(path: Path) -> dict[str, Any]:
+    """Read a ``dataset.json`` (nnU-Net v1 or v2). Adds ``label_ids``: {id: name}.
+
+    v2 maps name -> id (``{"liver": 1}``), v1 maps id -> name (``{"1": "liver"}``); both are
+    accepted. Raises InputError for unreadable JSON or a label map that is neither.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: dataset.json not found") from e
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: unreadable dataset.json ({e})") from e
+    labels = data.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise InputError(f"{path}: dataset.json has no 'labels' mapping")
+    ids: dict[int, str] = {}
+    try:
+        if all(str(k).lstrip("-").isdigit() for k in labels):  # v1: id -> name
+            ids = {int(k): str(v) for k, v in labels.items()}
+        else:  # v2: name -> id (region-based lists are not used by FLARE)
+            ids = {int(v): str(k) for k, v in labels.items()}
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{path}: 'labels' is neither id->name nor name->id ({e})") from e
+    data["label_ids"] = ids
+    return data
+
+
+def check_flare_labels(label_ids: Mapping[int, str]) -> list[str]:
+    """Differences between a dataset's label ids and the FLARE schema (empty when compatible)."""
+    problems = []
+    for i, name in sorted(label_ids.items()):
+        if i not in LABELS:
+            problems.append(f"label id {i} ('{name}') is not a FLARE id (0..{MAX_LABEL})")
+    return problems
