@@ -13,7 +13,7 @@ import sys
 import typer
 
 from flarecli import __version__
-from flarecli.commands import audit
+from flarecli.commands import audit, evaluate, postprocess
 
 app = typer.Typer(
     name="flare",
@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 
 app.command("audit")(audit.audit)
+app.command("postprocess")(postprocess.postprocess)
+app.command("evaluate")(evaluate.evaluate)
 
 
 def _version(value: bool) -> None:

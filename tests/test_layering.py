@@ -1,4 +1,4 @@
-"""The layering rules: commands -> core -> models; core never imports typer/rich; --help is light."""
+"""Layering: commands -> core -> models; core never imports typer/rich; --help stays light."""
 
 import ast
 import subprocess
@@ -37,6 +37,7 @@ def test_models_import_only_torch():
 
 def test_help_does_not_import_torch():
     code = ("import sys\nfrom flarecli.cli import main\ntry:\n    main(['--help'])\n"
-            "except SystemExit:\n    pass\nprint('torch' in sys.modules, 'SimpleITK' in sys.modules)")
+            "except SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'SimpleITK' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False False"

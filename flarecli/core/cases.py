@@ -4,8 +4,10 @@ Images are ``<case>_0000.nii.gz`` (one CT channel), labels ``<case>.nii.gz``; ``
 too. An image without a label is an unlabeled case. A folder whose image names do not all
 carry a ``_NNNN`` channel suffix is read as plain ``<case>.nii.gz`` names (common for inference
 inputs), so ``case_0001.nii.gz`` there is the case ``case_0001``. Names starting with '.'
-are ignored (flare's own temporary files). Everything else becomes a problem attached to the
-case (or a stray-file problem), never an exception, so one bad file does not stop a run.
+are ignored (flare's own temporary files), and so are ``.json`` files (run records,
+``dataset.json``, nnU-Net's ``plans.json`` in prediction folders). Everything else becomes a
+problem attached to the case (or a stray-file problem), never an exception, so one bad file
+does not stop a run.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def require_dir(path: Path | None, what: str) -> Path:
 def _nifti_files(folder: Path, stray: list[tuple[Path, str]]) -> list[Path]:
     files = []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith("."):
-            continue
+        if p.name.startswith(".") or p.suffix.lower() == ".json":
+            continue  # flare's temporary files; run records, dataset.json, plans.json
         if p.is_dir():
             stray.append((p, "unexpected sub-folder (flare reads flat folders)"))
         elif nifti_suffix(p) is None:

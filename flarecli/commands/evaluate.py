@@ -1,0 +1,95 @@
+"""``flare evaluate``: FLARE-exact DSC and NSD per case and class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from flarecli.commands._ui import (
+    CSV_OUT,
+    JSON_OUT,
+    WORKERS,
+    err,
+    out,
+    problem,
+    track,
+    write_csv,
+    write_json,
+)
+
+
+def evaluate(
+    pred_dir: Path = typer.Argument(..., help="Folder of predicted label maps (<case>.nii.gz)."),
+    gt_dir: Path = typer.Argument(..., help="Folder of ground-truth label maps."),
+    protocol: str = typer.Option(
+        "exact", "--protocol",
+        help="exact: inclusive GT slice range along the true S-I axis; flare23: the official "
+        "script, off-by-one and 4-decimal rounding included.",
+    ),
+    nsd_threshold: float = typer.Option(
+        0.2, "--nsd-threshold", help="NSD = 0 when DSC is below this (official: 0.2; 0.1 "
+        "before 2024)."
+    ),
+    manifest: Path | None = typer.Option(
+        None, "--manifest", help="Audit manifest of GT_DIR: score only annotated classes.",
+        dir_okay=False,
+    ),
+    json_path: Path | None = JSON_OUT,
+    csv_path: Path | None = CSV_OUT,
+    workers: int = WORKERS,
+) -> None:
+    """Score predictions against ground truth: DSC and NSD per case and class (1..14).
+
+    A GT case without prediction is scored as an empty prediction. A case whose files are
+    unreadable or on another grid is reported and left out; exit code 4 then.
+    """
+    from flarecli.core import evaluate as core
+    from flarecli.core.audit import read_manifest
+    from flarecli.core.cases import require_dir
+    from flarecli.core.errors import CasesFailed, check_choice
+    from flarecli.core.parallel import imap_ordered
+
+    check_choice("protocol", protocol, core.PROTOCOLS)
+    require_dir(pred_dir, "predictions")
+    require_dir(gt_dir, "ground-truth")
+    man = read_manifest(manifest) if manifest else None
+    jobs, extra = core.plan_jobs(pred_dir, gt_dir, protocol, nsd_threshold, man)
+    for case in extra:
+        err.print(f"note: prediction '{case}' has no ground truth (ignored)", highlight=False)
+    results = []
+    for r in track(imap_ordered(core.evaluate_case, jobs, workers), len(jobs), "evaluate"):
+        if r.missing_prediction:
+            err.print(f"note: {r.case}: no prediction, scored as empty", highlight=False)
+        for message in r.problems:
+            problem(r.case, message)
+        results.append(r)
+    summary = core.summarize(results, protocol, nsd_threshold)
+    render(summary)
+    if csv_path:
+        write_csv(csv_path, core.CSV_COLUMNS, core.csv_rows(results))
+    if json_path:
+        write_json(json_path, summary)
+    failed = summary["failed_cases"]
+    if failed:
+        raise CasesFailed(len(failed), len(results))
+
+
+def render(summary: dict) -> None:
+    from rich.table import Table
+
+    def f(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    t = Table(title=f"FLARE scores ({summary['scored_cases']} cases, protocol "
+              f"{summary['protocol']})")
+    for col in ("id", "class", "DSC", "std", "NSD", "std", "n"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for k, e in summary["per_class"].items():
+        t.add_row(k, e["name"], f(e["dsc"]), f(e["dsc_std"]), f(e["nsd"]), f(e["nsd_std"]),
+                  str(e["n"]))
+    t.add_section()
+    t.add_row("", "organs (mean of 13)", f(summary["organ_dsc"]), "", f(summary["organ_nsd"]),
+              "", "")
+    t.add_row("", "tumor", f(summary["tumor_dsc"]), "", f(summary["tumor_nsd"]), "", "")
+    out.print(t)

@@ -1,0 +1,68 @@
+"""Connected-component post-processing of label maps (pure NumPy/SciPy, no I/O).
+
+* Organs (1..13): keep the largest connected component of each class; the rest becomes
+  background (an organ is one connected structure).
+* Tumor (14): keep every component of at least ``min_tumor_mm3`` (tumors can be many);
+  drop smaller specks. The default, 100 mm^3, is a sphere of about 5.8 mm diameter: below the
+  smallest lesions annotated in FLARE and about 60 voxels at 0.8 x 0.8 x 2.5 mm, so it removes
+  noise without touching real lesions.
+
+Every class is processed inside its own bounding box (one ``find_objects`` pass), which keeps
+a 512 x 512 x 300 scan well under a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from flarecli.core.errors import InputError
+from flarecli.core.labels import MAX_LABEL, ORGANS, TUMOR
+
+CONNECTIVITY: dict[int, int] = {6: 1, 18: 2, 26: 3}
+MIN_TUMOR_MM3 = 100.0
+
+
+def structure(connectivity: int) -> np.ndarray:
+    """3-D neighbourhood for 6-, 18- or 26-connectivity. Raises InputError otherwise."""
+    if connectivity not in CONNECTIVITY:
+        raise InputError(f"connectivity {connectivity}: choose 6, 18 or 26")
+    return ndimage.generate_binary_structure(3, CONNECTIVITY[connectivity])
+
+
+def postprocess(
+    labels: np.ndarray,
+    voxel_volume_mm3: float,
+    connectivity: int = 26,
+    min_tumor_mm3: float = MIN_TUMOR_MM3,
+    organs: tuple[int, ...] = ORGANS,
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Clean a uint8 label map; returns (new map, voxels removed per class).
+
+    ``labels`` is not modified. ``voxel_volume_mm3`` is the product of the spacing.
+    """
+    if min_tumor_mm3 < 0:
+        raise InputError(f"--min-tumor-mm3 {min_tumor_mm3}: must be >= 0")
+    struct = structure(connectivity)
+    out = labels.copy()
+    removed: dict[int, int] = {}
+    boxes = ndimage.find_objects(out, max_label=MAX_LABEL)
+    min_tumor_vox = min_tumor_mm3 / voxel_volume_mm3
+    for c, box in enumerate(boxes, start=1):
+        if box is None or (c not in organs and c != TUMOR):
+            continue
+        crop = out[box]
+        components, n = ndimage.label(crop == c, structure=struct)
+        if n <= 1 and c != TUMOR:
+            continue
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        if c == TUMOR:
+            drop = np.flatnonzero((sizes < min_tumor_vox) & (sizes > 0))
+        else:
+            drop = np.setdiff1d(np.flatnonzero(sizes), [int(np.argmax(sizes))])
+        if drop.size:
+            mask = np.isin(components, drop)
+            removed[c] = int(mask.sum())
+            crop[mask] = 0
+    return out, removed
