@@ -13,7 +13,7 @@ import sys
 import typer
 
 from flarecli import __version__
-from flarecli.commands import audit, evaluate, postprocess
+from flarecli.commands import audit, evaluate, postprocess, synth
 
 app = typer.Typer(
     name="flare",
@@ -25,6 +25,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+app.command("synth")(synth.synth)
 app.command("audit")(audit.audit)
 app.command("postprocess")(postprocess.postprocess)
 app.command("evaluate")(evaluate.evaluate)

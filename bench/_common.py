@@ -1,0 +1,47 @@
+"""Helpers shared by the bench scripts (run them from the repository root)."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # so `tests.reference` imports when run as a script
+    sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024.0
+
+
+def realistic_case(seed: int, slices: tuple[int, int] = (260, 340)):
+    """A realistic-size (512 x 512 x ~300) synthetic case: (image, label, geometry, seconds)."""
+    from flarecli.core.io import Geometry
+    from flarecli.core.phantom import render_case, sample_case_spec
+
+    rng = np.random.default_rng(seed)
+    while True:
+        spec = sample_case_spec(rng, size=512, n_tumors=2)
+        if slices[0] <= spec.grid.shape_zyx[0] <= slices[1]:
+            break
+    t0 = time.perf_counter()
+    image, label = render_case(spec)
+    g = spec.grid
+    geometry = Geometry(tuple(g.shape_zyx), tuple(g.spacing_xyz), tuple(g.origin_xyz),
+                        tuple(g.direction))
+    return image, label, geometry, time.perf_counter() - t0
+
+
+def imperfect_prediction(label: np.ndarray, seed: int) -> np.ndarray:
+    """A plausible prediction: shifted by a voxel or two, an organ missed, a false tumor."""
+    rng = np.random.default_rng(seed)
+    pred = np.roll(label, int(rng.integers(1, 3)), axis=int(rng.integers(0, 3)))
+    pred[pred == 9] = 0  # gallbladder missed
+    z, y, x = (s // 2 for s in pred.shape)
+    pred[z - 3:z + 3, y - 8:y + 8, x - 8:x + 8] = 14
+    return pred
