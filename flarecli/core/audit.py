@@ -19,7 +19,15 @@ from flarecli import __version__
 from flarecli.core.cases import Case, Discovery, discover_cases, require_dir
 from flarecli.core.errors import FlareError, InputError
 from flarecli.core.io import Geometry, read_volume
-from flarecli.core.labels import CLASSES, FIVE_ORGANS, MAX_LABEL, ORGANS, TUMOR
+from flarecli.core.labels import (
+    CLASSES,
+    FIVE_ORGANS,
+    MAX_LABEL,
+    ORGANS,
+    TUMOR,
+    check_flare_labels,
+    read_dataset_json,
+)
 
 SCHEMA_VERSION = 1
 
@@ -174,7 +182,10 @@ def _short(e: FlareError, path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def dataset_cases(dataset: Path) -> Discovery:
-    """The training cases of a dataset folder: imagesTr + labelsTr, plus imagesUn (unlabeled)."""
+    """The training cases of a dataset folder: imagesTr + labelsTr, plus imagesUn (unlabeled).
+
+    A ``dataset.json`` whose label ids are not FLARE's is reported as a stray-file problem.
+    """
     dataset = require_dir(dataset, "dataset")
     images_tr, labels_tr = dataset / "imagesTr", dataset / "labelsTr"
     if not images_tr.is_dir():
@@ -192,6 +203,13 @@ def dataset_cases(dataset: Path) -> Discovery:
                 c.problems.append(f"case id '{c.id}' is in both imagesTr and imagesUn")
         found.cases = sorted(found.cases + un.cases, key=lambda c: c.id)
         found.stray += un.stray
+    ds_json = dataset / "dataset.json"
+    if ds_json.is_file():
+        try:
+            found.stray += [(ds_json, m) for m in check_flare_labels(
+                read_dataset_json(ds_json)["label_ids"])]
+        except InputError as e:
+            found.stray.append((ds_json, str(e).removeprefix(f"{ds_json}: ")))
     return found
 
 

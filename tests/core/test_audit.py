@@ -137,6 +137,17 @@ def test_dataset_layout_includes_unlabeled_folder(tmp_path):
     assert [(c.id, c.labeled) for c in found.cases] == [("a", True), ("u", False)]
 
 
+def test_dataset_json_with_foreign_labels_is_reported(tmp_path):
+    import json
+
+    write_case(tmp_path, "a", label_with([1]))
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "bowel": 20}}))
+    found = dataset_cases(tmp_path)
+    assert [m for _, m in found.stray] == ["label id 20 ('bowel') is not a FLARE id (0..14)"]
+    (tmp_path / "dataset.json").write_text("{")
+    assert "unreadable dataset.json" in dataset_cases(tmp_path).stray[0][1]
+
+
 def test_label_group_unlabeled():
     assert label_group(False, [], False) == "unlabeled"
 
