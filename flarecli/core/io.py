@@ -124,7 +124,8 @@ def orientation_code(direction) -> str:
     )
 
 
-def geometry_of(image: sitk.Image) -> Geometry:
+def geometry_of(image: sitk.Image | sitk.ImageFileReader) -> Geometry:
+    """Geometry of an image, or of a reader after ``ReadImageInformation()``."""
     size = image.GetSize()
     return Geometry(
         shape_zyx=(int(size[2]), int(size[1]), int(size[0])),
@@ -138,6 +139,13 @@ def geometry_of(image: sitk.Image) -> Geometry:
 # reading
 # ---------------------------------------------------------------------------------------------
 
+def _reader(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("NiftiImageIO")
+    reader.SetFileName(str(path))
+    return reader
+
+
 def _read_sitk(path: Path) -> sitk.Image:
     path = Path(path)
     if not path.is_file():
@@ -145,10 +153,7 @@ def _read_sitk(path: Path) -> sitk.Image:
     if nifti_suffix(path) is None:
         raise InputError(f"{path}: not a NIfTI file (expected .nii.gz or .nii)")
     try:
-        reader = sitk.ImageFileReader()
-        reader.SetImageIO("NiftiImageIO")
-        reader.SetFileName(str(path))
-        return reader.Execute()
+        return _reader(path).Execute()
     except RuntimeError as e:
         raise DataError(f"{path}: unreadable or truncated NIfTI ({_itk_reason(e)})") from e
 
@@ -168,22 +173,14 @@ def read_header(path: Path) -> Geometry:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    reader = _reader(path)
     try:
-        reader = sitk.ImageFileReader()
-        reader.SetImageIO("NiftiImageIO")
-        reader.SetFileName(str(path))
         reader.ReadImageInformation()
     except RuntimeError as e:
         raise DataError(f"{path}: unreadable NIfTI header ({_itk_reason(e)})") from e
     if reader.GetDimension() != 3:
         raise DataError(f"{path}: image is {reader.GetDimension()}-D, expected 3-D")
-    size = reader.GetSize()
-    return Geometry(
-        shape_zyx=(int(size[2]), int(size[1]), int(size[0])),
-        spacing_xyz=tuple(float(v) for v in reader.GetSpacing()),  # type: ignore[arg-type]
-        origin_xyz=tuple(float(v) for v in reader.GetOrigin()),  # type: ignore[arg-type]
-        direction=tuple(float(v) for v in reader.GetDirection()),
-    )
+    return geometry_of(reader)
 
 
 def read_volume(path: Path) -> tuple[np.ndarray, Geometry]:
