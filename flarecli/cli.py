@@ -13,7 +13,7 @@ import sys
 import typer
 
 from flarecli import __version__
-from flarecli.commands import audit, evaluate, postprocess, synth
+from flarecli.commands import audit, evaluate, postprocess, synth, train
 
 app = typer.Typer(
     name="flare",
@@ -29,6 +29,7 @@ app.command("synth")(synth.synth)
 app.command("audit")(audit.audit)
 app.command("postprocess")(postprocess.postprocess)
 app.command("evaluate")(evaluate.evaluate)
+app.command("train")(train.train)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,94 @@
+"""Losses of the StMt recipe (torch): Dice + cross-entropy, per data kind, deep supervision.
+
+``L = L_fl + l1 * L_cpl + l2 * L_pl`` (organ student; l1 = 1.0, l2 = 0.5 in the paper), each
+term Dice + CE over the samples of that kind in the batch; kinds absent from a batch add 0.
+Mean teacher (tumor): ``L = L_tl + l * L_cpl`` with the teacher's corrected prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+KINDS: tuple[str, ...] = ("FL", "CPL", "PL")
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5
+                   ) -> torch.Tensor:
+    """1 - mean foreground soft Dice, classes pooled over the batch (nnU-Net 'batch dice').
+
+    logits (B, C, D, H, W), target (B, D, H, W) int64 in [0, C).
+    """
+    probs = torch.softmax(logits.float(), dim=1)
+    onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).to(probs.dtype)
+    dims = (0, 2, 3, 4)
+    tp = (probs * onehot).sum(dims)
+    fp = (probs * (1 - onehot)).sum(dims)
+    fn = ((1 - probs) * onehot).sum(dims)
+    dice = (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
+    return 1 - dice[1:].mean()
+
+
+def dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return soft_dice_loss(logits, target) + F.cross_entropy(logits.float(), target.long())
+
+
+def deep_supervised(outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor
+                    ) -> torch.Tensor:
+    """Dice + CE over one output or a deep-supervision list (weights 1, 1/2, 1/4 ...,
+    normalised; coarse targets by nearest down-sampling)."""
+    if isinstance(outputs, torch.Tensor):
+        return dice_ce(outputs, target)
+    weights = [0.5**i for i in range(len(outputs))]
+    total = 0.0
+    for w, out in zip(weights, outputs, strict=True):
+        t = target
+        if out.shape[2:] != target.shape[1:]:
+            t = F.interpolate(target[:, None].float(), size=out.shape[2:],
+                              mode="nearest-exact")[:, 0].long()
+        total = total + w * dice_ce(out, t)
+    return total / sum(weights)
+
+
+def slice_outputs(outputs, index: torch.Tensor):
+    if isinstance(outputs, torch.Tensor):
+        return outputs[index]
+    return [o[index] for o in outputs]
+
+
+def kind_losses(outputs, target: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Dice + CE separately for the samples of each kind present in the batch."""
+    out = {}
+    for kind in KINDS:
+        index = torch.tensor([i for i, k in enumerate(kinds) if k == kind], dtype=torch.long,
+                             device=target.device)
+        if index.numel():
+            out[kind] = deep_supervised(slice_outputs(outputs, index), target[index])
+    return out
+
+
+def combine(losses: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
+    """``sum_k weights[k] * losses[k]`` over the kinds present."""
+    if not losses:
+        raise ValueError("no loss terms")
+    return sum(weights[k] * v for k, v in losses.items())  # type: ignore[return-value]
+
+
+def corrected_pseudo_label(teacher_logits: torch.Tensor, annotated: torch.Tensor,
+                           positive_class: int = 1) -> torch.Tensor:
+    """Mean teacher's real-time correction: argmax of the teacher, with every annotated
+    voxel (``annotated`` bool, (B, D, H, W)) forced to ``positive_class``."""
+    pseudo = teacher_logits.argmax(dim=1)
+    return torch.where(annotated, torch.full_like(pseudo, positive_class), pseudo)
+
+
+@torch.no_grad()
+def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float) -> None:
+    """teacher = decay * teacher + (1 - decay) * student, parameter by parameter (buffers are
+    copied)."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        t.copy_(s)

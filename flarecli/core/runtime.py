@@ -1,0 +1,84 @@
+"""Process-level settings for torch work: device, threads, malloc tuning, mixed precision.
+
+Measured on the 2-core CPU (../shared/PERFORMANCE.md): glibc's default malloc spends ~40 % of
+3-D convolution time in page faults; disabling mmap for large blocks and never trimming the
+heap roughly halves CPU forward time. bf16 autocast on that CPU is unusable, so autocast is
+used on CUDA only (bf16 where supported, else fp16 with a gradient scaler).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from typing import Any
+
+from flarecli.core.errors import InputError
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_tuned = False
+
+
+def tune_malloc() -> bool:
+    """Apply the malloc settings once (glibc only; a no-op elsewhere). Returns success."""
+    global _tuned
+    if _tuned:
+        return True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1
+        ok &= libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+    except (OSError, AttributeError):
+        return False
+    _tuned = bool(ok)
+    return _tuned
+
+
+def resolve_device(name: str = "auto"):
+    """'auto' -> cuda when available else cpu; 'cuda', 'cuda:1', 'cpu' as given."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"--device {name}: {e}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine",
+                         hint="use --device cpu (or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name}: flare runs on cpu or cuda")
+    return device
+
+
+def setup_torch(device) -> None:
+    """Threads, malloc tuning and cuDNN settings for a run on ``device``."""
+    import torch
+
+    tune_malloc()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    else:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def amp_dtype(device):
+    """The autocast dtype for ``device`` (None = full precision)."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device) -> Any:
+    import torch
+
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
