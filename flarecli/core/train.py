@@ -504,7 +504,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
             pin_memory=on_device)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
+        wait = 0.0
+        t_data = time.perf_counter()
         for step, (batch, items) in enumerate(zip(batches, loader, strict=True)):
+            wait += time.perf_counter() - t_data
             if on_device:
                 items = [D.make_sample(arr, seed, cfg.size, cfg.jitter, lut, aug, device)
                          for arr, seed in items]
@@ -516,7 +519,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
             progress.step(epoch, step, metrics["loss"])
+            t_data = time.perf_counter()
         state.epoch = epoch + 1
+        train_seconds = time.perf_counter() - t0
         record: dict[str, Any] = {"epoch": state.epoch,
                                   "lr": state.optimizer.param_groups[0]["lr"],
                                   **{f"loss_{k}" if k != "loss" else k: sums[k] / counts[k]
@@ -534,6 +539,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                 state.best = score
                 save_weights(run_dir, "best", _export(state).state_dict())
             record["seconds"] = round(time.perf_counter() - t0, 3)
+            record["train_seconds"] = round(train_seconds, 3)
+            record["data_wait_fraction"] = round(wait / max(train_seconds, 1e-9), 4)
+            if device.type == "cuda":
+                record["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             save_checkpoint(state)
