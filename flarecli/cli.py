@@ -13,7 +13,16 @@ import sys
 import typer
 
 from flarecli import __version__
-from flarecli.commands import audit, evaluate, postprocess, synth, train
+from flarecli.commands import (
+    audit,
+    correct,
+    evaluate,
+    infer,
+    postprocess,
+    pseudolabel,
+    synth,
+    train,
+)
 
 app = typer.Typer(
     name="flare",
@@ -25,11 +34,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+# in the order of the StMt loop
 app.command("synth")(synth.synth)
 app.command("audit")(audit.audit)
+app.command("train")(train.train)
+app.command("pseudolabel")(pseudolabel.pseudolabel)
+app.command("correct")(correct.correct)
+app.command("infer")(infer.infer)
 app.command("postprocess")(postprocess.postprocess)
 app.command("evaluate")(evaluate.evaluate)
-app.command("train")(train.train)
 
 
 def _version(value: bool) -> None:

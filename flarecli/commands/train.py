@@ -81,8 +81,10 @@ def train(
             epoch=on_epoch,
         )
         result = core.train(cfg, resume=resume, progress=progress)
-    out.print(f"trained {result['epochs']} epochs -> {result['run_dir']} "
-              f"(best {result['best']:.4f})", highlight=False)
+    score = (f"best validation Dice {result['best']:.4f}" if result["validated"]
+             else f"best training loss {-result['best']:.4f}")
+    out.print(f"trained {result['epochs']} epochs -> {result['run_dir']} ({score})",
+              highlight=False)
 
 
 def parse_size(text: str | None) -> tuple[int, int, int] | None:

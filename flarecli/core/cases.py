@@ -4,10 +4,10 @@ Images are ``<case>_0000.nii.gz`` (one CT channel), labels ``<case>.nii.gz``; ``
 too. An image without a label is an unlabeled case. A folder whose image names do not all
 carry a ``_NNNN`` channel suffix is read as plain ``<case>.nii.gz`` names (common for inference
 inputs), so ``case_0001.nii.gz`` there is the case ``case_0001``. Names starting with '.'
-are ignored (flare's own temporary files), and so are ``.json`` files (run records,
-``dataset.json``, nnU-Net's ``plans.json`` in prediction folders). Everything else becomes a
-problem attached to the case (or a stray-file problem), never an exception, so one bad file
-does not stop a run.
+are ignored (flare's own temporary files), and so are ``.json`` and ``.csv`` files (run
+records, score tables, ``dataset.json``, nnU-Net's ``plans.json`` in prediction folders).
+Everything else becomes a problem attached to the case (or a stray-file problem), never an
+exception, so one bad file does not stop a run.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from pathlib import Path
 
 from flarecli.core.errors import InputError
 from flarecli.core.io import nifti_suffix, strip_nifti_suffix
+
+#: Files that sit beside NIfTI folders without being cases (run records, score tables).
+REPORT_SUFFIXES: tuple[str, ...] = (".json", ".csv")
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -61,8 +64,8 @@ def require_dir(path: Path | None, what: str) -> Path:
 def _nifti_files(folder: Path, stray: list[tuple[Path, str]]) -> list[Path]:
     files = []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.suffix.lower() == ".json":
-            continue  # flare's temporary files; run records, dataset.json, plans.json
+        if p.name.startswith(".") or p.suffix.lower() in REPORT_SUFFIXES:
+            continue  # flare's temporary files; run records, reports, dataset.json
         if p.is_dir():
             stray.append((p, "unexpected sub-folder (flare reads flat folders)"))
         elif nifti_suffix(p) is None:

@@ -572,6 +572,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
         }, checksums)
         checksum = checksums["final"]
     result = {"run_dir": str(run_dir), "epochs": state.epoch, "best": state.best,
+              "validated": bool(val_paths),
               "final_sha256": checksum,
               "state_sha256": _state_hash(_export(state).state_dict())}
     if distributed:

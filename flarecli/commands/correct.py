@@ -1,0 +1,46 @@
+"""``flare correct``: pseudo-labels corrected with partial annotations, plus a manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from flarecli.commands._ui import WORKERS, out, problem, track, write_json
+
+
+def correct(
+    pseudo_dir: Path = typer.Argument(..., help="Pseudo-labels (flare pseudolabel output)."),
+    labels_dir: Path = typer.Argument(..., help="Partial labels (e.g. labelsTr/)."),
+    output_dir: Path = typer.Argument(..., help="Folder for the corrected labels."),
+    images: list[Path] = typer.Option([], "--images", help="Image folder(s) to find each "
+                                      "case's scan (default: pseudolabel's run record)."),
+    manifest_path: Path | None = typer.Option(None, "--manifest", dir_okay=False,
+                                              help="Manifest path (default OUTPUT/"
+                                              "manifest.json)."),
+    workers: int = WORKERS,
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Correct teacher pseudo-labels with the partial labels; the annotation always wins.
+
+    Writes the corrected labels and the manifest that flare train --stage fine consumes
+    (each case FL, CPL or PL). Exit code 4 if some cases failed (the others are written).
+    """
+    from flarecli.core import correct as core
+    from flarecli.core.errors import CasesFailed
+    from flarecli.core.parallel import imap_ordered
+
+    jobs = core.plan(pseudo_dir, labels_dir, output_dir, images, overwrite)
+    results = []
+    for r in track(imap_ordered(core.correct_case, jobs, workers), len(jobs), "correct"):
+        if r.error:
+            problem(r.case, r.error)
+        results.append(r)
+    data = core.manifest(results, {"pseudo": str(Path(pseudo_dir).resolve()),
+                                   "labels": str(Path(labels_dir).resolve())})
+    write_json(manifest_path or Path(output_dir) / "manifest.json", data)
+    s = data["summary"]
+    out.print(f"corrected {len(results) - len(s['failed'])} cases into {output_dir}: "
+              f"FL {s['FL']}, CPL {s['CPL']}, PL {s['PL']}", highlight=False)
+    if s["failed"]:
+        raise CasesFailed(len(s["failed"]), len(results))

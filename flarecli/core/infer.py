@@ -1,0 +1,237 @@
+"""The inference engine behind ``flare infer`` and ``flare pseudolabel`` (one pipeline).
+
+Per scan, in the scan's own voxel grid (any orientation, spacing or slice count):
+
+1. normalise with the coarse bundle's intensity parameters; resample the whole volume to the
+   coarse size; abdomen mask = argmax; keep its largest component; its box, mapped back to the
+   scan's voxels, plus the organ bundle's margin in mm = the ROI (whole scan if empty);
+2. crop the ROI from the full-resolution scan, normalise with each fine bundle's parameters,
+   resample to the fine size, run the organ model (and the tumor model), argmax at network
+   resolution (optionally averaging softmax over mirror flips first), then nearest-neighbour
+   resample of the LABEL map -- never of the logits -- back to the ROI's size;
+3. overlay tumor on organs, map network classes to FLARE ids, paste into a zero volume of the
+   scan's size, optionally clean up connected components.
+
+Resampling runs on the CPU and only network-size tensors go to the GPU, so device memory does
+not grow with the slice count (measured: ../shared/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flarecli.core.errors import ModelError
+from flarecli.core.io import Geometry
+from flarecli.core.preprocess import (
+    Box,
+    Intensity,
+    StageSpec,
+    box_of,
+    crop,
+    expand_box,
+    margin_voxels,
+    resample,
+)
+
+
+@dataclass
+class LoadedStage:
+    model: Any
+    meta: dict[str, Any]
+    intensity: Intensity
+    spec: StageSpec
+    lut: np.ndarray  # network class -> FLARE id (uint8)
+
+
+def load_stage(folder: Path, device, which: str | None = None) -> LoadedStage:
+    from flarecli.core.bundle import load_bundle
+
+    model, meta = load_bundle(folder, which, device=str(device))
+    pre = meta.get("preprocessing", {})
+    try:
+        intensity = Intensity.from_json(pre["intensity"])
+        spec = StageSpec.from_json(pre["stage"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{folder}/model.json: incomplete preprocessing record ({e})") from e
+    lut = np.zeros(max(256, meta["num_classes"]), np.uint8)
+    for k, v in meta["label_map"].items():
+        lut[int(k)] = int(v)
+    return LoadedStage(model, meta, intensity, spec, lut)
+
+
+@dataclass
+class Prediction:
+    label: np.ndarray  # uint8 FLARE ids, the scan's shape
+    roi: Box
+    seconds: dict[str, float] = field(default_factory=dict)
+    confidence: float | None = None  # mean max-probability inside the predicted foreground
+    agreement: float | None = None  # mean agreement of the TTA views with the final labels
+
+
+FLIPS = [tuple(c) for r in range(4) for c in itertools.combinations((2, 3, 4), r)]
+
+
+class Engine:
+    """Loaded bundles of a model folder (``coarse/``, ``organs/``, optional ``tumor/``)."""
+
+    def __init__(self, model_dir: Path, device, with_tumor: bool = True,
+                 which: str | None = None) -> None:
+        model_dir = Path(model_dir)
+        for required in ("coarse", "organs"):
+            if not (model_dir / required / "model.json").is_file():
+                raise ModelError(f"{model_dir}: no {required}/ model bundle",
+                                 hint="train it with flare train --stage "
+                                 f"{'coarse' if required == 'coarse' else 'fine'}")
+        self.device = device
+        self.coarse = load_stage(model_dir / "coarse", device, which)
+        self.organs = load_stage(model_dir / "organs", device, which)
+        self.tumor = None
+        if with_tumor and (model_dir / "tumor" / "model.json").is_file():
+            self.tumor = load_stage(model_dir / "tumor", device, which)
+        for name, stage, target in (("coarse", self.coarse, "abdomen"),
+                                    ("organs", self.organs, "organs"),
+                                    ("tumor", self.tumor, "tumor")):
+            if stage is not None and stage.meta.get("target") != target:
+                raise ModelError(f"{model_dir}/{name}: bundle target is "
+                                 f"'{stage.meta.get('target')}', expected '{target}'")
+
+    def checksums(self) -> dict[str, str]:
+        out = {}
+        for name in ("coarse", "organs", "tumor"):
+            stage = getattr(self, name)
+            if stage is not None:
+                which = stage.meta.get("default_weights", "final")
+                out[name] = stage.meta["weights"][which]["sha256"]
+        return out
+
+    # -- network calls -------------------------------------------------------------------
+
+    def _probabilities(self, stage: LoadedStage, volume, tta: bool):
+        """Softmax (C, D, H, W) on the CPU, averaged over mirror flips when ``tta``."""
+        import torch
+
+        from flarecli.core.runtime import autocast
+
+        x = volume[None, None].to(self.device, non_blocking=True)
+        flips = FLIPS if tta else [()]
+        total = None
+        views = []
+        with torch.inference_mode(), autocast(self.device):
+            for dims in flips:
+                xi = torch.flip(x, dims) if dims else x
+                p = torch.softmax(stage.model(xi).float(), dim=1)
+                if dims:
+                    p = torch.flip(p, dims)
+                total = p if total is None else total + p
+                if tta:
+                    views.append(p.argmax(1)[0].to(torch.uint8).cpu())
+        probs = (total / len(flips))[0]
+        return probs, views
+
+    def _segment(self, stage: LoadedStage, image_roi: np.ndarray, tta: bool,
+                 stats: dict[str, Any] | None = None) -> np.ndarray:
+        """Network-resolution argmax of a stage on an image region, back at the region's size
+        (nearest on labels). Returns network classes (uint8)."""
+        import torch
+
+        net_in = resample(stage.intensity.apply(image_roi), stage.spec.size_zyx, "linear")
+        probs, views = self._probabilities(stage, net_in, tta)
+        labels = probs.argmax(0).to(torch.uint8)
+        if stats is not None:
+            fg = labels > 0
+            top = probs.max(0).values
+            stats["confidence"] = float(top[fg].mean()) if bool(fg.any()) else 0.0
+            if views:
+                agree = []
+                for v in views:
+                    v = v.to(labels.device)
+                    union = (v > 0) | fg
+                    agree.append(float((v[union] == labels[union]).float().mean())
+                                 if bool(union.any()) else 1.0)
+                stats["agreement"] = float(np.mean(agree))
+        return resample(labels.cpu(), image_roi.shape, "nearest").numpy()
+
+    # -- the pipeline ----------------------------------------------------------------------
+
+    def roi(self, image: np.ndarray, geometry: Geometry) -> Box:
+        """Abdomen box of a scan (its voxels), from the coarse model, plus the fine margin."""
+        from scipy import ndimage
+
+        mask = self._segment(self.coarse, image, tta=False) > 0
+        components, n = ndimage.label(mask)
+        if n == 0:
+            return tuple((0, s) for s in image.shape)  # type: ignore[return-value]
+        if n > 1:
+            sizes = np.bincount(components.ravel())
+            sizes[0] = 0
+            mask = components == int(np.argmax(sizes))
+        box = box_of(mask)
+        if box is None:
+            return tuple((0, s) for s in image.shape)  # type: ignore[return-value]
+        return expand_box(box, margin_voxels(self.organs.spec.margin_mm, geometry.spacing_zyx),
+                          image.shape)
+
+    def predict(self, image: np.ndarray, geometry: Geometry, tta: bool = False,
+                with_tumor: bool = True) -> Prediction:
+        t0 = time.perf_counter()
+        box = self.roi(image, geometry)
+        t1 = time.perf_counter()
+        region = crop(image, box)
+        stats: dict[str, Any] = {}
+        organs = self.organs.lut[self._segment(self.organs, region, tta, stats)]
+        if with_tumor and self.tumor is not None:
+            tumor = self._segment(self.tumor, region, tta)
+            organs[tumor > 0] = self.tumor.lut[1]
+        out = np.zeros(image.shape, np.uint8)
+        out[tuple(slice(a, b) for a, b in box)] = organs
+        t2 = time.perf_counter()
+        return Prediction(out, box, {"coarse": t1 - t0, "fine": t2 - t1},
+                          stats.get("confidence"), stats.get("agreement"))
+
+
+class GpuMemorySampler:
+    """Samples device memory in use every ``interval`` s (the FLARE efficiency measure:
+    whole-device used memory, as nvidia-smi reports it) and integrates it over time."""
+
+    def __init__(self, device, interval: float = 0.1) -> None:
+        self.device, self.interval = device, interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _used_mb(self) -> float:
+        import torch
+
+        free, total = torch.cuda.mem_get_info(self.device)
+        return (total - free) / 2**20
+
+    def __enter__(self) -> GpuMemorySampler:
+        if self.device.type == "cuda":
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self._used_mb())
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def area_mb_s(self) -> float | None:
+        return sum(self.samples) * self.interval if self._thread is not None else None
+
+    @property
+    def max_mb(self) -> float | None:
+        return max(self.samples) if self.samples else None
