@@ -1,0 +1,159 @@
+"""infer / pseudolabel on tiny bundles trained in the test: geometry, resume, failures."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from flarecli.core.io import Geometry, read_volume, write_volume
+from flarecli.core.train import train
+from tests.conftest import geom
+from tests.core.test_train import blob_case, config
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    for i in range(3):
+        blob_case(root / "data", f"b{i}", i, tumor=True)
+    out = root / "model"
+    for stage, target in (("coarse", "abdomen"), ("fine", "organs"), ("fine", "tumor")):
+        train(config(root / "data", out, stage=stage, target=target, epochs=1, iterations=2))
+    return out
+
+
+def oblique(deg):
+    a = math.radians(deg)
+    return (math.cos(a), -math.sin(a), 0.0, math.sin(a), math.cos(a), 0.0, 0.0, 0.0, 1.0)
+
+
+GRIDS = {
+    "identity": geom((20, 30, 28), spacing_xyz=(1.5, 1.5, 2.0)),
+    "flipped": geom((17, 26, 31), spacing_xyz=(0.7, 0.9, 4.0),
+                    direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1), origin=(100.0, 80.0, -300.0)),
+    "oblique": Geometry((21, 25, 29), (1.2, 0.8, 3.0), (5.0, -7.5, 12.0), oblique(30)),
+    "z-down": geom((9, 40, 40), spacing_xyz=(0.8, 0.8, 5.0), direction=(1, 0, 0, 0, 1, 0, 0, 0,
+                                                                          -1)),
+}
+
+
+def scans(folder, rng):
+    for name, g in GRIDS.items():
+        image = rng.normal(0, 200, g.shape_zyx).astype(np.int16)
+        write_volume(folder / f"{name}_0000.nii.gz", image, g)
+
+
+def test_infer_keeps_every_input_grid_and_resumes(model_dir, tmp_path, run_cli):
+    scans(tmp_path / "in", np.random.default_rng(0))
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", model_dir,
+                  "--device", "cpu", "--profile", tmp_path / "p.json")
+    assert res.code == 0, res.stderr
+    for name, g in GRIDS.items():
+        label, g_out = read_volume(tmp_path / "out" / f"{name}.nii.gz")
+        assert label.dtype == np.uint8 and g_out.shape_zyx == g.shape_zyx
+        assert g_out.mismatches(g) == []
+        assert label.max() <= 14
+    record = json.loads((tmp_path / "out" / "infer.json").read_text())
+    assert set(record["model_sha256"]) == {"coarse", "organs", "tumor"}
+    profile = json.loads((tmp_path / "p.json").read_text())
+    scan = profile["scans"][0]
+    for key in ("read", "compute", "write", "total", "coarse", "fine"):
+        assert scan["seconds"][key] >= 0
+    assert scan["seconds"]["total"] >= scan["seconds"]["compute"]
+    assert {"gpu_peak_mb", "gpu_max_used_mb", "gpu_area_mb_s"} <= set(scan)
+    assert profile["summary"]["scans"] == 4 and profile["summary"]["peak_rss_mb"] > 0
+    # resume: nothing redone; --overwrite redoes
+    out_file = tmp_path / "out" / "flipped.nii.gz"
+    mtime = out_file.stat().st_mtime_ns
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", model_dir,
+                  "--device", "cpu")
+    assert "skipped 4 existing" in res.stdout and out_file.stat().st_mtime_ns == mtime
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", model_dir,
+                  "--device", "cpu", "--overwrite")
+    assert res.code == 0 and out_file.stat().st_mtime_ns != mtime
+
+
+def test_infer_bad_scans_are_reported_and_the_rest_written(model_dir, tmp_path, run_cli):
+    import SimpleITK as sitk
+
+    scans(tmp_path / "in", np.random.default_rng(1))
+    sitk.WriteImage(sitk.Image(12, 10, sitk.sitkInt16), str(tmp_path / "in" / "flat_0000.nii.gz"))
+    good = (tmp_path / "in" / "identity_0000.nii.gz").read_bytes()
+    (tmp_path / "in" / "cut_0000.nii.gz").write_bytes(good[: len(good) // 2])
+    from tests.core.test_audit import write_nan_image
+
+    write_nan_image(tmp_path / "in" / "nan_0000.nii.gz", (16, 16, 16))
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", model_dir,
+                  "--device", "cpu")
+    assert res.code == 4
+    assert "error: flat: " in res.stderr and "2-D, expected 3-D" in res.stderr
+    assert "error: cut: " in res.stderr
+    assert "error: nan: " in res.stderr and "NaN/inf voxels" in res.stderr
+    assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 4
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
+    res = run_cli("infer", tmp_path / "in", tmp_path / "in", "--model", model_dir)
+    assert res.code == 3 and "output folder is the input folder" in res.stderr
+    res = run_cli("infer", tmp_path / "in", tmp_path / "o2", "--model", tmp_path)
+    assert res.code == 5 and "no coarse/ model bundle" in res.stderr
+
+
+def test_interrupted_write_leaves_no_partial_file(model_dir, tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    from flarecli.core import predict_run
+    from flarecli.core.cases import discover_cases
+    from flarecli.core.infer import Engine
+    from flarecli.core.runtime import resolve_device
+
+    scans(tmp_path / "in", np.random.default_rng(2))
+    real_write = sitk.WriteImage
+
+    def dying_write(image, path, *args, **kw):
+        real_write(image, path, *args, **kw)  # the temporary file is complete on disk...
+        raise KeyboardInterrupt  # ...but the process dies before the rename
+
+    monkeypatch.setattr(sitk, "WriteImage", dying_write)
+    engine = Engine(model_dir, resolve_device("cpu"))
+    cases = discover_cases(tmp_path / "in").cases
+    with pytest.raises(KeyboardInterrupt):
+        list(predict_run.run_folder(engine, cases, tmp_path / "out"))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_pseudolabel_scores_and_min_score(model_dir, tmp_path, run_cli):
+    scans(tmp_path / "in", np.random.default_rng(3))
+    res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl", "--model", model_dir,
+                  "--device", "cpu", "--tta")
+    assert res.code == 0, res.stderr
+    rows = (tmp_path / "pl" / "scores.csv").read_text().splitlines()
+    assert rows[0].startswith("case,score,confidence,agreement,written,volume_ml_1")
+    assert len(rows) == 5
+    for row in rows[1:]:
+        cells = row.split(",")
+        score, confidence, agreement = (float(v) for v in cells[1:4])
+        assert 0 < confidence <= 1 and 0 <= agreement <= 1
+        assert score == pytest.approx(confidence * agreement, abs=2e-4)
+    labels = [read_volume(p)[0] for p in (tmp_path / "pl").glob("*.nii.gz")]
+    assert len(labels) == 4 and all(lab.max() <= 13 for lab in labels)  # no tumor by default
+    res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl2", "--model", model_dir,
+                  "--device", "cpu", "--min-score", "0.9999")
+    assert res.code == 0 and "4 below --min-score" in res.stdout
+    assert list((tmp_path / "pl2").glob("*.nii.gz")) == []
+    res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl3", "--model", model_dir,
+                  "--min-score", "2")
+    assert res.code == 3
+
+
+def test_infer_on_the_real_ct(model_dir, tmp_path, run_cli, shared_ct):
+    import shutil
+
+    image, _ = shared_ct
+    (tmp_path / "in").mkdir()
+    shutil.copy(image, tmp_path / "in" / image.name)
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", model_dir,
+                  "--device", "cpu")
+    assert res.code == 0, res.stderr
+    _, g_in = read_volume(image)
+    label, g_out = read_volume(tmp_path / "out" / "ts_example.nii.gz")
+    assert g_out.mismatches(g_in) == [] and label.dtype == np.uint8
