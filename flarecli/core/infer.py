@@ -135,10 +135,9 @@ class Engine:
         probs = (total / len(flips))[0]
         return probs, views
 
-    def _segment(self, stage: LoadedStage, image_roi: np.ndarray, tta: bool,
-                 stats: dict[str, Any] | None = None) -> np.ndarray:
-        """Network-resolution argmax of a stage on an image region, back at the region's size
-        (nearest on labels). Returns network classes (uint8)."""
+    def _network_labels(self, stage: LoadedStage, image_roi: np.ndarray, tta: bool,
+                        stats: dict[str, Any] | None = None):
+        """Argmax of a stage at network resolution (uint8 tensor on the CPU)."""
         import torch
 
         net_in = resample(stage.intensity.apply(image_roi), stage.spec.size_zyx, "linear")
@@ -156,25 +155,40 @@ class Engine:
                     agree.append(float((v[union] == labels[union]).float().mean())
                                  if bool(union.any()) else 1.0)
                 stats["agreement"] = float(np.mean(agree))
-        return resample(labels.cpu(), image_roi.shape, "nearest").numpy()
+        return labels.cpu()
+
+    def _segment(self, stage: LoadedStage, image_roi: np.ndarray, tta: bool,
+                 stats: dict[str, Any] | None = None) -> np.ndarray:
+        """A stage's labels (network classes, uint8) back at the region's size: nearest
+        resampling of the argmax label map, never of the logits."""
+        labels = self._network_labels(stage, image_roi, tta, stats)
+        return resample(labels, image_roi.shape, "nearest").numpy()
 
     # -- the pipeline ----------------------------------------------------------------------
 
     def roi(self, image: np.ndarray, geometry: Geometry) -> Box:
-        """Abdomen box of a scan (its voxels), from the coarse model, plus the fine margin."""
+        """Abdomen box of a scan (its voxels), from the coarse model, plus the fine margin.
+
+        The largest component is taken at the coarse network's resolution and its box scaled
+        to the scan (outward), which avoids labelling a full-size mask.
+        """
         from scipy import ndimage
 
-        mask = self._segment(self.coarse, image, tta=False) > 0
+        full: Box = tuple((0, s) for s in image.shape)  # type: ignore[assignment]
+        mask = self._network_labels(self.coarse, image, tta=False).numpy() > 0
         components, n = ndimage.label(mask)
         if n == 0:
-            return tuple((0, s) for s in image.shape)  # type: ignore[return-value]
+            return full
         if n > 1:
             sizes = np.bincount(components.ravel())
             sizes[0] = 0
             mask = components == int(np.argmax(sizes))
         box = box_of(mask)
         if box is None:
-            return tuple((0, s) for s in image.shape)  # type: ignore[return-value]
+            return full
+        scale = [s / m for s, m in zip(image.shape, mask.shape, strict=True)]
+        box = tuple((int(np.floor(a * f)), int(np.ceil(b * f)))
+                    for (a, b), f in zip(box, scale, strict=True))  # type: ignore[assignment]
         return expand_box(box, margin_voxels(self.organs.spec.margin_mm, geometry.spacing_zyx),
                           image.shape)
 
