@@ -47,7 +47,7 @@ def main() -> None:
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    records = [json.loads(x) for x in (out / "organs" / "metrics.jsonl").read_text().split()]
+    records = [json.loads(x) for x in (out / "organs" / "metrics.jsonl").read_text().splitlines()]
     for r in records:
         its = args.iterations / r["train_seconds"]
         gpu = f", peak GPU memory {r['gpu_peak_mb']} MB" if "gpu_peak_mb" in r else ""
