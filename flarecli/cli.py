@@ -16,6 +16,7 @@ from flarecli import __version__
 from flarecli.commands import (
     audit,
     correct,
+    demo,
     evaluate,
     infer,
     postprocess,
@@ -43,6 +44,7 @@ app.command("correct")(correct.correct)
 app.command("infer")(infer.infer)
 app.command("postprocess")(postprocess.postprocess)
 app.command("evaluate")(evaluate.evaluate)
+app.command("demo")(demo.demo)
 
 
 def _version(value: bool) -> None:
