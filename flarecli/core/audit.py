@@ -275,15 +275,9 @@ def csv_rows(cases: list[CaseAudit]) -> list[list[Any]]:
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """Read an audit manifest; raises InputError if missing, unreadable or of another schema."""
-    import json
+    from flarecli.core.io import read_json
 
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise InputError(f"{path}: manifest not found") from e
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: unreadable manifest ({e})") from e
+    data = read_json(path, "manifest")
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path}: not a flare audit manifest (schema_version {SCHEMA_VERSION})")
     return data

@@ -18,7 +18,7 @@ from typing import Any
 
 from flarecli import __version__
 from flarecli.core.errors import ModelError
-from flarecli.core.io import atomic_path, write_text_atomic
+from flarecli.core.io import atomic_path, read_json, write_text_atomic
 
 BUNDLE_SCHEMA = 1
 WEIGHTS = ("best", "final")
@@ -59,13 +59,11 @@ def write_bundle(folder: Path, meta: dict[str, Any], checksums: dict[str, str]) 
 
 def read_bundle(folder: Path) -> dict[str, Any]:
     path = Path(folder) / "model.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise ModelError(f"{folder}: no model.json (not a flare model bundle)") from e
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path}: unreadable ({e})") from e
-    if data.get("schema") != BUNDLE_SCHEMA or "architecture" not in data:
+    if not path.is_file():
+        raise ModelError(f"{folder}: no model.json (not a flare model bundle)")
+    data = read_json(path, "model bundle", ModelError)
+    if not (isinstance(data, dict) and data.get("schema") == BUNDLE_SCHEMA
+            and "architecture" in data):
         raise ModelError(f"{path}: not a flare model bundle (schema {BUNDLE_SCHEMA})")
     return data
 

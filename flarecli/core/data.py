@@ -15,7 +15,6 @@ Sources ``flare train`` accepts:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,11 +80,12 @@ def training_cases(source: Path, target: str) -> tuple[list[TrainCase], list[str
             notes.append("plain labels are taken as complete (FL); for partial labels use an "
                          "audit or correct manifest")
     elif source.is_file():
-        try:
-            data = json.loads(source.read_text())
-            entries = data["cases"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise InputError(f"{source}: not a flare manifest ({e})") from e
+        from flarecli.core.io import read_json
+
+        data = read_json(source, "manifest")
+        entries = data.get("cases") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise InputError(f"{source}: not a flare manifest (no 'cases' list)")
         cases = []
         skipped = 0
         for e in entries:

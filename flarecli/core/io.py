@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 import struct
 import tempfile
@@ -23,11 +24,12 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from flarecli.core.errors import DataError, InputError
+from flarecli.core.errors import DataError, FlareError, InputError
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
@@ -324,6 +326,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def read_json(path: Path, what: str, error: type[FlareError] = InputError) -> Any:
+    """Parse a JSON file; a missing or unreadable file raises ``error`` naming ``what``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise error(f"{path}: {what} not found") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: unreadable {what} ({e})") from e
 
 
 def write_text_atomic(path: Path, text: str) -> None:

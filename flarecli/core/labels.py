@@ -5,7 +5,6 @@ Ids 0..14: 0 background, 1..13 the abdominal organs, 14 the pan-cancer tumor cla
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,13 +81,10 @@ def read_dataset_json(path: Path) -> dict[str, Any]:
     v2 maps name -> id (``{"liver": 1}``), v1 maps id -> name (``{"1": "liver"}``); both are
     accepted. Raises InputError for unreadable JSON or a label map that is neither.
     """
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise InputError(f"{path}: dataset.json not found") from e
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: unreadable dataset.json ({e})") from e
-    labels = data.get("labels")
+    from flarecli.core.io import read_json
+
+    data = read_json(path, "dataset.json")
+    labels = data.get("labels") if isinstance(data, dict) else None
     if not isinstance(labels, dict) or not labels:
         raise InputError(f"{path}: dataset.json has no 'labels' mapping")
     ids: dict[int, str] = {}
