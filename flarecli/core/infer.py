@@ -1,6 +1,7 @@
 """The inference engine behind ``flare infer`` and ``flare pseudolabel`` (one pipeline).
 
-Per scan, in the scan's own voxel grid (any orientation, spacing or slice count):
+Per scan (any orientation, spacing or slice count), after bringing the array to the
+canonical orientation with a transpose and flips (core.orient; undone at the end):
 
 1. normalise with the coarse bundle's intensity parameters; resample the whole volume to the
    coarse size; abdomen mask = argmax; keep its largest component; its box, mapped back to the
@@ -69,13 +70,15 @@ def load_stage(folder: Path, device, which: str | None = None) -> LoadedStage:
 @dataclass
 class Prediction:
     label: np.ndarray  # uint8 FLARE ids, the scan's shape
-    roi: Box
+    roi: Box  # in canonical orientation (core.orient)
     seconds: dict[str, float] = field(default_factory=dict)
     confidence: float | None = None  # mean max-probability inside the predicted foreground
     agreement: float | None = None  # mean agreement of the TTA views with the final labels
 
 
-FLIPS = [tuple(c) for r in range(4) for c in itertools.combinations((2, 3, 4), r)]
+#: Mirror TTA views: flips of the (B, C, D, H, W) input over the superior-inferior and
+#: anterior-posterior axes; never left-right, which would swap the left/right organ pairs.
+FLIPS = [tuple(c) for r in range(3) for c in itertools.combinations((2, 3), r)]
 
 
 class Engine:
@@ -166,7 +169,7 @@ class Engine:
 
     # -- the pipeline ----------------------------------------------------------------------
 
-    def roi(self, image: np.ndarray, geometry: Geometry) -> Box:
+    def roi(self, image: np.ndarray, spacing_zyx) -> Box:
         """Abdomen box of a scan (its voxels), from the coarse model, plus the fine margin.
 
         The largest component is taken at the coarse network's resolution and its box scaled
@@ -189,13 +192,17 @@ class Engine:
         scale = [s / m for s, m in zip(image.shape, mask.shape, strict=True)]
         box = tuple((int(np.floor(a * f)), int(np.ceil(b * f)))
                     for (a, b), f in zip(box, scale, strict=True))  # type: ignore[assignment]
-        return expand_box(box, margin_voxels(self.organs.spec.margin_mm, geometry.spacing_zyx),
+        return expand_box(box, margin_voxels(self.organs.spec.margin_mm, spacing_zyx),
                           image.shape)
 
     def predict(self, image: np.ndarray, geometry: Geometry, tta: bool = False,
                 with_tumor: bool = True) -> Prediction:
+        from flarecli.core.orient import to_canonical
+
         t0 = time.perf_counter()
-        box = self.roi(image, geometry)
+        reorient = to_canonical(geometry.direction)
+        image = reorient.apply(image)
+        box = self.roi(image, reorient.spacing(geometry.spacing_zyx))
         t1 = time.perf_counter()
         region = crop(image, box)
         stats: dict[str, Any] = {}
@@ -205,6 +212,7 @@ class Engine:
             organs[tumor > 0] = self.tumor.lut[1]
         out = np.zeros(image.shape, np.uint8)
         out[tuple(slice(a, b) for a, b in box)] = organs
+        out = reorient.invert(out)
         t2 = time.perf_counter()
         return Prediction(out, box, {"coarse": t1 - t0, "fine": t2 - t1},
                           stats.get("confidence"), stats.get("agreement"))

@@ -181,10 +181,17 @@ def roi_box(label: np.ndarray, image: np.ndarray, spacing_zyx, margin_mm: float)
     return expand_box(box, margin_voxels(margin_mm, spacing_zyx), label.shape)
 
 
-def preprocess_case(image: np.ndarray, label: np.ndarray | None, spacing_zyx,
+def preprocess_case(image: np.ndarray, label: np.ndarray | None, geometry,
                     intensity: Intensity, spec: StageSpec) -> dict[str, Any]:
     """Arrays a stage trains on: normalised float16 image, uint8 label (FLARE ids kept), and
-    the ROI inside them as a box in the returned arrays' voxel coordinates."""
+    the ROI inside them as a box in the returned arrays' voxel coordinates. Arrays are first
+    brought to the canonical orientation (core.orient)."""
+    from flarecli.core.orient import to_canonical
+
+    r = to_canonical(geometry.direction)
+    image = r.apply(image)
+    label = None if label is None else r.apply(label)
+    spacing_zyx = r.spacing(geometry.spacing_zyx)
     norm = intensity.apply(image)
     if spec.stage == "coarse":
         img = resample(norm, spec.size_zyx, "linear").numpy()
@@ -212,7 +219,7 @@ def cache_key(spec: StageSpec, intensity: Intensity, label_path: Path | None) ->
     stat = label_path.stat() if label_path is not None else None
     data = {"spec": spec.to_json(), "intensity": intensity.to_json(),
             "label": [str(label_path), stat.st_size, stat.st_mtime_ns] if stat else None,
-            "version": 1}
+            "version": 2}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -166,8 +166,8 @@ def build_cache_entry(job: CacheJob) -> str | None:
         mismatch = geometry.mismatches(label_geometry)
         if mismatch:
             return f"{job.case.id}: image vs label {'; '.join(mismatch)}"
-        arrays = preprocess_case(image, label.astype(np.uint8), geometry.spacing_zyx,
-                                 job.intensity, job.spec)
+        arrays = preprocess_case(image, label.astype(np.uint8), geometry, job.intensity,
+                                 job.spec)
         save_cached(path, arrays)
         return None
     except FlareError as e:
@@ -484,8 +484,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     aug = None
     if cfg.augment:
         from flarecli.core.augment import AugmentConfig
+        from flarecli.core.orient import LEFT_RIGHT_AXIS
 
-        aug = AugmentConfig()
+        # no left-right mirroring: it would swap the left/right organ pairs
+        aug = AugmentConfig(flip_axes=tuple(a for a in range(3) if a != LEFT_RIGHT_AXIS))
     on_device = device.type == "cuda"  # augment on the GPU; workers only load arrays
     dataset = _Samples(train_paths, cfg, lut, aug, prepare=not on_device)
     kinds = [c.kind for c in train_cases]

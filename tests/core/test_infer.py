@@ -157,3 +157,18 @@ def test_infer_on_the_real_ct(model_dir, tmp_path, run_cli, shared_ct):
     _, g_in = read_volume(image)
     label, g_out = read_volume(tmp_path / "out" / "ts_example.nii.gz")
     assert g_out.mismatches(g_in) == [] and label.dtype == np.uint8
+
+
+def test_same_anatomy_in_another_storage_gets_the_same_labels(model_dir):
+    """An LPS- and a RAS-stored copy of one scan: identical labels in physical space."""
+    from flarecli.core.infer import Engine
+    from flarecli.core.runtime import resolve_device
+
+    engine = Engine(model_dir, resolve_device("cpu"))
+    rng = np.random.default_rng(5)
+    image = rng.normal(0, 200, (20, 30, 28)).astype(np.int16)
+    lps = geom(image.shape, spacing_xyz=(1.5, 1.2, 2.0))
+    ras = geom(image.shape, spacing_xyz=(1.5, 1.2, 2.0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    a = engine.predict(image, lps).label
+    b = engine.predict(np.ascontiguousarray(image[:, ::-1, ::-1]), ras).label
+    assert np.array_equal(b, a[:, ::-1, ::-1])

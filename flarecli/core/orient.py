@@ -1,0 +1,82 @@
+"""Canonical orientation: every network sees anatomy the same way round, whatever the storage.
+
+Scans are stored with any direction (identity/LPS, RAS, flipped slices, permuted axes). A
+network trained in voxel space would see left and right swapped between an LPS- and a
+RAS-stored scan, which makes the left/right organ pairs (kidneys, adrenals) ambiguous. So
+training and inference reorient every array to the canonical order of an identity-direction
+scan -- array axis 0 towards superior, 1 towards posterior, 2 towards the patient's left --
+with a transpose and flips only (no resampling), and inference undoes it exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Array axis of the canonical order that runs along the patient's left-right direction.
+LEFT_RIGHT_AXIS = 2
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """``canonical = flip(transpose(array, perm), flips)``; ``invert`` goes back."""
+
+    perm: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+
+    @property
+    def identity(self) -> bool:
+        return self.perm == (0, 1, 2) and not any(self.flips)
+
+    def apply(self, array):
+        if self.identity:
+            return array
+        out = _transpose(array, self.perm)
+        axes = [a for a in range(3) if self.flips[a]]
+        return _flip(out, axes) if axes else out
+
+    def invert(self, array):
+        if self.identity:
+            return array
+        axes = [a for a in range(3) if self.flips[a]]
+        out = _flip(array, axes) if axes else array
+        return _transpose(out, tuple(int(i) for i in np.argsort(self.perm)))
+
+    def shape(self, shape_zyx) -> tuple[int, int, int]:
+        return tuple(int(shape_zyx[p]) for p in self.perm)  # type: ignore[return-value]
+
+    def spacing(self, spacing_zyx) -> tuple[float, float, float]:
+        return tuple(float(spacing_zyx[p]) for p in self.perm)  # type: ignore[return-value]
+
+
+def _transpose(array, perm):
+    if isinstance(array, np.ndarray):
+        return np.ascontiguousarray(np.transpose(array, perm))
+    return array.permute(*perm).contiguous()
+
+
+def _flip(array, axes):
+    if isinstance(array, np.ndarray):
+        return np.ascontiguousarray(np.flip(array, axes))
+    import torch
+
+    return torch.flip(array, axes)
+
+
+def to_canonical(direction) -> Reorientation:
+    """The transpose + flips that bring an array with this ITK direction to canonical order.
+
+    Oblique directions use the closest axis assignment (the permutation with the largest
+    total |cosine|); the residual rotation is left as is.
+    """
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    # array axis a is voxel axis 2 - a; its physical direction is column 2 - a of d
+    cos = np.stack([d[:, 2 - a] for a in range(3)])  # cos[a, p]: array axis a . physical p
+    best = max(itertools.permutations(range(3)),
+               key=lambda phys: sum(abs(cos[a, phys[a]]) for a in range(3)))
+    # canonical axis c holds physical axis 2 - c
+    perm = tuple(best.index(2 - c) for c in range(3))
+    flips = tuple(bool(cos[perm[c], 2 - c] < 0) for c in range(3))
+    return Reorientation(perm, flips)  # type: ignore[arg-type]
