@@ -117,7 +117,7 @@ class Engine:
     # -- network calls -------------------------------------------------------------------
 
     def _probabilities(self, stage: LoadedStage, volume, tta: bool):
-        """Softmax (C, D, H, W) on the CPU, averaged over mirror flips when ``tta``."""
+        """Softmax (C, D, H, W) on the device, averaged over mirror flips when ``tta``."""
         import torch
 
         from flarecli.core.runtime import autocast
@@ -143,7 +143,13 @@ class Engine:
         """Argmax of a stage at network resolution (uint8 tensor on the CPU)."""
         import torch
 
+        from flarecli.core.runtime import autocast
+
         net_in = resample(stage.intensity.apply(image_roi), stage.spec.size_zyx, "linear")
+        if not tta and stats is None:  # argmax of the logits: no softmax buffers on the GPU
+            with torch.inference_mode(), autocast(self.device):
+                logits = stage.model(net_in[None, None].to(self.device, non_blocking=True))
+                return logits[0].argmax(0).to(torch.uint8).cpu()
         probs, views = self._probabilities(stage, net_in, tta)
         labels = probs.argmax(0).to(torch.uint8)
         if stats is not None:

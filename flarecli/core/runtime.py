@@ -53,15 +53,19 @@ def resolve_device(name: str = "auto"):
     return device
 
 
-def setup_torch(device) -> None:
-    """Threads, malloc tuning and cuDNN settings for a run on ``device``."""
+def setup_torch(device, benchmark: bool = False) -> None:
+    """Threads, malloc tuning and cuDNN settings for a run on ``device``.
+
+    ``benchmark`` turns on cuDNN autotuning: worth it for training (thousands of steps at one
+    size), not for inference, where it adds seconds of start-up per process.
+    """
     import torch
 
     tune_malloc()
     if device.type == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     else:
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 

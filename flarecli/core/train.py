@@ -427,7 +427,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    setup_torch(device)
+    setup_torch(device, benchmark=True)
     lead = rank == 0
 
     # -- data
