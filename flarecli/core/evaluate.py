@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from flarecli.core.audit import check_label_values
-from flarecli.core.errors import FlareError, InputError
+from flarecli.core.errors import FlareError, InputError, check_choice
 from flarecli.core.io import Geometry, read_volume
 from flarecli.core.labels import (
     CLASSES,
@@ -180,10 +180,7 @@ def plan_jobs(
     """Pair GT and prediction files. Returns (jobs, predictions without GT)."""
     from flarecli.core.cases import label_files
 
-    if protocol not in PROTOCOLS:
-        from flarecli.core.errors import check_choice
-
-        check_choice("protocol", protocol, PROTOCOLS)
+    check_choice("protocol", protocol, PROTOCOLS)
     if not 0.0 <= nsd_threshold <= 1.0:
         raise InputError(f"--nsd-threshold {nsd_threshold}: must be within 0..1")
     gts = label_files(gt_dir)
