@@ -12,7 +12,8 @@ Protocols:
 * ``"flare23"`` reproduces the official script exactly: the tubular crop is voxel axis 2 (flare
   array axis 0) as ``[z_min:z_max]``, an exclusive end, so the GT's top slice is dropped (and a
   GT on a single slice gives NaN, as there); spacing from the header; per-case values rounded to
-  4 decimals as in its CSV, from which its means are taken.
+  4 decimals as in its CSV, from which its means are taken. Spacing is the GT header's
+  ``pixdim`` (nibabel's ``get_zooms()``), which ITK can replace by the sform's column norms.
 * ``"exact"`` (default): the inclusive slice range along the image's true superior-inferior
   axis (correct for any orientation), no rounding.
 
@@ -23,7 +24,7 @@ the official rule gives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from scipy import ndimage
 
 from flarecli.core.audit import check_label_values
 from flarecli.core.errors import FlareError, InputError, check_choice
-from flarecli.core.io import Geometry, read_volume
+from flarecli.core.io import Geometry, header_zooms, read_volume
 from flarecli.core.labels import (
     CLASSES,
     MAX_LABEL,
@@ -163,6 +164,10 @@ def evaluate_case(job: EvalJob) -> CaseResult:
                 result.problems.append("prediction vs ground truth " + "; ".join(mismatch))
                 return result
         annotated = set(job.annotated) if job.annotated is not None else None
+        if job.protocol == "flare23":  # the official script's spacing: the GT header's pixdim
+            zooms = header_zooms(job.gt)
+            if zooms is not None and all(z > 0 for z in zooms):
+                geometry = replace(geometry, spacing_xyz=zooms)
         result.scores = score_labels(gt, pred, geometry, job.protocol, job.nsd_threshold,
                                      annotated)
     except FlareError as e:

@@ -33,6 +33,10 @@ from flarecli.core.errors import DataError, FlareError, InputError
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
+# ITK prints multi-line warnings (e.g. "unexpected scales in sform") straight to stderr, in
+# the middle of progress bars; flare reports problems itself, one line per file.
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
+
 #: Tolerances for "same grid" checks: NIfTI stores geometry as float32, and real label files
 #: often differ from their image in the last digits.
 SPACING_ATOL_MM = 1e-4
@@ -218,6 +222,7 @@ class _RawHeader:
     datatype: int
     bitpix: int
     vox_offset: int
+    pixdim: tuple[float, ...] = ()
 
     @property
     def data_end(self) -> int:
@@ -232,16 +237,19 @@ def _raw_header(f) -> _RawHeader | None:
             dims = struct.unpack(endian + "8h", head[40:56])
             datatype, bitpix = struct.unpack(endian + "2h", head[70:74])
             offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            pixdim = struct.unpack(endian + "8f", head[76:108])
             break
         if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
             dims = struct.unpack(endian + "8q", head[16:80])
             datatype, bitpix = struct.unpack(endian + "2h", head[12:16])
             offset = int(struct.unpack(endian + "q", head[168:176])[0])
+            pixdim = struct.unpack(endian + "8d", head[104:168])
             break
     else:
         return None
     n = int(np.prod([max(1, d) for d in dims[1: 1 + max(0, min(7, dims[0]))]]))
-    return _RawHeader(endian, n, datatype, bitpix, max(offset, 348))
+    return _RawHeader(endian, n, datatype, bitpix, max(offset, 348),
+                      tuple(float(v) for v in pixdim))
 
 
 def _open_raw(path: Path):
@@ -280,6 +288,23 @@ def check_complete(path: Path) -> None:
             raise DataError(f"{path}: truncated or corrupt gzip stream") from None
     if size < header.data_end:
         raise DataError(f"{path}: truncated file ({size} of {header.data_end} bytes)")
+
+
+def header_zooms(path: Path) -> tuple[float, float, float] | None:
+    """The voxel size the NIfTI header stores (|pixdim[1:4]|), x, y, z order.
+
+    This is what nibabel's ``get_zooms()`` -- and so the official FLARE script -- uses. ITK
+    may derive spacing from the sform matrix instead, which differs in rare files. None when
+    the header cannot be read.
+    """
+    try:
+        with _open_raw(Path(path)) as f:
+            header = _raw_header(f)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if header is None or len(header.pixdim) < 4:
+        return None
+    return tuple(abs(v) for v in header.pixdim[1:4])  # type: ignore[return-value]
 
 
 def count_nonfinite(path: Path) -> int:

@@ -148,3 +148,21 @@ def test_real_ct_geometry(shared_ct):
     assert g.orientation == "RAS"
     _, gl = read_volume(label)
     assert g.mismatches(gl) == []
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_header_zooms_are_the_stored_pixdim(tmp_path, suffix):
+    import struct
+
+    from flarecli.core.io import header_zooms
+
+    g = geom((5, 6, 7), spacing_xyz=(0.75, 0.8125, 2.5), direction=FLIPPED)
+    write_volume(tmp_path / f"a{suffix}", np.zeros(g.shape_zyx, np.uint8), g)
+    assert header_zooms(tmp_path / f"a{suffix}") == (0.75, 0.8125, 2.5)
+    raw = bytearray((tmp_path / f"a{suffix}").read_bytes() if suffix == ".nii" else b"")
+    if raw:  # a header whose pixdim[1] is 3: the zooms follow the header, silently for ITK
+        raw[80:84] = struct.pack("<f", 3.0)
+        (tmp_path / "b.nii").write_bytes(bytes(raw))
+        assert header_zooms(tmp_path / "b.nii")[0] == 3.0
+        read_volume(tmp_path / "b.nii")  # ITK's warning is not printed
+    assert header_zooms(tmp_path / "missing.nii") is None
