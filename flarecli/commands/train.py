@@ -41,9 +41,12 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     workers: int | None = typer.Option(None, "--workers", "-j", min=0,
-                                       help="Loader workers (default 0 on CPU, 4 on CUDA)."),
+                                       help="Loader workers and preprocessing processes "
+                                       "(default 0 on CPU, 4 on CUDA)."),
     cache: Path | None = typer.Option(None, "--cache", help="Preprocessed-array cache folder "
                                       "(default OUT/cache/STAGE)."),
+    init: Path | None = typer.Option(None, "--init", help="Start from the weights of this "
+                                     "bundle (same preset and target), e.g. the teacher."),
     resume: bool = typer.Option(False, "--resume", help="Continue OUT/<name> from its last "
                                 "checkpoint (other options are read from its config)."),
 ) -> None:
@@ -60,6 +63,7 @@ def train(
         normalization=normalization, margin_mm=margin_mm, deep_supervision=deep_supervision,
         augment=augment, val_fraction=val_fraction, seed=seed, device=device,
         workers=workers, cache=str(cache) if cache else None,
+        init=str(init) if init else None,
     )
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,

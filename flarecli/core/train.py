@@ -81,6 +81,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int | None = None
     cache: str | None = None
+    init: str | None = None
 
     def resolve(self) -> TrainConfig:
         """Fill stage-dependent defaults and validate; raises InputError."""
@@ -221,6 +222,20 @@ def build_network(cfg: TrainConfig, n_classes: int):
     return model, {"name": arch, "args": args}
 
 
+def warm_start(module, bundle_dir: Path) -> None:
+    """Initialise from a bundle's weights (e.g. the student from the teacher of the same
+    preset). Raises ModelError when the architectures differ."""
+    from flarecli.core.bundle import load_bundle
+
+    source, _ = load_bundle(bundle_dir)
+    try:
+        module.load_state_dict(source.state_dict())
+    except RuntimeError as e:
+        raise ModelError(f"{bundle_dir}: --init bundle does not fit this network "
+                         f"({str(e).splitlines()[0]})",
+                         hint="use a bundle of the same --model preset and target") from e
+
+
 def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
     warm = (cfg.warmup_epochs or 0) * cfg.iterations
     if step < warm:
@@ -237,6 +252,8 @@ def make_state(cfg: TrainConfig, run_dir: Path, device, n_classes: int, distribu
 
     torch.manual_seed(cfg.seed)
     module, arch = build_network(cfg, n_classes)
+    if cfg.init:
+        warm_start(module, Path(cfg.init))
     module = module.to(device)
     teacher = None
     if cfg.target == "tumor":

@@ -140,6 +140,17 @@ def test_mean_teacher_tumor_and_coarse_stage(blobs, tmp_path):
     assert meta["target"] == "abdomen" and meta["preprocessing"]["stage"]["stage"] == "coarse"
 
 
+def test_warm_start_from_a_bundle(blobs, tmp_path):
+    first = train(config(blobs, tmp_path / "a", epochs=1, iterations=2))
+    # zero steps of learning would keep the weights: lr 0 shows the init was loaded
+    second = train(config(blobs, tmp_path / "b", epochs=1, iterations=1, lr=0.0,
+                          init=str(tmp_path / "a" / "organs")))
+    assert second["state_sha256"] == first["state_sha256"]
+    with pytest.raises(ModelError, match="does not fit"):
+        train(config(blobs, tmp_path / "c", target="tumor", epochs=1, iterations=1,
+                     init=str(tmp_path / "a" / "organs")))
+
+
 def test_bad_options(blobs, tmp_path, run_cli):
     res = run_cli("train", blobs, "--out", tmp_path / "m", "--model", "studnt")
     assert res.code == 3 and "did you mean 'student'" in res.stderr
