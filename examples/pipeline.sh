@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The StMt loop, step by step, with the flare CLI -- the way you would run it on FLARE23 data.
 #
-#   DATA=/data/FLARE23 OUT=runs/stmt MODEL=student COARSE=128 FINE=192 EPOCHS=500 ITERS=250 \
-#       DEVICE=cuda bash examples/pipeline.sh          # the paper's settings, on a GPU
+#   DATA=/data/FLARE23 OUT=runs/stmt MODEL=student TEACHER=teacher COARSE=128 FINE=192 \
+#       EPOCHS=500 ITERS=250 OPT= WARM=0 DEVICE=cuda bash examples/pipeline.sh   # the paper
 #   bash examples/pipeline.sh                          # a quick CPU run on synthetic data
 #
 # DATA uses the FLARE / nnU-Net layout: imagesTr/<case>_0000.nii.gz + labelsTr/<case>.nii.gz
@@ -20,7 +20,10 @@ COARSE=${COARSE:-32}                  # coarse input size (paper: 128)
 FINE=${FINE:-48}                      # fine input size (paper: 192)
 EPOCHS=${EPOCHS:-10}                  # paper: 500
 ITERS=${ITERS:-20}                    # steps per epoch (paper: 250)
-TRAIN="--device $DEVICE --epochs $EPOCHS --iterations $ITERS"
+OPT=${OPT---optimizer adamw --lr 1e-2 --deep-supervision}  # empty: SGD 0.01 (the paper)
+WARM=${WARM:-1}                       # 1: start the student from the teacher (same preset)
+TRAIN="--device $DEVICE --epochs $EPOCHS --iterations $ITERS $OPT"
+init() { [ "$WARM" = 1 ] && echo "--init $OUT/teacher/$1" || true; }
 
 # flare's exit code 4 means "finished, but some cases had problems" (printed one per line);
 # the loop goes on with the good cases.
@@ -59,10 +62,11 @@ ok4 $FLARE correct "$OUT/pseudo" "$DATA/labelsTr" "$OUT/corrected"
 
 # 5. Student: coarse model and organ model on FL/CPL/PL (L = L_fl + 1.0 L_cpl + 0.5 L_pl), and
 #    the mean-teacher tumor model on the tumor-annotated cases.
+#    (WARM=1 starts the student runs from the teacher's weights: only with equal presets.)
 $FLARE train "$OUT/corrected/manifest.json" --out "$OUT/student" --stage coarse \
-    --model "$MODEL" --size "$COARSE" $TRAIN
+    --model "$MODEL" --size "$COARSE" $(init coarse) $TRAIN
 $FLARE train "$OUT/corrected/manifest.json" --out "$OUT/student" --stage fine \
-    --target organs --model "$MODEL" --size "$FINE" --l1 1.0 --l2 0.5 $TRAIN
+    --target organs --model "$MODEL" --size "$FINE" --l1 1.0 --l2 0.5 $(init organs) $TRAIN
 $FLARE train "$OUT/corrected/manifest.json" --out "$OUT/student" --stage fine \
     --target tumor --model "$MODEL" --size "$FINE" $TRAIN
 
