@@ -114,6 +114,17 @@ def check_label_values(array: np.ndarray) -> tuple[np.ndarray | None, list[str]]
     return array.astype(np.uint8, copy=False), problems
 
 
+def read_label_map(path: Path, what: str = "") -> tuple[np.ndarray, Geometry]:
+    """Read a label map as uint8 FLARE ids; raises InputError (naming the file and ``what``)
+    for non-integer or out-of-range values, and like ``read_volume`` otherwise."""
+    array, geometry = read_volume(Path(path))
+    labels, problems = check_label_values(array)
+    if labels is None or problems:
+        prefix = f"{what} " if what else ""
+        raise InputError(f"{Path(path).name}: {prefix}{'; '.join(problems)}")
+    return labels, geometry
+
+
 def audit_case(case: Case) -> CaseAudit:
     """Audit one case; never raises for data problems (they go to ``problems``)."""
     out = CaseAudit(

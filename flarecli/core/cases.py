@@ -61,6 +61,15 @@ def require_dir(path: Path | None, what: str) -> Path:
     return path
 
 
+def check_output_dir(output_dir: Path, *input_dirs: Path) -> None:
+    """Refuse an output folder that is one of the input folders (inputs are never
+    overwritten)."""
+    for given in input_dirs:
+        if Path(output_dir).resolve() == Path(given).resolve():
+            raise InputError(f"{output_dir}: output folder is the input folder",
+                             hint="flare never overwrites its inputs; choose another folder")
+
+
 def _nifti_files(folder: Path, stray: list[tuple[Path, str]]) -> list[Path]:
     files = []
     for p in sorted(folder.iterdir()):

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from flarecli.core.audit import check_label_values
-from flarecli.core.cases import discover_cases, label_files, require_dir
+from flarecli.core.audit import read_label_map
+from flarecli.core.cases import check_output_dir, discover_cases, label_files, require_dir
 from flarecli.core.errors import FlareError, InputError
-from flarecli.core.io import read_volume, write_volume
+from flarecli.core.io import write_volume
 from flarecli.core.labels import CLASSES, ORGANS
 
 MANIFEST_SCHEMA = "flare-correct"
@@ -79,14 +79,6 @@ class Result:
                 "annotated": self.annotated, "from_teacher": self.from_teacher}
 
 
-def _labels(path: str, what: str):
-    array, geometry = read_volume(Path(path))
-    labels, problems = check_label_values(array)
-    if labels is None or problems:
-        raise InputError(f"{Path(path).name}: {what} {'; '.join(problems)}")
-    return labels, geometry
-
-
 def correct_case(job: Job) -> Result:
     result = Result(job.case, job.image, job.target)
     try:
@@ -94,7 +86,7 @@ def correct_case(job: Job) -> Result:
             raise InputError("no image found for this case (give --images DIR)")
         partial = geometry = None
         if job.label is not None:
-            partial, geometry = _labels(job.label, "partial label")
+            partial, geometry = read_label_map(job.label, "partial label")
             result.annotated = annotated_classes(partial)
         full_organs = set(ORGANS) <= set(result.annotated)
         if full_organs:
@@ -102,7 +94,7 @@ def correct_case(job: Job) -> Result:
         elif job.pseudo is None:
             raise InputError("partially labelled case without a pseudo-label")
         else:
-            pseudo, pseudo_geometry = _labels(job.pseudo, "pseudo-label")
+            pseudo, pseudo_geometry = read_label_map(job.pseudo, "pseudo-label")
             if geometry is not None:
                 mismatch = geometry.mismatches(pseudo_geometry)
                 if mismatch:
@@ -143,10 +135,7 @@ def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path
          overwrite: bool) -> list[Job]:
     pseudo_dir = require_dir(pseudo_dir, "pseudo-label")
     labels_dir = require_dir(labels_dir, "labels")
-    for given in (pseudo_dir, labels_dir):
-        if Path(output_dir).resolve() == given.resolve():
-            raise InputError(f"{output_dir}: output folder is an input folder",
-                             hint="flare never overwrites its inputs; choose another folder")
+    check_output_dir(output_dir, pseudo_dir, labels_dir)
     pseudo = {c.id: c.label for c in label_files(pseudo_dir).cases}
     labels = {c.id: c.label for c in label_files(labels_dir).cases}
     if not pseudo and not labels:

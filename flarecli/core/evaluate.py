@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from flarecli.core.audit import check_label_values
+from flarecli.core.audit import read_label_map
 from flarecli.core.errors import FlareError, InputError, check_choice
-from flarecli.core.io import Geometry, header_zooms, read_volume
+from flarecli.core.io import Geometry, header_zooms
 from flarecli.core.labels import (
     CLASSES,
     MAX_LABEL,
@@ -142,23 +142,15 @@ class EvalJob:
     annotated: tuple[int, ...] | None
 
 
-def _read_labels(path: Path, what: str) -> tuple[np.ndarray, Geometry]:
-    array, geometry = read_volume(path)
-    labels, problems = check_label_values(array)
-    if labels is None or problems:
-        raise InputError(f"{path.name}: {what} {'; '.join(problems)}")
-    return labels, geometry
-
-
 def evaluate_case(job: EvalJob) -> CaseResult:
     """Score one case; problems (unreadable, geometry, label values) go to ``problems``."""
     result = CaseResult(job.case, missing_prediction=job.pred is None)
     try:
-        gt, geometry = _read_labels(job.gt, "ground truth")
+        gt, geometry = read_label_map(job.gt, "ground truth")
         if job.pred is None:
             pred = np.zeros_like(gt)
         else:
-            pred, pred_geometry = _read_labels(job.pred, "prediction")
+            pred, pred_geometry = read_label_map(job.pred, "prediction")
             mismatch = geometry.mismatches(pred_geometry)
             if mismatch:
                 result.problems.append("prediction vs ground truth " + "; ".join(mismatch))

@@ -181,20 +181,13 @@ class Engine:
         The largest component is taken at the coarse network's resolution and its box scaled
         to the scan (outward), which avoids labelling a full-size mask.
         """
-        from scipy import ndimage
+        from flarecli.core.postprocess import largest_component
 
-        full: Box = tuple((0, s) for s in image.shape)  # type: ignore[assignment]
         mask = self._network_labels(self.coarse, image, tta=False).numpy() > 0
-        components, n = ndimage.label(mask)
-        if n == 0:
-            return full
-        if n > 1:
-            sizes = np.bincount(components.ravel())
-            sizes[0] = 0
-            mask = components == int(np.argmax(sizes))
-        box = box_of(mask)
-        if box is None:
-            return full
+        abdomen = largest_component(mask, connectivity=6)
+        if abdomen is None:
+            return tuple((0, s) for s in image.shape)  # type: ignore[return-value]
+        box = box_of(abdomen)
         scale = [s / m for s, m in zip(image.shape, mask.shape, strict=True)]
         box = tuple((int(np.floor(a * f)), int(np.ceil(b * f)))
                     for (a, b), f in zip(box, scale, strict=True))  # type: ignore[assignment]

@@ -30,6 +30,18 @@ def structure(connectivity: int) -> np.ndarray:
     return ndimage.generate_binary_structure(3, CONNECTIVITY[connectivity])
 
 
+def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray | None:
+    """The largest connected component of a boolean mask (None when the mask is empty)."""
+    components, n = ndimage.label(mask, structure=structure(connectivity))
+    if n == 0:
+        return None
+    if n == 1:
+        return components == 1
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return components == int(np.argmax(sizes))
+
+
 def postprocess(
     labels: np.ndarray,
     voxel_volume_mm3: float,

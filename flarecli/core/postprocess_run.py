@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flarecli.core.cases import label_files, require_dir
+from flarecli.core.cases import check_output_dir, label_files, require_dir
 from flarecli.core.errors import FlareError, InputError
-from flarecli.core.io import read_volume, write_volume
+from flarecli.core.io import write_volume
 from flarecli.core.postprocess import postprocess, structure
 
 
@@ -35,9 +35,7 @@ def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: fl
     structure(connectivity)  # validates
     if min_tumor_mm3 < 0:
         raise InputError(f"--min-tumor-mm3 {min_tumor_mm3}: must be >= 0")
-    if Path(output_dir).resolve() == input_dir.resolve():
-        raise InputError(f"{output_dir}: output folder is the input folder",
-                         hint="flare never overwrites its inputs; choose another folder")
+    check_output_dir(output_dir, input_dir)
     found = label_files(input_dir)
     if not found.cases:
         raise InputError(f"{input_dir}: no NIfTI label maps found")
@@ -46,15 +44,12 @@ def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: fl
 
 
 def run_case(job: Job) -> Result:
-    from flarecli.core.audit import check_label_values
+    from flarecli.core.audit import read_label_map
 
     if job.target.exists() and not job.overwrite:
         return Result(job.case, skipped=True)
     try:
-        array, geometry = read_volume(job.source)
-        labels, problems = check_label_values(array)
-        if labels is None or problems:
-            return Result(job.case, error=f"{job.source.name}: {'; '.join(problems)}")
+        labels, geometry = read_label_map(job.source)
         cleaned, removed = postprocess(labels, geometry.voxel_volume_mm3, job.connectivity,
                                        job.min_tumor_mm3)
         write_volume(job.target, cleaned, geometry)

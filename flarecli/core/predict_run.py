@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from flarecli.core.cases import Case, discover_cases
+from flarecli.core.cases import Case, check_output_dir, discover_cases
 from flarecli.core.errors import FlareError, InputError
 from flarecli.core.infer import Engine, GpuMemorySampler
 from flarecli.core.io import read_volume, write_volume
@@ -57,9 +57,7 @@ class ScanResult:
 
 def input_cases(input_dir: Path, output_dir: Path) -> tuple[list[Case], list[tuple[Path, str]]]:
     found = discover_cases(input_dir)
-    if Path(output_dir).resolve() == Path(input_dir).resolve():
-        raise InputError(f"{output_dir}: output folder is the input folder",
-                         hint="flare never overwrites its inputs; choose another folder")
+    check_output_dir(output_dir, input_dir)
     cases = [c for c in found.cases if c.image is not None]
     if not cases and not found.stray:
         raise InputError(f"{input_dir}: no NIfTI images found")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from flarecli.core.errors import InputError
 
@@ -85,12 +84,10 @@ def foreground_intensity(samples: np.ndarray) -> Intensity:
 
 def box_of(mask: np.ndarray) -> Box | None:
     """Tight [start, stop) box of a mask, or None when empty."""
-    if mask.size == 0:
-        return None
-    found = ndimage.find_objects(mask.astype(np.uint8, copy=False))
-    if not found or found[0] is None:
-        return None
-    return tuple((s.start, s.stop) for s in found[0])  # type: ignore[return-value]
+    from flarecli.core.metrics import bounding_box
+
+    found = bounding_box(mask)
+    return None if found is None else tuple((s.start, s.stop) for s in found)  # type: ignore
 
 
 def expand_box(box: Box, margin_vox, shape) -> Box:
@@ -105,12 +102,12 @@ def margin_voxels(margin_mm: float, spacing_zyx) -> tuple[int, int, int]:
 
 def body_box(image: np.ndarray, threshold_hu: float = -500.0) -> Box:
     """Box of the largest connected region above ``threshold_hu`` (the patient's body)."""
-    mask = image > threshold_hu
-    components, n = ndimage.label(mask)
-    if n == 0:
+    from flarecli.core.postprocess import largest_component
+
+    body = largest_component(image > threshold_hu, connectivity=6)
+    if body is None:
         return tuple((0, s) for s in image.shape)  # type: ignore[return-value]
-    largest = 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
-    return box_of(components == largest)  # type: ignore[return-value]
+    return box_of(body)  # type: ignore[return-value]
 
 
 def crop(array: np.ndarray, box: Box) -> np.ndarray:
