@@ -46,7 +46,8 @@ def train(
     cache: Path | None = typer.Option(None, "--cache", help="Preprocessed-array cache folder "
                                       "(default OUT/cache/STAGE)."),
     init: Path | None = typer.Option(None, "--init", help="Start from the weights of this "
-                                     "bundle (same preset and target), e.g. the teacher."),
+                                     "bundle (same preset), e.g. the teacher; its class heads "
+                                     "only when the classes match (tumor from organs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue OUT/<name> from its last "
                                 "checkpoint (other options are read from its config)."),
 ) -> None:

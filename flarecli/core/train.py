@@ -223,17 +223,22 @@ def build_network(cfg: TrainConfig, n_classes: int):
 
 
 def warm_start(module, bundle_dir: Path) -> None:
-    """Initialise from a bundle's weights (e.g. the student from the teacher of the same
-    preset). Raises ModelError when the architectures differ."""
+    """Initialise from a bundle's weights: the student from the teacher of the same preset,
+    or a tumor model from an organ model. The class heads (``heads.*``) are taken only when
+    their shapes fit (same number of classes); every other tensor must fit, else ModelError.
+    """
     from flarecli.core.bundle import load_bundle
 
     source, _ = load_bundle(bundle_dir)
-    try:
-        module.load_state_dict(source.state_dict())
-    except RuntimeError as e:
+    own, theirs = module.state_dict(), source.state_dict()
+    misfits = sorted(k for k in set(own) | set(theirs) if not k.startswith("heads.") and (
+        k not in own or k not in theirs or own[k].shape != theirs[k].shape))
+    if misfits:
         raise ModelError(f"{bundle_dir}: --init bundle does not fit this network "
-                         f"({str(e).splitlines()[0]})",
-                         hint="use a bundle of the same --model preset and target") from e
+                         f"({len(misfits)} tensors differ, e.g. {misfits[0]})",
+                         hint="use a bundle of the same --model preset")
+    module.load_state_dict({**own, **{k: v for k, v in theirs.items()
+                                      if k in own and own[k].shape == v.shape}})
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:

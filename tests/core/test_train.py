@@ -146,8 +146,16 @@ def test_warm_start_from_a_bundle(blobs, tmp_path):
     second = train(config(blobs, tmp_path / "b", epochs=1, iterations=1, lr=0.0,
                           init=str(tmp_path / "a" / "organs")))
     assert second["state_sha256"] == first["state_sha256"]
+    # a tumor model from the organ model: every tensor but the 2-class heads is taken
+    train(config(blobs, tmp_path / "t", target="tumor", epochs=1, iterations=1, lr=0.0,
+                 init=str(tmp_path / "a" / "organs")))
+    organs = load_bundle(tmp_path / "a" / "organs")[0].state_dict()
+    tumor = load_bundle(tmp_path / "t" / "tumor")[0].state_dict()
+    body = [k for k in organs if not k.startswith("heads.")]
+    assert body and all(torch.allclose(organs[k], tumor[k]) for k in body)  # EMA rounding
+    assert tumor["heads.0.weight"].shape[0] == 2 != organs["heads.0.weight"].shape[0]
     with pytest.raises(ModelError, match="does not fit"):
-        train(config(blobs, tmp_path / "c", target="tumor", epochs=1, iterations=1,
+        train(config(blobs, tmp_path / "c", model="small", epochs=1, iterations=1,
                      init=str(tmp_path / "a" / "organs")))
 
 
