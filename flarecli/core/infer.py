@@ -4,8 +4,9 @@ Per scan (any orientation, spacing or slice count), after bringing the array to 
 canonical orientation with a transpose and flips (core.orient; undone at the end):
 
 1. normalise with the coarse bundle's intensity parameters; resample the whole volume to the
-   coarse size; abdomen mask = argmax; keep its largest component; its box, mapped back to the
-   scan's voxels, plus the organ bundle's margin in mm = the ROI (whole scan if empty);
+   coarse size; abdomen mask = argmax; keep its main components (each at least a tenth of the
+   largest); their box, mapped back to the scan's voxels, plus the organ bundle's margin in
+   mm = the ROI (whole scan if empty);
 2. crop the ROI from the full-resolution scan, normalise with each fine bundle's parameters,
    resample to the fine size, run the organ model (and the tumor model), argmax at network
    resolution (optionally averaging softmax over mirror flips first), then nearest-neighbour
@@ -40,6 +41,9 @@ from flarecli.core.preprocess import (
     margin_voxels,
     resample,
 )
+
+#: Coarse-mask components at least this share of the largest one's size make the ROI.
+ABDOMEN_FRACTION = 0.1
 
 
 @dataclass
@@ -178,13 +182,16 @@ class Engine:
     def roi(self, image: np.ndarray, spacing_zyx) -> Box:
         """Abdomen box of a scan (its voxels), from the coarse model, plus the fine margin.
 
-        The largest component is taken at the coarse network's resolution and its box scaled
-        to the scan (outward), which avoids labelling a full-size mask.
+        Components are taken at the coarse network's resolution and the box scaled to the
+        scan (outward), which avoids labelling a full-size mask. The box holds every component
+        of at least ABDOMEN_FRACTION of the largest: a coarse mask that came out in pieces
+        (liver side and spleen side) must not lose half the abdomen, which costs far more
+        than a somewhat larger box; specks are still dropped.
         """
-        from flarecli.core.postprocess import largest_component
+        from flarecli.core.postprocess import main_components
 
         mask = self._network_labels(self.coarse, image, tta=False).numpy() > 0
-        abdomen = largest_component(mask, connectivity=6)
+        abdomen = main_components(mask, ABDOMEN_FRACTION)
         if abdomen is None:
             return tuple((0, s) for s in image.shape)  # type: ignore[return-value]
         box = box_of(abdomen)

@@ -42,6 +42,18 @@ def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray | 
     return components == int(np.argmax(sizes))
 
 
+def main_components(mask: np.ndarray, fraction: float, connectivity: int = 26
+                    ) -> np.ndarray | None:
+    """Union of the components holding at least ``fraction`` of the largest one's voxels
+    (None when the mask is empty): drops specks, keeps a region that came out in pieces."""
+    components, n = ndimage.label(mask, structure=structure(connectivity))
+    if n == 0:
+        return None
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return (sizes >= fraction * sizes.max())[components]
+
+
 def postprocess(
     labels: np.ndarray,
     voxel_volume_mm3: float,
