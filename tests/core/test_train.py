@@ -201,3 +201,11 @@ def test_ddp_gloo_two_processes_keep_replicas_identical(blobs, tmp_path):
     assert hashes[0] == hashes[1]
     cfg = json.loads((tmp_path / "m" / "organs" / "config.json").read_text())
     assert cfg["world_size"] == 2
+
+
+def test_mean_teacher_weight_ramps_up():
+    from flarecli.core.train import MT_RAMPUP, mt_rampup
+
+    values = [mt_rampup(s, 1000) for s in range(0, 1001, 50)]
+    assert values[0] == pytest.approx(np.exp(-5)) and values == sorted(values)
+    assert mt_rampup(int(MT_RAMPUP * 1000), 1000) == 1.0 == values[-1]
