@@ -62,9 +62,8 @@ app = typer.Typer(add_completion=False)
 def model_dir(folder: Path, parts: dict[str, Path]) -> Path:
     """A model folder for ``flare infer``/``pseudolabel`` from trained stage folders."""
     for name, src in parts.items():
-        if not (folder / name / "model.json").is_file():
-            shutil.copytree(src, folder / name, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("checkpoint_*"))
+        shutil.rmtree(folder / name, ignore_errors=True)
+        shutil.copytree(src, folder / name, ignore=shutil.ignore_patterns("checkpoint_*"))
     return folder
 
 
@@ -91,8 +90,10 @@ def one_seed(out: Path, preset: str, seed: int, device: str) -> dict[str, dict]:
                                        "organs": runs / "b" / "organs"})
     for split in ("imagesTr", "imagesUn"):
         run_step(f"pseudo-labels of {split}", ["pseudolabel", data / split, runs / "pseudo",
-                                                 "--model", teacher, *tta, "--device", device])
-    run_step("correction", ["correct", runs / "pseudo", data / "labelsTr", runs / "corrected"])
+                                                 "--model", teacher, *tta, "--overwrite",
+                                                 "--device", device])
+    run_step("correction", ["correct", runs / "pseudo", data / "labelsTr", runs / "corrected",
+                          "--overwrite"])
     full = json.loads(manifest.read_text())
     full["cases"] = [c for c in full["cases"] if c.get("kind") != "PL"]
     without_pl.write_text(json.dumps(full, indent=2) + "\n")
@@ -116,7 +117,7 @@ def one_seed(out: Path, preset: str, seed: int, device: str) -> dict[str, dict]:
         folder = model_dir(models / key, parts)
         pred, scores = out / "predictions" / key, out / "scores" / f"{key}.json"
         run_step(f"{key}. inference", ["infer", data / "imagesTs", pred, "--model", folder,
-                                       "--device", device])
+                                       "--overwrite", "--device", device])
         run_step(f"{key}. evaluation", ["evaluate", pred, data / "labelsTs", "--json", scores])
         summaries[key] = json.loads(scores.read_text())
     return summaries

@@ -77,6 +77,7 @@ def demo(
     sched = ["--size", p["fine_size"], *p["student"], *common]
     tumor = ["--size", p["fine_size"], *p["tumor"], *common]
     tta = ["--tta"] if p["tta"] else []
+    redo = ["--overwrite"]  # a re-run retrains every model: nothing downstream may be stale
 
     def warm(name: str) -> list:
         return ["--init", run / "teacher" / name] if p["warm"] else []
@@ -97,12 +98,12 @@ def demo(
           "--target", "organs", *teach]),
         ("4a. pseudo-labels of the partially labelled scans",
          ["pseudolabel", data / "imagesTr", run / "pseudo", "--model", run / "teacher",
-          *tta, *dev]),
+          *tta, *redo, *dev]),
         ("4b. pseudo-labels of the unlabeled scans",
          ["pseudolabel", data / "imagesUn", run / "pseudo", "--model", run / "teacher",
-          *tta, *dev]),
+          *tta, *redo, *dev]),
         ("5. correction with the partial labels",
-         ["correct", run / "pseudo", data / "labelsTr", run / "corrected"]),
+         ["correct", run / "pseudo", data / "labelsTr", run / "corrected", *redo]),
         ("6a. student: coarse model",
          ["train", run / "corrected" / "manifest.json", "--out", run / "student", "--stage",
           "coarse", *warm("coarse"), *coarse]),
@@ -115,7 +116,7 @@ def demo(
           "fine", "--target", "tumor", *warm_tumor, *tumor]),
         ("7a. inference on the test split",
          ["infer", data / "imagesTs", run / "predictions", "--model", run / "student",
-          "--profile", run / "profile.json", *dev]),
+          "--profile", run / "profile.json", *redo, *dev]),
         ("7b. evaluation against the truth",
          ["evaluate", run / "predictions", data / "labelsTs", "--csv", run / "scores.csv",
           "--json", run / "scores.json"]),
