@@ -20,7 +20,7 @@ MODEL=${MODEL:-small}                 # network preset of the student (paper: st
 TEACHER=${TEACHER:-$MODEL}            # network preset of the teacher (paper: a bigger net)
 COARSE=${COARSE:-32}                  # coarse input size (paper: 128)
 FINE=${FINE:-32,32,48}                # fine input size, z,y,x (paper: 192)
-CPU="--optimizer adamw --deep-supervision --no-augment"
+CPU="--optimizer adamw --deep-supervision --balanced-ce --no-augment"
 # training options per run; set one to empty for flare train's defaults (the paper's schedule)
 COARSE_OPT=${COARSE_OPT-"--epochs 20 --iterations 20 --lr 1e-2 --val-fraction 0 $CPU"}
 TEACHER_OPT=${TEACHER_OPT-"--epochs 30 --iterations 20 --lr 1e-2 --val-fraction 0 $CPU"}

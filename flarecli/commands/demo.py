@@ -23,7 +23,7 @@ from flarecli.commands._ui import err, out
 #: 0.95 of the organ Dice through the resampling round trip (0.98 at 48^3). The tumor model
 #: needs 400 steps at lr 1e-2 to stop over-segmenting (200 steps at 3e-3: 10,000-20,000
 #: tumor voxels per scan, which the overlay takes from the organs).
-_CPU_OPT = ["--optimizer", "adamw", "--deep-supervision", "--no-augment"]
+_CPU_OPT = ["--optimizer", "adamw", "--deep-supervision", "--balanced-ce", "--no-augment"]
 PRESETS: dict[str, dict] = {
     # seconds: a check that every step runs (the test suite's smoke test)
     "smoke": dict(train=8, unlabeled=2, test=2, synth_size=48, tta=False, warm=True,

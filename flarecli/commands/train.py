@@ -36,6 +36,8 @@ def train(
                                       help="foreground, window325 or window200."),
     margin_mm: float = typer.Option(10.0, "--margin-mm", help="Fine ROI margin."),
     deep_supervision: bool = typer.Option(False, "--deep-supervision"),
+    balanced_ce: bool = typer.Option(False, "--balanced-ce", help="Weight cross-entropy "
+                                     "per class by count^-1/2 (small organs learn sooner)."),
     augment: bool = typer.Option(True, "--augment/--no-augment"),
     val_fraction: float = typer.Option(0.1, "--val-fraction"),
     seed: int = typer.Option(0, "--seed"),
@@ -62,6 +64,7 @@ def train(
         batch_size=batch_size, optimizer=optimizer, lr=lr, schedule=schedule,
         warmup_epochs=warmup_epochs, l1=l1, l2=l2, ema_decay=ema_decay, mt_weight=mt_weight,
         normalization=normalization, margin_mm=margin_mm, deep_supervision=deep_supervision,
+        balanced_ce=balanced_ce,
         augment=augment, val_fraction=val_fraction, seed=seed, device=device,
         workers=workers, cache=str(cache) if cache else None,
         init=str(init) if init else None,

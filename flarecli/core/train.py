@@ -75,6 +75,7 @@ class TrainConfig:
     ema_decay: float = 0.99
     mt_weight: float = 1.0
     deep_supervision: bool = False
+    balanced_ce: bool = False
     augment: bool = True
     seed: int = 0
     val_fraction: float = 0.1
@@ -373,7 +374,7 @@ def train_step(state: RunState, images, labels, kinds: list[str]) -> dict[str, f
     with autocast(state.device):
         outputs = state.model(images)
         if state.teacher is None:
-            terms = L.kind_losses(outputs, labels, kinds)
+            terms = L.kind_losses(outputs, labels, kinds, cfg.balanced_ce)
             loss = L.combine(terms, {"FL": 1.0, "CPL": cfg.l1, "PL": cfg.l2})
         else:
             with torch.no_grad():
@@ -381,8 +382,8 @@ def train_step(state: RunState, images, labels, kinds: list[str]) -> dict[str, f
                 if isinstance(teacher_out, list):
                     teacher_out = teacher_out[0]
             pseudo = L.corrected_pseudo_label(teacher_out, labels == 1)
-            terms = {"TL": L.deep_supervised(outputs, labels),
-                     "MT": L.deep_supervised(outputs, pseudo)}
+            terms = {"TL": L.deep_supervised(outputs, labels, cfg.balanced_ce),
+                     "MT": L.deep_supervised(outputs, pseudo, cfg.balanced_ce)}
             step, total = state.scheduler.last_epoch, cfg.epochs * cfg.iterations
             loss = terms["TL"] + cfg.mt_weight * mt_rampup(step, total) * terms["MT"]
     state.scaler.scale(loss).backward()

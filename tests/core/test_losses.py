@@ -57,3 +57,20 @@ def test_deep_supervision_weights():
     t_half = target[:, 1::2, 1::2, 1::2]  # nearest-exact samples voxel centres
     expected = (float(L.dice_ce(full, target)) + 0.5 * float(L.dice_ce(half, t_half))) / 1.5
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_balanced_weights_favour_small_classes_and_keep_the_scale():
+    from flarecli.core.losses import balanced_weights, dice_ce
+
+    target = torch.zeros(1, 10, 10, 10, dtype=torch.long)
+    target[0, :1] = 1  # 100 voxels of class 1, 900 of class 0, none of class 2
+    w = balanced_weights(target, 3)
+    assert w[2] == 0 and w[1] / w[0] == pytest.approx(3.0)  # sqrt(900 / 100)
+    assert float((w[:2] * torch.tensor([900.0, 100.0])).sum()) == pytest.approx(1000.0)
+    # a uniform prediction: the balanced loss pulls harder towards the small class
+    logits = torch.zeros(1, 3, 10, 10, 10, requires_grad=True)
+    dice_ce(logits, target, balanced=True).backward()
+    balanced = logits.grad[0, 1, 0].mean()
+    logits.grad = None
+    dice_ce(logits, target).backward()
+    assert balanced < logits.grad[0, 1, 0].mean() < 0
