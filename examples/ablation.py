@@ -74,6 +74,7 @@ def one_seed(out: Path, preset: str, seed: int, device: str) -> dict[str, dict]:
     dev = ["--seed", seed, "--device", device]
     coarse = ["--stage", "coarse", "--size", p["coarse_size"], *p["coarse"], *dev]
     fine = ["--stage", "fine", "--size", p["fine_size"], *p["teacher"], *dev]
+    tumor = ["--stage", "fine", "--size", p["fine_size"], *p["tumor"], *dev]
     tta = ["--tta"] if p["tta"] else []
     manifest = runs / "corrected" / "manifest.json"
     without_pl = runs / "corrected" / "manifest-fl-cpl.json"
@@ -105,7 +106,7 @@ def one_seed(out: Path, preset: str, seed: int, device: str) -> dict[str, dict]:
     for key, weight in (("e", "0"), ("f", "1")):  # both start from b's organ features
         run_step(f"{key}. tumor model", ["train", manifest, "--out", runs / key, "--target",
                                           "tumor", "--mt-weight", weight, "--init",
-                                          runs / "b" / "organs", *fine])
+                                          runs / "b" / "organs", *tumor])
 
     summaries = {}
     for key in (*ORGAN_SETTINGS, *TUMOR_SETTINGS):
@@ -154,9 +155,9 @@ def report(results: dict[int, dict[str, dict]], preset: str, command: str, minut
         f"--size {d['size']}` per seed: FLARE23's label patterns (10 % of the training cases "
         "carry all 13 organs, 20 % five organs, 27 % five organs and tumors, 40 % only tumors, "
         "3 % other subsets); the test split is fully labelled.",
-        f"- Every organ and tumor model: `--size {p['fine_size']} "
-        f"{' '.join(p['teacher'])}`; organ models from scratch, tumor models from b's "
-        "organ model (`--init`); one shared coarse model "
+        f"- Every organ model: `--size {p['fine_size']} {' '.join(p['teacher'])}`, from "
+        f"scratch; both tumor models: `{' '.join(p['tumor'])}`, from b's organ model "
+        "(`--init`); one shared coarse model "
         f"(`--size {p['coarse_size']} {' '.join(p['coarse'])}`) on the fully labelled cases.",
         "- Pseudo-labels: setting b's model" + (" with mirror TTA" if p["tta"] else "") + ".",
         "- Scores: `flare evaluate` (FLARE DSC and NSD) on the test split, end to end "
