@@ -24,7 +24,7 @@ CPU="--optimizer adamw --deep-supervision --balanced-ce --no-augment"
 # training options per run; set one to empty for flare train's defaults (the paper's schedule)
 COARSE_OPT=${COARSE_OPT-"--epochs 20 --iterations 20 --lr 1e-2 --val-fraction 0 $CPU"}
 TEACHER_OPT=${TEACHER_OPT-"--epochs 30 --iterations 20 --lr 1e-2 --val-fraction 0 $CPU"}
-STUDENT_OPT=${STUDENT_OPT-"--epochs 10 --iterations 20 --lr 3e-3 $CPU"}
+STUDENT_OPT=${STUDENT_OPT-"--epochs 10 --iterations 20 --lr 3e-3 --val-fraction 0 $CPU"}
 TUMOR_OPT=${TUMOR_OPT-"--epochs 20 --iterations 20 --lr 1e-2 $CPU"}
 WARM=${WARM:-1}                       # 1: student from the teacher, tumor from the organs
 init() { [ "$WARM" = 1 ] && echo "--init $OUT/$1" || true; }

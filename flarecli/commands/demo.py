@@ -44,7 +44,7 @@ PRESETS: dict[str, dict] = {
                 teacher=["--model", "small", "--epochs", "30", "--iterations", "20",
                          "--lr", "1e-2", "--val-fraction", "0", *_CPU_OPT],
                 student=["--model", "small", "--epochs", "10", "--iterations", "20",
-                         "--lr", "3e-3", *_CPU_OPT],
+                         "--lr", "3e-3", "--val-fraction", "0", *_CPU_OPT],
                 tumor=["--model", "small", "--epochs", "20", "--iterations", "20",
                        "--lr", "1e-2", *_CPU_OPT]),
     # a GPU, the paper's networks, sizes and schedule

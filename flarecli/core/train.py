@@ -242,6 +242,29 @@ def warm_start(module, bundle_dir: Path) -> None:
                                       if k in own and own[k].shape == v.shape}})
 
 
+def seen_by_init(bundle_dir: Path, val_cases: list[D.TrainCase], target: str) -> str | None:
+    """A note when validation cases of this run trained the ``--init`` bundle on the same
+    target (a student's hold-out the teacher learned from): their Dice then rewards staying
+    close to the teacher, and best-weight selection with it."""
+    config = bundle_dir / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        meta = json.loads(config.read_text())
+        if meta["config"]["target"] != target:
+            return None
+        seen = {c["id"] for c in meta.get("train_cases", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    both = sorted(c.id for c in val_cases if c.id in seen)
+    if not both:
+        return None
+    return (f"{len(both)} of {len(val_cases)} validation cases ({', '.join(both[:3])}"
+            f"{', ...' if len(both) > 3 else ''}) trained the --init bundle: validation Dice "
+            "favours the initial weights; use the same --val-fraction and --seed for both "
+            "runs, or --val-fraction 0 and the final weights")
+
+
 def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
     warm = (cfg.warmup_epochs or 0) * cfg.iterations
     if step < warm:
@@ -481,6 +504,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     by_kind = ", ".join(f"{k} {sum(c.kind == k for c in train_cases)}" for k in D_KINDS)
     progress.stage(f"{len(train_cases)} training ({by_kind}) / {len(val_cases)} validation "
                    "cases")
+    seen = (seen_by_init(Path(cfg.init), val_cases, cfg.target)
+            if cfg.init and val_cases else None)
+    notes += [seen] if seen else []
     for note in notes:
         progress.stage(f"note: {note}")
     if resume:

@@ -209,3 +209,18 @@ def test_mean_teacher_weight_ramps_up():
     values = [mt_rampup(s, 1000) for s in range(0, 1001, 50)]
     assert values[0] == pytest.approx(np.exp(-5)) and values == sorted(values)
     assert mt_rampup(int(MT_RAMPUP * 1000), 1000) == 1.0 == values[-1]
+
+
+def test_validation_cases_the_init_bundle_trained_on_are_flagged(blobs, tmp_path):
+    def notes(out):
+        return json.loads((out / "organs" / "config.json").read_text())["notes"]
+
+    train(config(blobs, tmp_path / "all", epochs=1, iterations=1))  # teacher saw every case
+    train(config(blobs, tmp_path / "s1", epochs=1, iterations=1, val_fraction=0.34,
+                 init=str(tmp_path / "all" / "organs")))
+    assert any("trained the --init bundle" in n for n in notes(tmp_path / "s1"))
+    # the same hold-out for teacher and student: nothing to flag
+    train(config(blobs, tmp_path / "held", epochs=1, iterations=1, val_fraction=0.34))
+    train(config(blobs, tmp_path / "s2", epochs=1, iterations=1, val_fraction=0.34,
+                 init=str(tmp_path / "held" / "organs")))
+    assert not any("--init" in n for n in notes(tmp_path / "s2"))
