@@ -74,7 +74,7 @@ def demo(
     common = ["--seed", str(seed), *dev]
     coarse = ["--size", p["coarse_size"], *p["coarse"], *common]
     teach = ["--size", p["fine_size"], *p["teacher"], *common]
-    sched = ["--size", p["fine_size"], *p["student"], *common]
+    student = ["--size", p["fine_size"], *p["student"], *common]
     tumor = ["--size", p["fine_size"], *p["tumor"], *common]
     tta = ["--tta"] if p["tta"] else []
     redo = ["--overwrite"]  # a re-run retrains every model: nothing downstream may be stale
@@ -110,7 +110,7 @@ def demo(
         ("6b. student: organs on FL / CPL / PL (l1 = 1.0, l2 = 0.5)",
          ["train", run / "corrected" / "manifest.json", "--out", run / "student", "--stage",
           "fine", "--target", "organs", "--l1", "1.0", "--l2", "0.5", *warm("organs"),
-          *sched]),
+          *student]),
         ("6c. student: mean-teacher tumor model",
          ["train", run / "corrected" / "manifest.json", "--out", run / "student", "--stage",
           "fine", "--target", "tumor", *warm_tumor, *tumor]),
