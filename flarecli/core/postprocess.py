@@ -30,15 +30,20 @@ def structure(connectivity: int) -> np.ndarray:
     return ndimage.generate_binary_structure(3, CONNECTIVITY[connectivity])
 
 
-def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray | None:
-    """The largest connected component of a boolean mask (None when the mask is empty)."""
-    components, n = ndimage.label(mask, structure=structure(connectivity))
-    if n == 0:
-        return None
-    if n == 1:
-        return components == 1
+def labelled_components(mask: np.ndarray, connectivity: int = 26
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(component id per voxel, voxels per component id); id 0 = outside the mask, size 0."""
+    components, _ = ndimage.label(mask, structure=structure(connectivity))
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
+    return components, sizes
+
+
+def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray | None:
+    """The largest connected component of a boolean mask (None when the mask is empty)."""
+    components, sizes = labelled_components(mask, connectivity)
+    if len(sizes) == 1:
+        return None
     return components == int(np.argmax(sizes))
 
 
@@ -46,11 +51,9 @@ def main_components(mask: np.ndarray, fraction: float, connectivity: int = 26
                     ) -> np.ndarray | None:
     """Union of the components holding at least ``fraction`` of the largest one's voxels
     (None when the mask is empty): drops specks, keeps a region that came out in pieces."""
-    components, n = ndimage.label(mask, structure=structure(connectivity))
-    if n == 0:
+    components, sizes = labelled_components(mask, connectivity)
+    if len(sizes) == 1:
         return None
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
     return (sizes >= fraction * sizes.max())[components]
 
 
@@ -67,7 +70,7 @@ def postprocess(
     """
     if min_tumor_mm3 < 0:
         raise InputError(f"--min-tumor-mm3 {min_tumor_mm3}: must be >= 0")
-    struct = structure(connectivity)
+    structure(connectivity)  # an unknown connectivity fails before any work
     out = labels.copy()
     removed: dict[int, int] = {}
     boxes = ndimage.find_objects(out, max_label=MAX_LABEL)
@@ -76,11 +79,9 @@ def postprocess(
         if box is None or (c not in organs and c != TUMOR):
             continue
         crop = out[box]
-        components, n = ndimage.label(crop == c, structure=struct)
-        if n <= 1 and c != TUMOR:
+        components, sizes = labelled_components(crop == c, connectivity)
+        if len(sizes) <= 2 and c != TUMOR:
             continue
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
         if c == TUMOR:
             drop = np.flatnonzero((sizes < min_tumor_vox) & (sizes > 0))
         else:
