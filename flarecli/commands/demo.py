@@ -23,19 +23,15 @@ from flarecli.commands._ui import err, out
 #: 0.95 of the organ Dice through the resampling round trip (0.98 at 48^3). The tumor model
 #: needs 400 steps at lr 1e-2 to stop over-segmenting (200 steps at 3e-3: 10,000-20,000
 #: tumor voxels per scan, which the overlay takes from the organs).
+_SMOKE_OPT = ["--model", "tiny", "--epochs", "1", "--iterations", "2", "--optimizer", "adamw",
+              "--lr", "3e-3"]
 _CPU_OPT = ["--optimizer", "adamw", "--deep-supervision", "--balanced-ce", "--no-augment"]
 PRESETS: dict[str, dict] = {
     # seconds: a check that every step runs (the test suite's smoke test)
     "smoke": dict(train=8, unlabeled=2, test=2, synth_size=48, tta=False, warm=True,
                   coarse_size="16", fine_size="16",
-                  coarse=["--model", "tiny", "--epochs", "1", "--iterations", "2",
-                          "--optimizer", "adamw", "--lr", "3e-3"],
-                  teacher=["--model", "tiny", "--epochs", "1", "--iterations", "2",
-                           "--optimizer", "adamw", "--lr", "3e-3"],
-                  student=["--model", "tiny", "--epochs", "1", "--iterations", "2",
-                           "--optimizer", "adamw", "--lr", "3e-3"],
-                  tumor=["--model", "tiny", "--epochs", "1", "--iterations", "2",
-                         "--optimizer", "adamw", "--lr", "3e-3"]),
+                  coarse=_SMOKE_OPT, teacher=_SMOKE_OPT, student=_SMOKE_OPT,
+                  tumor=_SMOKE_OPT),
     # the 2-core CPU: 542 s, mean organ DSC 0.58 (NSD 0.57), tumor DSC 0.02 (measured)
     "cpu": dict(train=40, unlabeled=10, test=6, synth_size=96, tta=True, warm=True,
                 coarse_size="32", fine_size="32,32,48",
