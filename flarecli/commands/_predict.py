@@ -21,7 +21,7 @@ def predict_folder(command: str, input_dir: Path, output_dir: Path, model_dir: P
     """
     from flarecli import __version__
     from flarecli.core.cases import require_dir
-    from flarecli.core.infer import Engine
+    from flarecli.core.infer import Engine, tta_flips
     from flarecli.core.io import write_text_atomic
     from flarecli.core.labels import LABELS
     from flarecli.core.postprocess import structure
@@ -37,6 +37,11 @@ def predict_folder(command: str, input_dir: Path, output_dir: Path, model_dir: P
     engine = Engine(model_dir, dev, with_tumor=with_tumor, which=weights)
     t_load = time.perf_counter() - t0
     err.print(f"{len(cases)} scans, models loaded on {dev} in {t_load:.1f} s", highlight=False)
+    views = len(tta_flips(engine.organs.meta)) if tta else 1
+    if tta and views == 1:
+        err.print(f"[yellow]note[/yellow]: {model_dir}/organs was trained without mirroring, "
+                  "so --tta has no views to add: a flipped scan is anatomy it never saw",
+                  highlight=False)
     for path, message in stray:
         problem(str(path), message)
     results = []
@@ -53,6 +58,7 @@ def predict_folder(command: str, input_dir: Path, output_dir: Path, model_dir: P
         "command": command, "flare_version": __version__, "argv": sys.argv[1:],
         "input": str(Path(input_dir).resolve()), "model": str(Path(model_dir).resolve()),
         "model_sha256": engine.checksums(), "device": str(dev), "tta": tta,
+        "tta_views": views,
         "with_tumor": with_tumor and engine.tumor is not None, "postprocess": clean,
         "model_load_seconds": round(t_load, 3),
         "label_names": {str(k): v for k, v in LABELS.items()},

@@ -17,8 +17,8 @@ def infer(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     weights: str | None = typer.Option(None, "--weights", help="best or final (default: each "
                                        "bundle's own choice)."),
-    tta: bool = typer.Option(False, "--tta", help="Average softmax over 4 mirror views "
-                             "(S-I, A-P; never L-R)."),
+    tta: bool = typer.Option(False, "--tta", help="Average softmax over the mirror "
+                             "views the model was trained on (S-I, A-P; never L-R)."),
     postprocess: bool = typer.Option(True, "--postprocess/--no-postprocess",
                                      help="Largest component per organ, small tumors out."),
     connectivity: int = typer.Option(26, "--connectivity"),

@@ -16,8 +16,8 @@ def pseudolabel(
     model: Path = typer.Option(..., "--model", help="Teacher model folder (coarse/, organs/)."),
     device: str = typer.Option("auto", "--device"),
     weights: str | None = typer.Option(None, "--weights", help="best or final."),
-    tta: bool = typer.Option(False, "--tta", help="Average softmax over 4 mirror views "
-                             "(S-I, A-P; never L-R)."),
+    tta: bool = typer.Option(False, "--tta", help="Average softmax over the mirror "
+                             "views the model was trained on (S-I, A-P; never L-R)."),
     with_tumor: bool = typer.Option(False, "--with-tumor", help="Include the tumor model "
                                     "(excluded by default, as in seed 004)."),
     min_score: float | None = typer.Option(None, "--min-score", help="Write only cases "

@@ -23,7 +23,6 @@ Arrays are numpy arrays in (z, y, x) = (k, j, i) order; physical point of elemen
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from flarecli.core.labels import TUMOR
+from flarecli.core.runtime import usable_cpus
 
 __all__ = [
     "DIRECTIONS",
@@ -567,7 +567,7 @@ def _run_parallel(
     fn: Callable[[int, int], None], jobs: Sequence[tuple[int, int]], threads: int | None
 ) -> None:
     """Run ``fn(k0, k1)`` over disjoint slabs, in threads (numpy/scipy release the GIL)."""
-    n = threads if threads is not None else min(4, os.cpu_count() or 1)
+    n = threads if threads is not None else min(4, usable_cpus())
     if n <= 1 or len(jobs) <= 1:
         for k0, k1 in jobs:
             fn(k0, k1)

@@ -53,6 +53,15 @@ def resolve_device(name: str = "auto"):
     return device
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: ``taskset``, container CPU sets), not
+    the machine's count, so that parallel runs pinned to separate cores do not oversubscribe."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def setup_torch(device, benchmark: bool = False) -> None:
     """Threads, malloc tuning and cuDNN settings for a run on ``device``.
 
@@ -63,7 +72,7 @@ def setup_torch(device, benchmark: bool = False) -> None:
 
     tune_malloc()
     if device.type == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(usable_cpus())
     else:
         torch.backends.cudnn.benchmark = benchmark
         torch.backends.cuda.matmul.allow_tf32 = True

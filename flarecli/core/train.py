@@ -41,6 +41,7 @@ from flarecli.core.preprocess import (
     save_cached,
     window,
 )
+from flarecli.core.runtime import usable_cpus
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine")
@@ -560,7 +561,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     dataset = _Samples(train_paths, cfg, lut, aug, prepare=not on_device)
     kinds = [c.kind for c in train_cases]
     sampler = D.KindBalancedSampler(kinds, cfg.batch_size, cfg.iterations, cfg.seed, rank)
-    workers = cfg.workers if cfg.workers is not None else (min(4, os.cpu_count() or 1)
+    workers = cfg.workers if cfg.workers is not None else (min(4, usable_cpus())
                                                            if on_device else 0)
 
     # -- epochs
@@ -637,6 +638,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                             "kinds": {k: kinds.count(k) for k in ("FL", "CPL", "PL")},
                             "intensity": intensity.to_json()},
             "training": cfg.to_json(),
+            # the flips the network learned to be invariant to: the only honest TTA views
+            "mirror_axes": list(aug.flip_axes) if aug is not None else [],
             "default_weights": "best" if val_paths else "final",
             "exported": "ema_teacher" if state.teacher is not None else "model",
         }, checksums)

@@ -19,8 +19,45 @@ def model_dir(tmp_path_factory):
         blob_case(root / "data", f"b{i}", i, tumor=True)
     out = root / "model"
     for stage, target in (("coarse", "abdomen"), ("fine", "organs"), ("fine", "tumor")):
-        train(config(root / "data", out, stage=stage, target=target, epochs=1, iterations=2))
+        # the organ model learns with augmentation, so it has mirror views for --tta
+        train(config(root / "data", out, stage=stage, target=target, epochs=1, iterations=2,
+                     augment=target == "organs"))
     return out
+
+
+def test_tta_views_are_the_mirrors_the_model_was_trained_on():
+    from flarecli.core.infer import tta_flips
+
+    assert tta_flips({"mirror_axes": [0, 1]}) == [(), (2,), (3,), (2, 3)]
+    assert tta_flips({"mirror_axes": [1]}) == [(), (3,)]
+    assert tta_flips({"mirror_axes": []}) == [()]
+    # bundles from before the field: augmentation flipped S-I and A-P
+    assert tta_flips({"training": {"augment": True}}) == [(), (2,), (3,), (2, 3)]
+    assert tta_flips({"training": {"augment": False}}) == [()]
+
+
+def test_tta_adds_nothing_to_a_model_trained_without_mirroring(model_dir, tmp_path, run_cli):
+    import shutil
+
+    meta = json.loads((model_dir / "organs" / "model.json").read_text())
+    assert meta["mirror_axes"] == [0, 1]  # augmented training: S-I and A-P, never L-R
+    plain = tmp_path / "model"
+    shutil.copytree(model_dir, plain)
+    meta["mirror_axes"] = []
+    (plain / "organs" / "model.json").write_text(json.dumps(meta))
+    scans(tmp_path / "in", np.random.default_rng(4))
+    for name, extra in (("tta", ["--tta"]), ("plain", [])):
+        res = run_cli("pseudolabel", tmp_path / "in", tmp_path / name, "--model", plain,
+                      "--device", "cpu", *extra)
+        assert res.code == 0, res.stderr
+        assert ("trained without mirroring" in res.stderr) == bool(extra)
+    for path in sorted((tmp_path / "plain").glob("*.nii.gz")):
+        np.testing.assert_array_equal(read_volume(path)[0],
+                                      read_volume(tmp_path / "tta" / path.name)[0])
+    rows = (tmp_path / "tta" / "scores.csv").read_text().splitlines()[1:]
+    assert rows and all(row.split(",")[3] == "" for row in rows)  # no views to agree
+    record = json.loads((tmp_path / "tta" / "pseudolabel.json").read_text())
+    assert record["tta_views"] == 1
 
 
 def oblique(deg):
