@@ -22,7 +22,8 @@ def test_pipeline_script_runs_the_loop(tmp_path, run_cli):
     tiny = "--model tiny --epochs 1 --iterations 2 --optimizer adamw --lr 3e-3"
     env = {**os.environ, "FLARE": f"{sys.executable} -m flarecli", "DATA": str(data),
            "OUT": str(out), "DEVICE": "cpu", "MODEL": "tiny", "COARSE": "16", "FINE": "16",
-           "COARSE_OPT": tiny, "TEACHER_OPT": tiny, "STUDENT_OPT": tiny, "TUMOR_OPT": tiny}
+           "COARSE_OPT": tiny, "STUDENT_COARSE_OPT": tiny, "TEACHER_OPT": tiny,
+           "STUDENT_OPT": tiny, "TUMOR_OPT": tiny, "TTA": "--tta"}
     res = subprocess.run(["bash", str(EXAMPLES / "pipeline.sh")], env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -31,6 +32,8 @@ def test_pipeline_script_runs_the_loop(tmp_path, run_cli):
         assert (out / name / "model.json").is_file(), name
     tumor = json.loads((out / "student" / "tumor" / "config.json").read_text())["config"]
     assert tumor["init"].endswith("student/organs")  # WARM=1: the tumor model from organs
+    # TTA=--tta, and the teacher trained with augmentation: its 4 mirror views were averaged
+    assert json.loads((out / "pseudo" / "pseudolabel.json").read_text())["tta_views"] == 4
     scores = json.loads((out / "scores.json").read_text())
     assert scores["scored_cases"] == 2
 
