@@ -2,7 +2,7 @@
 # The StMt loop, step by step, with the flare CLI -- the way you would run it on FLARE23 data.
 #
 #   DATA=/data/FLARE23 OUT=runs/stmt MODEL=student TEACHER=teacher COARSE=128 FINE=192 \
-#       COARSE_OPT= STUDENT_COARSE_OPT= TEACHER_OPT= STUDENT_OPT= TUMOR_OPT= WARM=0 TTA=--tta \
+#       COARSE_OPT= STUDENT_COARSE_OPT= TEACHER_OPT= STUDENT_OPT= TUMOR_OPT= WARM=0 \
 #       DEVICE=cuda \
 #       bash examples/pipeline.sh                      # the paper: 500 x 250 SGD steps per run
 #   bash examples/pipeline.sh                          # a quick CPU run on synthetic data
@@ -24,13 +24,11 @@ FINE=${FINE:-32,32,48}                # fine input size, z,y,x (paper: 192)
 CPU="--optimizer adamw --deep-supervision --no-augment"
 # training options per run; set one to empty for flare train's defaults (the paper's schedule)
 COARSE_OPT=${COARSE_OPT-"--epochs 20 --iterations 20 --lr 1e-2 --val-fraction 0 --balanced-ce $CPU"}
+# the student's coarse model: on the CPU a short fine-tune of the teacher's (needs WARM=1)
 STUDENT_COARSE_OPT=${STUDENT_COARSE_OPT-"--epochs 5 --iterations 20 --lr 1e-2 --val-fraction 0 --balanced-ce $CPU"}
 TEACHER_OPT=${TEACHER_OPT-"--epochs 30 --iterations 20 --lr 1e-2 --val-fraction 0 --balanced-ce $CPU"}
 STUDENT_OPT=${STUDENT_OPT-"--epochs 25 --iterations 20 --lr 1e-2 --val-fraction 0 --balanced-ce $CPU"}
 TUMOR_OPT=${TUMOR_OPT-"--epochs 20 --iterations 20 --lr 1e-2 $CPU"}
-# mirror TTA for the pseudo-labels: only views the teacher was trained on count (--no-augment
-# models have none), so it is on for the paper's schedule and off here
-TTA=${TTA-}
 WARM=${WARM:-1}                       # 1: student from the teacher, tumor from the organs
 init() { [ "$WARM" = 1 ] && echo "--init $OUT/$1" || true; }
 
@@ -57,11 +55,12 @@ $FLARE train "$OUT/audit.json" --out "$OUT/teacher" --stage fine --target organs
     --model "$TEACHER" --size "$FINE" --device "$DEVICE" $TEACHER_OPT
 
 # 3. Pseudo-labels of the partially labelled and the unlabeled scans (clean-up, quality scores
-#    in OUT/pseudo/scores.csv; TTA=--tta averages the mirror views the teacher learned).
-ok4 $FLARE pseudolabel "$DATA/imagesTr" "$OUT/pseudo" --model "$OUT/teacher" $TTA \
+#    in OUT/pseudo/scores.csv). --tta averages the mirror views the teacher was trained on;
+#    a --no-augment teacher (the CPU defaults) has none, and flare says so.
+ok4 $FLARE pseudolabel "$DATA/imagesTr" "$OUT/pseudo" --model "$OUT/teacher" --tta \
     --device "$DEVICE"
 if [ -d "$DATA/imagesUn" ]; then
-    ok4 $FLARE pseudolabel "$DATA/imagesUn" "$OUT/pseudo" --model "$OUT/teacher" $TTA \
+    ok4 $FLARE pseudolabel "$DATA/imagesUn" "$OUT/pseudo" --model "$OUT/teacher" --tta \
         --device "$DEVICE"
 fi
 

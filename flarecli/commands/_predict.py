@@ -37,11 +37,14 @@ def predict_folder(command: str, input_dir: Path, output_dir: Path, model_dir: P
     engine = Engine(model_dir, dev, with_tumor=with_tumor, which=weights)
     t_load = time.perf_counter() - t0
     err.print(f"{len(cases)} scans, models loaded on {dev} in {t_load:.1f} s", highlight=False)
-    views = len(tta_flips(engine.organs.meta)) if tta else 1
-    if tta and views == 1:
-        err.print(f"[yellow]note[/yellow]: {model_dir}/organs was trained without mirroring, "
-                  "so --tta has no views to add: a flipped scan is anatomy it never saw",
-                  highlight=False)
+    views = {name: len(tta_flips(stage.meta)) if tta else 1
+             for name, stage in (("organs", engine.organs), ("tumor", engine.tumor))
+             if stage is not None and (name == "organs" or with_tumor)}
+    for name, n in views.items():
+        if tta and n == 1:
+            err.print(f"[yellow]note[/yellow]: {model_dir}/{name} was trained without "
+                      "mirroring, so --tta has no views to add for it: a flipped scan is "
+                      "anatomy it never saw", highlight=False)
     for path, message in stray:
         problem(str(path), message)
     results = []

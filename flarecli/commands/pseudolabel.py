@@ -29,8 +29,9 @@ def pseudolabel(
     """Pseudo-label scans with a teacher: connected-component clean-up, quality scores.
 
     The score of a case is its mean confidence (max softmax inside the predicted foreground)
-    times the agreement of the TTA views (1 without --tta). Cases below --min-score are not
-    written; the CSV lists every case.
+    times the agreement of the TTA views (1 without --tta, or when the teacher was trained
+    without mirroring and has no views to add). Cases below --min-score are not written; the
+    CSV lists every case.
     """
     from flarecli.core.errors import InputError
 

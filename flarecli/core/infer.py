@@ -92,10 +92,17 @@ def tta_flips(meta: dict[str, Any]) -> list[tuple[int, ...]]:
     left/right organ pairs), so it never appears here either. Bundles written before the
     field existed flipped S-I and A-P when trained with augmentation.
     """
+    from flarecli.core.orient import LEFT_RIGHT_AXIS
+
     axes = meta.get("mirror_axes")
     if axes is None:
         axes = [0, 1] if meta.get("training", {}).get("augment") else []
-    dims = sorted(int(a) + 2 for a in axes)
+    allowed = {a for a in range(3) if a != LEFT_RIGHT_AXIS}
+    if not isinstance(axes, list) or not all(a in allowed for a in axes) or len(
+            set(axes)) != len(axes):
+        raise ModelError(f"model.json: mirror_axes {axes!r} is not a list of distinct axes "
+                         f"from {sorted(allowed)}")
+    dims = sorted(a + 2 for a in axes)
     return [tuple(c) for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
 
 

@@ -55,7 +55,8 @@ def resolve_device(name: str = "auto"):
 
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask: ``taskset``, container CPU sets), not
-    the machine's count, so that parallel runs pinned to separate cores do not oversubscribe."""
+    the machine's count, so that parallel runs pinned to separate cores do not oversubscribe.
+    A cgroup CPU quota (``docker --cpus``) is not an affinity and is not seen here."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

@@ -51,13 +51,24 @@ def test_tta_adds_nothing_to_a_model_trained_without_mirroring(model_dir, tmp_pa
                       "--device", "cpu", *extra)
         assert res.code == 0, res.stderr
         assert ("trained without mirroring" in res.stderr) == bool(extra)
-    for path in sorted((tmp_path / "plain").glob("*.nii.gz")):
+    written = sorted((tmp_path / "plain").glob("*.nii.gz"))
+    assert len(written) == 4
+    for path in written:
         np.testing.assert_array_equal(read_volume(path)[0],
                                       read_volume(tmp_path / "tta" / path.name)[0])
     rows = (tmp_path / "tta" / "scores.csv").read_text().splitlines()[1:]
     assert rows and all(row.split(",")[3] == "" for row in rows)  # no views to agree
     record = json.loads((tmp_path / "tta" / "pseudolabel.json").read_text())
-    assert record["tta_views"] == 1
+    assert record["tta_views"] == {"organs": 1}
+
+
+def test_mirror_axes_are_checked():
+    from flarecli.core.errors import ModelError
+    from flarecli.core.infer import tta_flips
+
+    for bad in ([2], [0, 0], [5], "01"):  # left-right, repeated, out of range, not a list
+        with pytest.raises(ModelError, match="mirror_axes"):
+            tta_flips({"mirror_axes": bad})
 
 
 def oblique(deg):
