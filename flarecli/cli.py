@@ -1,6 +1,6 @@
 """The ``flare`` executable: the table of contents of the CLI.
 
-Commands are registered explicitly here, one line each. Each command module imports its heavy
+Commands are registered explicitly here, in one table. Each command module imports its heavy
 dependencies inside the command, so ``flare --help`` stays instant and never imports torch.
 ``main()`` is the only place where errors become messages and exit codes
 (see ``flarecli.core.errors``).
@@ -8,6 +8,7 @@ dependencies inside the command, so ``flare --help`` stays instant and never imp
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import typer
@@ -35,16 +36,21 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+
+def _help(func) -> str:
+    """A command's docstring as help text: paragraphs kept, the source's line breaks inside a
+    paragraph joined (Typer's rich help keeps them, which breaks lines mid-sentence)."""
+    paragraphs = inspect.cleandoc(func.__doc__ or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
 # in the order of the StMt loop
-app.command("synth")(synth.synth)
-app.command("audit")(audit.audit)
-app.command("train")(train.train)
-app.command("pseudolabel")(pseudolabel.pseudolabel)
-app.command("correct")(correct.correct)
-app.command("infer")(infer.infer)
-app.command("postprocess")(postprocess.postprocess)
-app.command("evaluate")(evaluate.evaluate)
-app.command("demo")(demo.demo)
+for _name, _func in (("synth", synth.synth), ("audit", audit.audit), ("train", train.train),
+                     ("pseudolabel", pseudolabel.pseudolabel), ("correct", correct.correct),
+                     ("infer", infer.infer), ("postprocess", postprocess.postprocess),
+                     ("evaluate", evaluate.evaluate), ("demo", demo.demo)):
+    app.command(_name, help=_help(_func))(_func)
 
 
 def _version(value: bool) -> None:
