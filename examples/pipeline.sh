@@ -28,7 +28,7 @@ COARSE_OPT=${COARSE_OPT-"--epochs 20 --iterations 20 --lr 1e-2 --val-fraction 0 
 STUDENT_COARSE_OPT=${STUDENT_COARSE_OPT-"--epochs 5 --iterations 20 --lr 1e-2 --val-fraction 0 --balanced-ce $CPU"}
 TEACHER_OPT=${TEACHER_OPT-"--epochs 30 --iterations 20 --lr 1e-2 --val-fraction 0 --balanced-ce $CPU"}
 STUDENT_OPT=${STUDENT_OPT-"--epochs 25 --iterations 20 --lr 1e-2 --val-fraction 0 --balanced-ce $CPU"}
-TUMOR_OPT=${TUMOR_OPT-"--epochs 20 --iterations 20 --lr 1e-2 $CPU"}
+TUMOR_OPT=${TUMOR_OPT-"--epochs 10 --iterations 20 --lr 1e-2 $CPU"}
 WARM=${WARM:-1}                       # 1: student from the teacher, tumor from the organs
 init() { [ "$WARM" = 1 ] && echo "--init $OUT/$1" || true; }
 
