@@ -37,7 +37,6 @@ app = typer.Typer(
 )
 
 
-
 def _help(func) -> str:
     """A command's docstring as help text: paragraphs kept, the source's line breaks inside a
     paragraph joined (Typer's rich help keeps them, which breaks lines mid-sentence)."""

@@ -21,7 +21,7 @@ def predict_folder(command: str, input_dir: Path, output_dir: Path, model_dir: P
     """
     from flarecli import __version__
     from flarecli.core.cases import require_dir
-    from flarecli.core.infer import Engine, tta_flips
+    from flarecli.core.infer import Engine
     from flarecli.core.io import write_text_atomic
     from flarecli.core.labels import LABELS
     from flarecli.core.postprocess import structure
@@ -37,9 +37,9 @@ def predict_folder(command: str, input_dir: Path, output_dir: Path, model_dir: P
     engine = Engine(model_dir, dev, with_tumor=with_tumor, which=weights)
     t_load = time.perf_counter() - t0
     err.print(f"{len(cases)} scans, models loaded on {dev} in {t_load:.1f} s", highlight=False)
-    views = {name: len(tta_flips(stage.meta)) if tta else 1
+    views = {name: len(stage.flips) if tta else 1
              for name, stage in (("organs", engine.organs), ("tumor", engine.tumor))
-             if stage is not None and (name == "organs" or with_tumor)}
+             if stage is not None}
     for name, n in views.items():
         if tta and n == 1:
             err.print(f"[yellow]note[/yellow]: {model_dir}/{name} was trained without "

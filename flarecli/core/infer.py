@@ -53,6 +53,7 @@ class LoadedStage:
     intensity: Intensity
     spec: StageSpec
     lut: np.ndarray  # network class -> FLARE id (uint8)
+    flips: list[tuple[int, ...]]  # its mirror TTA views (tta_flips); [()] = none to add
 
 
 def load_stage(folder: Path, device, which: str | None = None) -> LoadedStage:
@@ -68,7 +69,8 @@ def load_stage(folder: Path, device, which: str | None = None) -> LoadedStage:
     lut = np.zeros(max(256, meta["num_classes"]), np.uint8)
     for k, v in meta["label_map"].items():
         lut[int(k)] = int(v)
-    return LoadedStage(model, meta, intensity, spec, lut)
+    return LoadedStage(model, meta, intensity, spec, lut,
+                       tta_flips(meta, f"{folder}/model.json"))
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Prediction:
     agreement: float | None = None  # mean agreement of the TTA views with the final labels
 
 
-def tta_flips(meta: dict[str, Any]) -> list[tuple[int, ...]]:
+def tta_flips(meta: dict[str, Any], source: str = "model.json") -> list[tuple[int, ...]]:
     """Mirror TTA views of a bundle: every combination of the spatial axes it was trained to
     be mirror-invariant on (``mirror_axes`` in model.json, 0 = z ... 2 = x), as flip dims of
     the (B, C, D, H, W) input; the first view is the scan itself.
@@ -100,7 +102,7 @@ def tta_flips(meta: dict[str, Any]) -> list[tuple[int, ...]]:
     allowed = {a for a in range(3) if a != LEFT_RIGHT_AXIS}
     if not isinstance(axes, list) or not all(a in allowed for a in axes) or len(
             set(axes)) != len(axes):
-        raise ModelError(f"model.json: mirror_axes {axes!r} is not a list of distinct axes "
+        raise ModelError(f"{source}: mirror_axes {axes!r} is not a list of distinct axes "
                          f"from {sorted(allowed)}")
     dims = sorted(a + 2 for a in axes)
     return [tuple(c) for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
@@ -148,7 +150,7 @@ class Engine:
         from flarecli.core.runtime import autocast
 
         x = volume[None, None].to(self.device, non_blocking=True)
-        flips = tta_flips(stage.meta) if tta else [()]
+        flips = stage.flips if tta else [()]
         tta = len(flips) > 1
         total = None
         views = []
