@@ -15,8 +15,8 @@ import time
 import numpy as np
 from _common import imperfect_prediction, peak_rss_mb, realistic_case
 
-from flarecli.core.evaluate import score_labels
-from flarecli.core.postprocess import postprocess
+from flarecli.core.metrics.evaluate import score_labels
+from flarecli.core.postprocessing.components import postprocess
 from tests.reference import reference_scores
 
 

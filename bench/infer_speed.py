@@ -27,9 +27,9 @@ def random_bundles(folder: Path) -> None:
     """Paper-size bundles with random weights (speed does not depend on the weights)."""
     import torch
 
-    from flarecli.core.bundle import save_weights, write_bundle
-    from flarecli.core.preprocess import StageSpec, window
-    from flarecli.core.train import label_map
+    from flarecli.core.io.bundle import save_weights, write_bundle
+    from flarecli.core.preprocessing.stages import StageSpec, window
+    from flarecli.core.training.loop import label_map
     from flarecli.models import build_model, preset
 
     for name, stage, target, size, classes in (("coarse", "coarse", "abdomen", 128, 2),
@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--trained", type=Path, default=None)
     args = ap.parse_args()
-    from flarecli.core.io import write_volume
+    from flarecli.core.io.nifti import write_volume
 
     work = ROOT / "bench" / "out" / "infer"
     inputs = work / f"in{args.scans}"

@@ -1,7 +1,7 @@
 """A deliberately straightforward, whole-volume implementation of the FLARE scores.
 
 Used by the tests and by bench/evaluate_speed.py as the slow reference the fast bounding-box
-implementation (flarecli.core.evaluate) must agree with. It follows the official script step
+implementation (flarecli.core.metrics.evaluate) must agree with. It follows the official script step
 by step: NIfTI voxel order (x, y, z), ``scipy.ndimage.correlate`` for neighbourhood codes, a
 distance transform over the whole (padded) volume for every class, no cropping anywhere.
 """
@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from flarecli.core.labels import CLASSES, NSD_TOLERANCE_MM, TUBULAR
-from flarecli.core.surface_table import neighbour_code_to_area
+from flarecli.core.metrics.surface_table import neighbour_code_to_area
 
 KERNEL = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]])
 

@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.gpu,
 
 
 def test_train_and_infer_on_cuda(tmp_path, run_cli):
-    from flarecli.core.train import train
-    from tests.core.test_infer import GRIDS, scans
-    from tests.core.test_train import blob_case, config
+    from flarecli.core.training.loop import train
+    from tests.core.inference.test_engine import GRIDS, scans
+    from tests.core.training.test_loop import blob_case, config
 
     for i in range(3):
         blob_case(tmp_path / "data", f"b{i}", i, tumor=True)

@@ -34,8 +34,8 @@ def audit(
     Exit code 4 when any problem was found (each is printed on its own line; the audit still
     covers every case). --json writes the manifest later commands consume.
     """
-    from flarecli.core import audit as core
-    from flarecli.core.cases import discover_cases
+    from flarecli.core.curation import audit as core
+    from flarecli.core.io.cases import discover_cases
     from flarecli.core.errors import CasesFailed, InputError
     from flarecli.core.parallel import imap_ordered
 

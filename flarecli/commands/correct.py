@@ -26,7 +26,7 @@ def correct(
     Writes the corrected labels and the manifest that flare train --stage fine consumes
     (each case FL, CPL or PL). Exit code 4 if some cases failed (the others are written).
     """
-    from flarecli.core import correct as core
+    from flarecli.core.curation import correct as core
     from flarecli.core.errors import CasesFailed
     from flarecli.core.parallel import imap_ordered
 

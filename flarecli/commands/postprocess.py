@@ -24,7 +24,7 @@ def postprocess(
     Output: uint8 label maps with exactly the input geometry. Existing outputs are skipped
     (resume) unless --overwrite. Exit code 4 if some cases failed (the rest are written).
     """
-    from flarecli.core import postprocess_run as core
+    from flarecli.core.postprocessing import folder as core
     from flarecli.core.errors import CasesFailed
     from flarecli.core.parallel import imap_ordered
 

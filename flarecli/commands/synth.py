@@ -28,7 +28,7 @@ def synth(
     imagesTs/labelsTs (fully labeled test split), dataset.json and synth.json. Re-running the
     same command resumes: finished cases are kept.
     """
-    from flarecli.core import synth as core
+    from flarecli.core.synth import dataset as core
     from flarecli.core.parallel import imap_ordered
 
     config = core.SynthConfig(train, unlabeled, test, seed, size)

@@ -56,7 +56,7 @@ def train(
     """Train a stage of the two-stage model; writes a self-describing run folder + bundle."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from flarecli.core import train as core
+    from flarecli.core.training import loop as core
 
     cfg = core.TrainConfig(
         source=str(source), out=str(out_dir), stage=stage, target=target, name=name,

@@ -81,7 +81,7 @@ def read_dataset_json(path: Path) -> dict[str, Any]:
     v2 maps name -> id (``{"liver": 1}``), v1 maps id -> name (``{"1": "liver"}``); both are
     accepted. Raises InputError for unreadable JSON or a label map that is neither.
     """
-    from flarecli.core.io import read_json
+    from flarecli.core.io.nifti import read_json
 
     data = read_json(path, "dataset.json")
     labels = data.get("labels") if isinstance(data, dict) else None

@@ -1,0 +1,161 @@
+"""``flare correct``: teacher pseudo-labels corrected with the partial annotations (StMt).
+
+For a case with a partial label, A = the classes it annotates. Pseudo-label voxels whose
+class is in A become background (the annotation says where those classes are), then every
+annotated voxel is written over the result: the real annotation always wins, tumor included.
+Seed 004's "supplement" rule (keep the annotation; fill a class the annotation lacks from the
+pseudo-label, only on annotated background) gives the same map (tested).
+
+Each case gets a training kind for ``flare train --stage fine``:
+FL (the label already has all 13 organs; used as is), CPL (corrected pseudo-label),
+PL (pseudo-label of a scan without annotation).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flarecli.core.curation.audit import read_label_map
+from flarecli.core.io.cases import check_output_dir, discover_cases, label_files, require_dir
+from flarecli.core.errors import FlareError, InputError
+from flarecli.core.io.nifti import write_volume
+from flarecli.core.labels import CLASSES, ORGANS
+
+MANIFEST_SCHEMA = "flare-correct"
+
+
+def annotated_classes(partial: np.ndarray) -> list[int]:
+    counts = np.bincount(partial.ravel(), minlength=256)
+    return [c for c in CLASSES if counts[c] > 0]
+
+
+def correct(pseudo: np.ndarray, partial: np.ndarray) -> np.ndarray:
+    """StMt's correction of a pseudo-label (uint8 arrays, same shape)."""
+    annotated = annotated_classes(partial)
+    out = pseudo.copy()
+    out[np.isin(out, annotated)] = 0
+    mask = partial > 0
+    out[mask] = partial[mask]
+    return out
+
+
+def supplement(partial: np.ndarray, pseudo: np.ndarray) -> np.ndarray:
+    """Seed 004's rule, for comparison: annotation kept, missing classes filled from the
+    pseudo-label where the annotation is background."""
+    annotated = annotated_classes(partial)
+    out = partial.copy()
+    fill = (partial == 0) & ~np.isin(pseudo, annotated)
+    out[fill] = pseudo[fill]
+    return out
+
+
+@dataclass(frozen=True)
+class Job:
+    case: str
+    image: str | None
+    pseudo: str | None
+    label: str | None
+    target: str
+    overwrite: bool
+
+
+@dataclass
+class Result:
+    case: str
+    image: str | None
+    label: str
+    kind: str | None = None
+    annotated: list[int] = field(default_factory=list)
+    from_teacher: list[int] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.case, "image": self.image, "label": self.label, "kind": self.kind,
+                "annotated": self.annotated, "from_teacher": self.from_teacher}
+
+
+def correct_case(job: Job) -> Result:
+    result = Result(job.case, job.image, job.target)
+    try:
+        if job.image is None:
+            raise InputError("no image found for this case (give --images DIR)")
+        partial = geometry = None
+        if job.label is not None:
+            partial, geometry = read_label_map(job.label, "partial label")
+            result.annotated = annotated_classes(partial)
+        full_organs = set(ORGANS) <= set(result.annotated)
+        if full_organs:
+            result.kind, out = "FL", partial
+        elif job.pseudo is None:
+            raise InputError("partially labelled case without a pseudo-label")
+        else:
+            pseudo, pseudo_geometry = read_label_map(job.pseudo, "pseudo-label")
+            if geometry is not None:
+                mismatch = geometry.mismatches(pseudo_geometry)
+                if mismatch:
+                    raise InputError("pseudo-label vs label " + "; ".join(mismatch))
+            geometry = pseudo_geometry
+            if result.annotated:
+                result.kind, out = "CPL", correct(pseudo, partial)
+            else:
+                result.kind, out = "PL", pseudo
+        present = annotated_classes(out)
+        result.from_teacher = [c for c in present if c not in result.annotated]
+        if job.overwrite or not Path(job.target).exists():
+            write_volume(Path(job.target), out, geometry)
+    except FlareError as e:
+        result.error = str(e)
+        result.kind = None
+    return result
+
+
+def image_paths(pseudo_dir: Path, images: list[Path]) -> dict[str, str]:
+    """Case -> image path: from --images folders, else from pseudolabel's run record."""
+    paths: dict[str, str] = {}
+    record = Path(pseudo_dir) / "pseudolabel.json"
+    if record.is_file():
+        try:
+            for scan in json.loads(record.read_text()).get("scans", []):
+                paths[scan["case"]] = scan["image"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            pass
+    for folder in images:
+        for c in discover_cases(require_dir(folder, "images")).cases:
+            if c.image is not None:
+                paths[c.id] = str(c.image.resolve())
+    return paths
+
+
+def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path],
+         overwrite: bool) -> list[Job]:
+    pseudo_dir = require_dir(pseudo_dir, "pseudo-label")
+    labels_dir = require_dir(labels_dir, "labels")
+    check_output_dir(output_dir, pseudo_dir, labels_dir)
+    pseudo = {c.id: c.label for c in label_files(pseudo_dir).cases}
+    labels = {c.id: c.label for c in label_files(labels_dir).cases}
+    if not pseudo and not labels:
+        raise InputError(f"{pseudo_dir}, {labels_dir}: no label maps found")
+    image_of = image_paths(pseudo_dir, images)
+    out = Path(output_dir).resolve()
+    return [Job(cid, image_of.get(cid), str(pseudo[cid]) if cid in pseudo else None,
+                str(labels[cid]) if cid in labels else None, str(out / f"{cid}.nii.gz"),
+                overwrite)
+            for cid in sorted(set(pseudo) | set(labels))]
+
+
+def manifest(results: list[Result], source: dict[str, Any]) -> dict[str, Any]:
+    from flarecli import __version__
+
+    ok = [r for r in results if r.error is None]
+    return {
+        "schema": MANIFEST_SCHEMA, "schema_version": 1, "flare_version": __version__,
+        "source": source,
+        "cases": [r.to_json() for r in ok],
+        "summary": {k: sum(1 for r in ok if r.kind == k) for k in ("FL", "CPL", "PL")}
+        | {"failed": [r.case for r in results if r.error]},
+    }

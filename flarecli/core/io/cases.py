@@ -1,0 +1,147 @@
+"""Case discovery and image/label pairing (nnU-Net / FLARE naming).
+
+Images are ``<case>_0000.nii.gz`` (one CT channel), labels ``<case>.nii.gz``; ``.nii`` works
+too. An image without a label is an unlabeled case. A folder whose image names do not all
+carry a ``_NNNN`` channel suffix is read as plain ``<case>.nii.gz`` names (common for inference
+inputs), so ``case_0001.nii.gz`` there is the case ``case_0001``. Names starting with '.'
+are ignored (flare's own temporary files), and so are ``.json`` and ``.csv`` files (run
+records, score tables, ``dataset.json``, nnU-Net's ``plans.json`` in prediction folders).
+Everything else becomes a problem attached to the case (or a stray-file problem), never an
+exception, so one bad file does not stop a run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flarecli.core.errors import InputError
+from flarecli.core.io.nifti import nifti_suffix, strip_nifti_suffix
+
+#: Files that sit beside NIfTI folders without being cases (run records, score tables).
+REPORT_SUFFIXES: tuple[str, ...] = (".json", ".csv")
+
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass
+class Case:
+    """One case: an image and/or a label file, plus problems found while pairing."""
+
+    id: str
+    image: Path | None = None
+    label: Path | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def labeled(self) -> bool:
+        return self.label is not None
+
+
+@dataclass
+class Discovery:
+    cases: list[Case]
+    #: files that are not cases at all: (path, message)
+    stray: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def n_problems(self) -> int:
+        return len(self.stray) + sum(1 for c in self.cases if c.problems)
+
+
+def require_dir(path: Path | None, what: str) -> Path:
+    if path is None:
+        raise InputError(f"no {what} folder given")
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} folder not found")
+    if not path.is_dir():
+        raise InputError(f"{path}: {what} is not a folder")
+    return path
+
+
+def check_output_dir(output_dir: Path, *input_dirs: Path) -> None:
+    """Refuse an output folder that is one of the input folders (inputs are never
+    overwritten)."""
+    for given in input_dirs:
+        if Path(output_dir).resolve() == Path(given).resolve():
+            raise InputError(f"{output_dir}: output folder is the input folder",
+                             hint="flare never overwrites its inputs; choose another folder")
+
+
+def _nifti_files(folder: Path, stray: list[tuple[Path, str]]) -> list[Path]:
+    files = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix.lower() in REPORT_SUFFIXES:
+            continue  # flare's temporary files; run records, reports, dataset.json
+        if p.is_dir():
+            stray.append((p, "unexpected sub-folder (flare reads flat folders)"))
+        elif nifti_suffix(p) is None:
+            stray.append((p, "not a NIfTI file (expected .nii.gz or .nii)"))
+        else:
+            files.append(p)
+    return files
+
+
+def image_case_id(path: Path) -> tuple[str, str | None]:
+    """(case id, channel) of an image file name; channel is None without a ``_NNNN`` suffix."""
+    stem = strip_nifti_suffix(path)
+    m = _CHANNEL.match(stem)
+    if m:
+        return m.group("case"), m.group("channel")
+    return stem, None
+
+
+def discover_cases(images: Path | None, labels: Path | None = None) -> Discovery:
+    """Pair the images of a folder with the labels of another.
+
+    Either folder may be None (labels only: e.g. predictions or ground truth). Returns the cases
+    sorted by id. Problems recorded: extra channels, duplicate case ids (the first file in
+    name order is used), labels without an image, non-NIfTI files. Raises InputError only
+    when a given folder does not exist.
+    """
+    stray: list[tuple[Path, str]] = []
+    by_id: dict[str, Case] = {}
+
+    if images is not None:
+        files = _nifti_files(require_dir(images, "images"), stray)
+        channels = [image_case_id(p)[1] for p in files]
+        # nnU-Net naming only when every name carries a channel suffix and one is _0000;
+        # otherwise a name like 'case_0001.nii.gz' is the case 'case_0001', not channel 1.
+        with_channel = bool(files) and None not in channels and "0000" in channels
+        for p in files:
+            cid, channel = image_case_id(p) if with_channel else (strip_nifti_suffix(p), None)
+            if channel not in (None, "0000"):
+                stray.append((p, f"channel _{channel}: flare uses a single CT channel (_0000)"))
+                continue
+            case = by_id.setdefault(cid, Case(cid))
+            if case.image is not None:
+                case.problems.append(f"duplicate image for case '{cid}': {case.image.name}, "
+                                     f"{p.name} (using the first)")
+                continue
+            case.image = p
+
+    if labels is not None:
+        for p in _nifti_files(require_dir(labels, "labels"), stray):
+            cid = strip_nifti_suffix(p)
+            case = by_id.get(cid)
+            if case is None:
+                if images is not None:
+                    case = by_id.setdefault(cid, Case(cid))
+                    if case.label is None:
+                        case.problems.append(f"label {p.name} has no image")
+                else:
+                    case = by_id.setdefault(cid, Case(cid))
+            if case.label is not None:
+                case.problems.append(f"duplicate label for case '{cid}': {case.label.name}, "
+                                     f"{p.name} (using the first)")
+                continue
+            case.label = p
+
+    return Discovery(cases=[by_id[k] for k in sorted(by_id)], stray=stray)
+
+
+def label_files(folder: Path) -> Discovery:
+    """Cases of a folder of label maps (predictions, ground truth): ``<case>.nii.gz``."""
+    return discover_cases(None, folder)

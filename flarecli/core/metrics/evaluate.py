@@ -1,0 +1,249 @@
+"""``flare evaluate``: per case and class DSC / NSD with the FLARE rules, and their summary.
+
+FLARE rules (official FLARE23 script), per case and class c in 1..14:
+
+* GT and prediction both without c: DSC = NSD = 1. GT without c, prediction with c: 0 and 0.
+* Aorta, IVC and esophagus (``TUBULAR``) are scored only on the axial slices the GT covers.
+* DSC below ``nsd_threshold`` (0.2 since 2024, 0.1 before): NSD = 0 without surfaces.
+* NSD tolerance per class: ``labels.NSD_TOLERANCE_MM``.
+
+Protocols:
+
+* ``"flare23"`` reproduces the official script exactly: the tubular crop is voxel axis 2 (flare
+  array axis 0) as ``[z_min:z_max]``, an exclusive end, so the GT's top slice is dropped (and a
+  GT on a single slice gives NaN, as there); spacing from the header; per-case values rounded to
+  4 decimals as in its CSV, from which its means are taken. Spacing is the GT header's
+  ``pixdim`` (nibabel's ``get_zooms()``), which ITK can replace by the sform's column norms.
+* ``"exact"`` (default): the inclusive slice range along the image's true superior-inferior
+  axis (correct for any orientation), no rounding.
+
+Partial labels: given the classes a GT case annotates (from an audit manifest), every other
+class is "not annotated": no score (None) and left out of the means, instead of the free 1.0
+the official rule gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from flarecli.core.curation.audit import read_label_map
+from flarecli.core.errors import FlareError, InputError, check_choice
+from flarecli.core.io.nifti import Geometry, header_zooms
+from flarecli.core.labels import (
+    CLASSES,
+    MAX_LABEL,
+    NSD_TOLERANCE_MM,
+    ORGANS,
+    TUBULAR,
+    TUMOR,
+    label_name,
+)
+from flarecli.core.metrics.scores import dice, normalized_surface_dice
+
+PROTOCOLS: tuple[str, ...] = ("exact", "flare23")
+CSV_COLUMNS: tuple[str, ...] = ("case", "label", "name", "dsc", "nsd", "gt_voxels",
+                                "pred_voxels", "annotated")
+
+
+@dataclass
+class ClassScore:
+    label: int
+    dsc: float | None
+    nsd: float | None
+    gt_voxels: int
+    pred_voxels: int
+    annotated: bool = True
+
+
+@dataclass
+class CaseResult:
+    case: str
+    scores: list[ClassScore] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    missing_prediction: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def score_labels(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    geometry: Geometry,
+    protocol: str = "exact",
+    nsd_threshold: float = 0.2,
+    annotated: set[int] | None = None,
+    classes: tuple[int, ...] = CLASSES,
+) -> list[ClassScore]:
+    """Score two uint8 label maps ([z, y, x], same grid) class by class.
+
+    ``annotated``: the classes the GT annotates (None = all). Classes outside it get
+    ``dsc = nsd = None``. Works on per-class bounding boxes (one ``find_objects`` pass per map).
+    """
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol '{protocol}'")
+    gt_counts = np.bincount(gt.ravel(), minlength=MAX_LABEL + 1)
+    pred_counts = np.bincount(pred.ravel(), minlength=MAX_LABEL + 1)
+    gt_boxes = ndimage.find_objects(gt, max_label=MAX_LABEL)
+    pred_boxes = ndimage.find_objects(pred, max_label=MAX_LABEL)
+    axis = 0 if protocol == "flare23" else geometry.superior_axis()
+    out = []
+    for c in classes:
+        n_gt, n_pred = int(gt_counts[c]), int(pred_counts[c])
+        if annotated is not None and c not in annotated:
+            out.append(ClassScore(c, None, None, n_gt, n_pred, annotated=False))
+            continue
+        if n_gt == 0:
+            value = 1.0 if n_pred == 0 else 0.0
+            out.append(ClassScore(c, value, value, n_gt, n_pred))
+            continue
+        box = _union_box(gt_boxes[c - 1], pred_boxes[c - 1])
+        if c in TUBULAR:
+            lo, hi = gt_boxes[c - 1][axis].start, gt_boxes[c - 1][axis].stop  # hi exclusive
+            if protocol == "flare23":
+                hi -= 1  # the official [z_min:z_max] drops the top GT slice
+            box = list(box)
+            box[axis] = slice(max(box[axis].start, lo), min(box[axis].stop, hi))
+            if box[axis].start >= box[axis].stop:
+                box[axis] = slice(lo, lo)
+            box = tuple(box)
+        g, p = gt[box] == c, pred[box] == c
+        d = dice(g, p)
+        if d < nsd_threshold:
+            nsd = 0.0
+        else:  # NaN (an empty flare23 crop) falls through like in the official script
+            nsd = normalized_surface_dice(g, p, geometry.spacing_xyz, NSD_TOLERANCE_MM[c])
+        if protocol == "flare23":
+            d, nsd = round(d, 4), round(nsd, 4)
+        out.append(ClassScore(c, d, nsd, n_gt, n_pred))
+    return out
+
+
+def _union_box(a: tuple[slice, ...], b: tuple[slice, ...] | None) -> tuple[slice, ...]:
+    if b is None:
+        return a
+    pairs = zip(a, b, strict=True)
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in pairs)
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    case: str
+    gt: Path
+    pred: Path | None
+    protocol: str
+    nsd_threshold: float
+    annotated: tuple[int, ...] | None
+
+
+def evaluate_case(job: EvalJob) -> CaseResult:
+    """Score one case; problems (unreadable, geometry, label values) go to ``problems``."""
+    result = CaseResult(job.case, missing_prediction=job.pred is None)
+    try:
+        gt, geometry = read_label_map(job.gt, "ground truth")
+        if job.pred is None:
+            pred = np.zeros_like(gt)
+        else:
+            pred, pred_geometry = read_label_map(job.pred, "prediction")
+            mismatch = geometry.mismatches(pred_geometry)
+            if mismatch:
+                result.problems.append("prediction vs ground truth " + "; ".join(mismatch))
+                return result
+        annotated = set(job.annotated) if job.annotated is not None else None
+        if job.protocol == "flare23":  # the official script's spacing: the GT header's pixdim
+            zooms = header_zooms(job.gt)
+            if zooms is not None and all(z > 0 for z in zooms):
+                geometry = replace(geometry, spacing_xyz=zooms)
+        result.scores = score_labels(gt, pred, geometry, job.protocol, job.nsd_threshold,
+                                     annotated)
+    except FlareError as e:
+        result.problems.append(str(e))
+    return result
+
+
+def plan_jobs(
+    pred_dir: Path,
+    gt_dir: Path,
+    protocol: str,
+    nsd_threshold: float,
+    manifest: dict[str, Any] | None = None,
+) -> tuple[list[EvalJob], list[str]]:
+    """Pair GT and prediction files. Returns (jobs, predictions without GT)."""
+    from flarecli.core.io.cases import label_files
+
+    check_choice("protocol", protocol, PROTOCOLS)
+    if not 0.0 <= nsd_threshold <= 1.0:
+        raise InputError(f"--nsd-threshold {nsd_threshold}: must be within 0..1")
+    gts = label_files(gt_dir)
+    preds = {c.id: c.label for c in label_files(pred_dir).cases}
+    if not gts.cases:
+        raise InputError(f"{gt_dir}: no ground-truth NIfTI files")
+    annotated_by_case: dict[str, tuple[int, ...]] = {}
+    if manifest is not None:
+        for entry in manifest["cases"]:
+            classes = list(entry.get("organs", [])) + ([TUMOR] if entry.get("tumor") else [])
+            annotated_by_case[entry["id"]] = tuple(classes)
+    jobs = []
+    for case in gts.cases:
+        if manifest is not None and case.id not in annotated_by_case:
+            raise InputError(f"case '{case.id}' is not in the manifest",
+                             hint="audit the same ground-truth folder to make it")
+        jobs.append(EvalJob(case.id, case.label, preds.get(case.id), protocol, nsd_threshold,
+                            annotated_by_case.get(case.id) if manifest is not None else None))
+    extra = sorted(set(preds) - {c.id for c in gts.cases})
+    return jobs, extra
+
+
+def summarize(results: list[CaseResult], protocol: str, nsd_threshold: float) -> dict[str, Any]:
+    """Per-class mean/std over the scored cases; organ DSC/NSD = mean of the 13 class means.
+
+    NaN and not-annotated (None) cells are left out (pandas-style); std is the population
+    standard deviation (ddof = 0).
+    """
+    per_class: dict[str, Any] = {}
+    for c in CLASSES:
+        entry: dict[str, Any] = {"name": label_name(c)}
+        for metric in ("dsc", "nsd"):
+            values = np.array([getattr(s, metric) for r in results if r.ok for s in r.scores
+                               if s.label == c and getattr(s, metric) is not None], float)
+            values = values[~np.isnan(values)]
+            entry[metric] = float(values.mean()) if values.size else None
+            entry[f"{metric}_std"] = float(values.std()) if values.size else None
+            entry["n"] = int(values.size)
+        per_class[str(c)] = entry
+
+    def mean_of(classes, metric):
+        vals = [per_class[str(c)][metric] for c in classes if per_class[str(c)][metric] is not None]
+        return float(np.mean(vals)) if vals else None
+
+    return {
+        "protocol": protocol,
+        "nsd_threshold": nsd_threshold,
+        "cases": len(results),
+        "scored_cases": sum(1 for r in results if r.ok),
+        "failed_cases": [r.case for r in results if not r.ok],
+        "missing_predictions": [r.case for r in results if r.missing_prediction],
+        "organ_dsc": mean_of(ORGANS, "dsc"),
+        "organ_nsd": mean_of(ORGANS, "nsd"),
+        "tumor_dsc": per_class[str(TUMOR)]["dsc"],
+        "tumor_nsd": per_class[str(TUMOR)]["nsd"],
+        "per_class": per_class,
+    }
+
+
+def csv_rows(results: list[CaseResult]) -> list[list[Any]]:
+    def cell(v):
+        return "" if v is None else ("nan" if np.isnan(v) else format(float(v), ".10g"))
+
+    rows = []
+    for r in results:
+        for s in r.scores:
+            rows.append([r.case, s.label, label_name(s.label), cell(s.dsc), cell(s.nsd),
+                         s.gt_voxels, s.pred_voxels, int(s.annotated)])
+    return rows

@@ -1,0 +1,233 @@
+"""``flare synth``: a FLARE-like synthetic dataset with FLARE23's partial-label patterns.
+
+The anatomy and the CT rendering live in :mod:`flarecli.core.synth.phantom`; this module decides the
+splits, the label pattern of each training case, writes the NIfTI folders and records the
+truth (``synth.json``) that tests and the demo compare against.
+
+Layout written under OUT::
+
+    imagesTr/<id>_0000.nii.gz  labelsTr/<id>.nii.gz   partially labeled training cases
+    imagesUn/<id>_0000.nii.gz                          unlabeled training cases
+    labelsFull/<id>.nii.gz                             complete truth of every Tr and Un case
+    imagesTs/<id>_0000.nii.gz  labelsTs/<id>.nii.gz    fully labeled test split
+    dataset.json                                       nnU-Net v2 style, plus flare's "synth" key
+    synth.json                                         per-case truth record
+
+Every case has its own seed derived from (seed, split, index), so it is identical whatever the
+number of workers, and unlabeled/test cases whatever the split sizes. Training cases also
+depend on their pattern, assigned by an exact-share shuffle over ``n_train`` cases.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from flarecli import __version__
+from flarecli.core.errors import InputError
+from flarecli.core.io.nifti import Geometry, write_text_atomic, write_volume
+from flarecli.core.labels import CLASSES, FIVE_ORGANS, ORGANS, TUMOR, dataset_json
+
+#: FLARE23 training label patterns and their shares (StMt Fig. 1, FLARE23 data description).
+PATTERNS: dict[str, float] = {
+    "13_organs": 0.10,
+    "5_organs": 0.20,
+    "5_organs_tumor": 0.27,
+    "tumor_only": 0.40,
+    "other": 0.03,
+}
+TUMOR_PATTERNS = ("5_organs_tumor", "tumor_only")
+#: Chance that a 5-organ case misses one of its five organs (annotators skip organs).
+ORGAN_DROPOUT = 0.10
+#: Chance that a tumor-annotated case with several tumors leaves its smallest one unannotated.
+TUMOR_MISSED = 0.30
+
+SPLITS = {"tr": 0, "un": 1, "ts": 2}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    n_train: int = 20
+    n_unlabeled: int = 10
+    n_test: int = 5
+    seed: int = 0
+    size: int = 96
+
+    def validate(self) -> None:
+        for name in ("n_train", "n_unlabeled", "n_test"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('n_', '').replace('_', '-')} must be >= 0")
+        if self.n_train + self.n_unlabeled + self.n_test == 0:
+            raise InputError("nothing to generate: all split sizes are 0")
+        if not 32 <= self.size <= 1024:
+            raise InputError(f"--size {self.size}: choose an in-plane size in 32..1024")
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    out: str
+    split: str
+    index: int
+    case_id: str
+    seed: int
+    size: int
+    pattern: str | None
+    overwrite: bool
+
+
+def split_counts(n: int, shares: dict[str, float]) -> dict[str, int]:
+    """Largest-remainder apportionment of n cases to the patterns (exact total n)."""
+    raw = {k: n * v / sum(shares.values()) for k, v in shares.items()}
+    counts = {k: int(np.floor(v)) for k, v in raw.items()}
+    rest = n - sum(counts.values())
+    for k in sorted(raw, key=lambda k: (counts[k] - raw[k], list(raw).index(k)))[:rest]:
+        counts[k] += 1
+    return counts
+
+
+def case_seed(seed: int, split: str, index: int) -> int:
+    return int(np.random.SeedSequence([seed, SPLITS[split], index]).generate_state(1)[0])
+
+
+def plan(config: SynthConfig, out: Path, overwrite: bool = False) -> list[CaseJob]:
+    """The jobs of a dataset, patterns assigned (exact shares, deterministic shuffle)."""
+    config.validate()
+    counts = split_counts(config.n_train, PATTERNS)
+    patterns = [p for p, n in counts.items() for _ in range(n)]
+    np.random.default_rng(config.seed).shuffle(patterns)
+    jobs = []
+    for split, n in (("tr", config.n_train), ("un", config.n_unlabeled), ("ts", config.n_test)):
+        for i in range(n):
+            jobs.append(CaseJob(
+                out=str(out), split=split, index=i, case_id=f"syn_{split}_{i + 1:04d}",
+                seed=case_seed(config.seed, split, i), size=config.size,
+                pattern=patterns[i] if split == "tr" else None, overwrite=overwrite,
+            ))
+    return jobs
+
+
+def partial_label(
+    full: np.ndarray, pattern: str, n_tumors: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The annotation a FLARE23 training case of ``pattern`` would carry.
+
+    Classes outside the annotated set become background. Organ drop-outs and missed tumors
+    follow ORGAN_DROPOUT / TUMOR_MISSED.
+    """
+    if pattern == "13_organs":
+        keep = set(ORGANS) | {TUMOR}
+    elif pattern in ("5_organs", "5_organs_tumor"):
+        keep = set(FIVE_ORGANS)
+        if rng.random() < ORGAN_DROPOUT:
+            keep.discard(int(rng.choice(FIVE_ORGANS)))
+        if pattern == "5_organs_tumor":
+            keep.add(TUMOR)
+    elif pattern == "tumor_only":
+        keep = {TUMOR}
+    elif pattern == "other":
+        k = int(rng.integers(2, 13))
+        keep = {int(v) for v in rng.choice(ORGANS, size=k, replace=False)}
+        if n_tumors and rng.random() < 0.5:
+            keep.add(TUMOR)
+    else:
+        raise ValueError(f"unknown pattern {pattern}")
+    lut = np.zeros(256, np.uint8)
+    for c in keep:
+        lut[c] = c
+    label = lut[full]
+    if TUMOR in keep and rng.random() < TUMOR_MISSED:
+        components, n = ndimage.label(label == TUMOR, structure=np.ones((3, 3, 3), bool))
+        if n >= 2:
+            sizes = np.bincount(components.ravel())[1:]
+            label[components == 1 + int(np.argmin(sizes))] = 0
+    return label
+
+
+def make_case(job: CaseJob) -> dict[str, Any]:
+    """Render and write one case (skipped when its files exist); return its truth record."""
+    from flarecli.core.synth.phantom import render_case, sample_case_spec
+
+    out = Path(job.out)
+    rng = np.random.default_rng(job.seed)
+    n_tumors = None
+    if job.pattern in TUMOR_PATTERNS:
+        n_tumors = int(rng.integers(1, 4))
+    elif job.pattern is not None or job.split != "tr":
+        n_tumors = int(rng.choice(4, p=[0.4, 0.3, 0.2, 0.1]))
+    spec = sample_case_spec(rng, size=job.size, n_tumors=n_tumors)
+    grid = spec.grid
+    geom = Geometry(tuple(grid.shape_zyx), tuple(grid.spacing_xyz), tuple(grid.origin_xyz),
+                    tuple(grid.direction))
+    image_dir, label_dir = {
+        "tr": ("imagesTr", "labelsTr"), "un": ("imagesUn", None), "ts": ("imagesTs", "labelsTs"),
+    }[job.split]
+    truth_dir = "labelsTs" if job.split == "ts" else "labelsFull"
+    paths = {"image": out / image_dir / f"{job.case_id}_0000.nii.gz",
+             "truth": out / truth_dir / f"{job.case_id}.nii.gz"}
+    if label_dir and job.split == "tr":
+        paths["label"] = out / label_dir / f"{job.case_id}.nii.gz"
+
+    image, full = render_case(spec)
+    record: dict[str, Any] = {
+        "id": job.case_id, "split": job.split, "pattern": job.pattern,
+        "n_tumors": int(n_tumors or 0), "geometry": geom.to_json(),
+        "truth_classes": [int(c) for c in np.unique(full) if c in CLASSES],
+    }
+    label = full
+    if "label" in paths:
+        label = partial_label(full, job.pattern, n_tumors or 0, rng)
+    record["classes"] = [int(c) for c in np.unique(label) if c in CLASSES]
+    if job.split == "un":
+        record["classes"] = []
+    if job.overwrite or not all(p.exists() for p in paths.values()):
+        write_volume(paths["truth"], full, geom)
+        if "label" in paths:
+            write_volume(paths["label"], label, geom)
+        write_volume(paths["image"], image, geom)  # last: its presence marks the case done
+    return record
+
+
+def params_of(config: SynthConfig) -> dict[str, Any]:
+    return {"generator": f"flare {__version__}", **asdict(config)}
+
+
+def prepare(config: SynthConfig, out: Path, overwrite: bool) -> list[CaseJob]:
+    """Check OUT (resume only the same dataset), write dataset.json, return the jobs."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    ds_path = out / "dataset.json"
+    params = params_of(config)
+    if ds_path.exists() and not overwrite:
+        try:
+            old = json.loads(ds_path.read_text()).get("synth")
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != params:
+            raise InputError(
+                f"{out}: holds another dataset (different synth parameters)",
+                hint="choose an empty folder, or pass --overwrite to regenerate it",
+            )
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out}: folder is not empty", hint="choose an empty folder or "
+                         "pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    ds = dataset_json(
+        "flare-synth", config.n_train,
+        description="Synthetic FLARE-like abdominal CT phantoms with FLARE23 partial labels",
+        extra={"numUnlabeled": config.n_unlabeled, "numTest": config.n_test, "synth": params},
+    )
+    write_text_atomic(ds_path, json.dumps(ds, indent=2) + "\n")
+    return plan(config, out, overwrite)
+
+
+def finish(config: SynthConfig, out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write synth.json (the truth record) and return it."""
+    data = {"synth": params_of(config), "patterns": PATTERNS, "cases": records}
+    write_text_atomic(Path(out) / "synth.json", json.dumps(data, indent=2) + "\n")
+    return data

@@ -1,0 +1,222 @@
+"""infer / pseudolabel on tiny bundles trained in the test: geometry, resume, failures."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from flarecli.core.io.nifti import Geometry, read_volume, write_volume
+from flarecli.core.training.loop import train
+from tests.conftest import geom
+from tests.core.training.test_loop import blob_case, config
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    for i in range(3):
+        blob_case(root / "data", f"b{i}", i, tumor=True)
+    out = root / "model"
+    for stage, target in (("coarse", "abdomen"), ("fine", "organs"), ("fine", "tumor")):
+        # the organ model learns with augmentation, so it has mirror views for --tta
+        train(config(root / "data", out, stage=stage, target=target, epochs=1, iterations=2,
+                     augment=target == "organs"))
+    return out
+
+
+def test_tta_views_are_the_mirrors_the_model_was_trained_on():
+    from flarecli.core.inference.engine import tta_flips
+
+    assert tta_flips({"mirror_axes": [0, 1]}) == [(), (2,), (3,), (2, 3)]
+    assert tta_flips({"mirror_axes": [1]}) == [(), (3,)]
+    assert tta_flips({"mirror_axes": []}) == [()]
+    # bundles from before the field: augmentation flipped S-I and A-P
+    assert tta_flips({"training": {"augment": True}}) == [(), (2,), (3,), (2, 3)]
+    assert tta_flips({"training": {"augment": False}}) == [()]
+
+
+def test_tta_adds_nothing_to_a_model_trained_without_mirroring(model_dir, tmp_path, run_cli):
+    import shutil
+
+    meta = json.loads((model_dir / "organs" / "model.json").read_text())
+    assert meta["mirror_axes"] == [0, 1]  # augmented training: S-I and A-P, never L-R
+    plain = tmp_path / "model"
+    shutil.copytree(model_dir, plain)
+    meta["mirror_axes"] = []
+    (plain / "organs" / "model.json").write_text(json.dumps(meta))
+    scans(tmp_path / "in", np.random.default_rng(4))
+    for name, extra in (("tta", ["--tta"]), ("plain", [])):
+        res = run_cli("pseudolabel", tmp_path / "in", tmp_path / name, "--model", plain,
+                      "--device", "cpu", *extra)
+        assert res.code == 0, res.stderr
+        assert ("trained without mirroring" in res.stderr) == bool(extra)
+    written = sorted((tmp_path / "plain").glob("*.nii.gz"))
+    assert len(written) == 4
+    for path in written:
+        np.testing.assert_array_equal(read_volume(path)[0],
+                                      read_volume(tmp_path / "tta" / path.name)[0])
+    rows = (tmp_path / "tta" / "scores.csv").read_text().splitlines()[1:]
+    assert rows and all(row.split(",")[3] == "" for row in rows)  # no views to agree
+    record = json.loads((tmp_path / "tta" / "pseudolabel.json").read_text())
+    assert record["tta_views"] == {"organs": 1}
+
+
+def test_mirror_axes_are_checked():
+    from flarecli.core.errors import ModelError
+    from flarecli.core.inference.engine import tta_flips
+
+    for bad in ([2], [0, 0], [5], "01"):  # left-right, repeated, out of range, not a list
+        with pytest.raises(ModelError, match="mirror_axes"):
+            tta_flips({"mirror_axes": bad})
+
+
+def oblique(deg):
+    a = math.radians(deg)
+    return (math.cos(a), -math.sin(a), 0.0, math.sin(a), math.cos(a), 0.0, 0.0, 0.0, 1.0)
+
+
+GRIDS = {
+    "identity": geom((20, 30, 28), spacing_xyz=(1.5, 1.5, 2.0)),
+    "flipped": geom((17, 26, 31), spacing_xyz=(0.7, 0.9, 4.0),
+                    direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1), origin=(100.0, 80.0, -300.0)),
+    "oblique": Geometry((21, 25, 29), (1.2, 0.8, 3.0), (5.0, -7.5, 12.0), oblique(30)),
+    "z-down": geom((9, 40, 40), spacing_xyz=(0.8, 0.8, 5.0), direction=(1, 0, 0, 0, 1, 0, 0, 0,
+                                                                          -1)),
+}
+
+
+def scans(folder, rng):
+    for name, g in GRIDS.items():
+        image = rng.normal(0, 200, g.shape_zyx).astype(np.int16)
+        write_volume(folder / f"{name}_0000.nii.gz", image, g)
+
+
+def test_infer_keeps_every_input_grid_and_resumes(model_dir, tmp_path, run_cli):
+    scans(tmp_path / "in", np.random.default_rng(0))
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", model_dir,
+                  "--device", "cpu", "--profile", tmp_path / "p.json")
+    assert res.code == 0, res.stderr
+    for name, g in GRIDS.items():
+        label, g_out = read_volume(tmp_path / "out" / f"{name}.nii.gz")
+        assert label.dtype == np.uint8 and g_out.shape_zyx == g.shape_zyx
+        assert g_out.mismatches(g) == []
+        assert label.max() <= 14
+    record = json.loads((tmp_path / "out" / "infer.json").read_text())
+    assert set(record["model_sha256"]) == {"coarse", "organs", "tumor"}
+    profile = json.loads((tmp_path / "p.json").read_text())
+    scan = profile["scans"][0]
+    for key in ("read", "compute", "write", "total", "coarse", "fine"):
+        assert scan["seconds"][key] >= 0
+    assert scan["seconds"]["total"] >= scan["seconds"]["compute"]
+    assert {"gpu_peak_mb", "gpu_max_used_mb", "gpu_area_mb_s"} <= set(scan)
+    assert profile["summary"]["scans"] == 4 and profile["summary"]["peak_rss_mb"] > 0
+    # resume: nothing redone; --overwrite redoes
+    out_file = tmp_path / "out" / "flipped.nii.gz"
+    mtime = out_file.stat().st_mtime_ns
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", model_dir,
+                  "--device", "cpu")
+    assert "skipped 4 existing" in res.stdout and out_file.stat().st_mtime_ns == mtime
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", model_dir,
+                  "--device", "cpu", "--overwrite")
+    assert res.code == 0 and out_file.stat().st_mtime_ns != mtime
+
+
+def test_infer_bad_scans_are_reported_and_the_rest_written(model_dir, tmp_path, run_cli):
+    import SimpleITK as sitk
+
+    scans(tmp_path / "in", np.random.default_rng(1))
+    sitk.WriteImage(sitk.Image(12, 10, sitk.sitkInt16), str(tmp_path / "in" / "flat_0000.nii.gz"))
+    good = (tmp_path / "in" / "identity_0000.nii.gz").read_bytes()
+    (tmp_path / "in" / "cut_0000.nii.gz").write_bytes(good[: len(good) // 2])
+    from tests.core.curation.test_audit import write_nan_image
+
+    write_nan_image(tmp_path / "in" / "nan_0000.nii.gz", (16, 16, 16))
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", model_dir,
+                  "--device", "cpu")
+    assert res.code == 4
+    assert "error: flat: " in res.stderr and "2-D, expected 3-D" in res.stderr
+    assert "error: cut: " in res.stderr
+    assert "error: nan: " in res.stderr and "NaN/inf voxels" in res.stderr
+    assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 4
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
+    res = run_cli("infer", tmp_path / "in", tmp_path / "in", "--model", model_dir)
+    assert res.code == 3 and "output folder is the input folder" in res.stderr
+    res = run_cli("infer", tmp_path / "in", tmp_path / "o2", "--model", tmp_path)
+    assert res.code == 5 and "no coarse/ model bundle" in res.stderr
+
+
+def test_interrupted_write_leaves_no_partial_file(model_dir, tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    from flarecli.core.inference import folder as predict_run
+    from flarecli.core.io.cases import discover_cases
+    from flarecli.core.inference.engine import Engine
+    from flarecli.core.runtime import resolve_device
+
+    scans(tmp_path / "in", np.random.default_rng(2))
+    real_write = sitk.WriteImage
+
+    def dying_write(image, path, *args, **kw):
+        real_write(image, path, *args, **kw)  # the temporary file is complete on disk...
+        raise KeyboardInterrupt  # ...but the process dies before the rename
+
+    monkeypatch.setattr(sitk, "WriteImage", dying_write)
+    engine = Engine(model_dir, resolve_device("cpu"))
+    cases = discover_cases(tmp_path / "in").cases
+    with pytest.raises(KeyboardInterrupt):
+        list(predict_run.run_folder(engine, cases, tmp_path / "out"))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_pseudolabel_scores_and_min_score(model_dir, tmp_path, run_cli):
+    scans(tmp_path / "in", np.random.default_rng(3))
+    res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl", "--model", model_dir,
+                  "--device", "cpu", "--tta")
+    assert res.code == 0, res.stderr
+    rows = (tmp_path / "pl" / "scores.csv").read_text().splitlines()
+    assert rows[0].startswith("case,score,confidence,agreement,written,volume_ml_1")
+    assert len(rows) == 5
+    for row in rows[1:]:
+        cells = row.split(",")
+        score, confidence, agreement = (float(v) for v in cells[1:4])
+        assert 0 < confidence <= 1 and 0 <= agreement <= 1
+        assert score == pytest.approx(confidence * agreement, abs=2e-4)
+    labels = [read_volume(p)[0] for p in (tmp_path / "pl").glob("*.nii.gz")]
+    assert len(labels) == 4 and all(lab.max() <= 13 for lab in labels)  # no tumor by default
+    res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl2", "--model", model_dir,
+                  "--device", "cpu", "--min-score", "0.9999")
+    assert res.code == 0 and "4 below --min-score" in res.stdout
+    assert list((tmp_path / "pl2").glob("*.nii.gz")) == []
+    res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl3", "--model", model_dir,
+                  "--min-score", "2")
+    assert res.code == 3
+
+
+def test_infer_on_the_real_ct(model_dir, tmp_path, run_cli, shared_ct):
+    import shutil
+
+    image, _ = shared_ct
+    (tmp_path / "in").mkdir()
+    shutil.copy(image, tmp_path / "in" / image.name)
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", model_dir,
+                  "--device", "cpu")
+    assert res.code == 0, res.stderr
+    _, g_in = read_volume(image)
+    label, g_out = read_volume(tmp_path / "out" / "ts_example.nii.gz")
+    assert g_out.mismatches(g_in) == [] and label.dtype == np.uint8
+
+
+def test_same_anatomy_in_another_storage_gets_the_same_labels(model_dir):
+    """An LPS- and a RAS-stored copy of one scan: identical labels in physical space."""
+    from flarecli.core.inference.engine import Engine
+    from flarecli.core.runtime import resolve_device
+
+    engine = Engine(model_dir, resolve_device("cpu"))
+    rng = np.random.default_rng(5)
+    image = rng.normal(0, 200, (20, 30, 28)).astype(np.int16)
+    lps = geom(image.shape, spacing_xyz=(1.5, 1.2, 2.0))
+    ras = geom(image.shape, spacing_xyz=(1.5, 1.2, 2.0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    a = engine.predict(image, lps).label
+    b = engine.predict(np.ascontiguousarray(image[:, ::-1, ::-1]), ras).label
+    assert np.array_equal(b, a[:, ::-1, ::-1])
