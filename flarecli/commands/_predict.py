@@ -20,12 +20,12 @@ def predict_folder(command: str, input_dir: Path, output_dir: Path, model_dir: P
     Returns (results, run record). Raises CasesFailed after the loop if any scan failed.
     """
     from flarecli import __version__
-    from flarecli.core.io.cases import require_dir
     from flarecli.core.inference.engine import Engine
+    from flarecli.core.inference.folder import input_cases, profile_summary, run_folder
+    from flarecli.core.io.cases import require_dir
     from flarecli.core.io.nifti import write_text_atomic
     from flarecli.core.labels import LABELS
     from flarecli.core.postprocessing.components import structure
-    from flarecli.core.inference.folder import input_cases, profile_summary, run_folder
     from flarecli.core.runtime import resolve_device, setup_torch
 
     require_dir(input_dir, "input")

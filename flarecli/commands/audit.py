@@ -35,8 +35,8 @@ def audit(
     covers every case). --json writes the manifest later commands consume.
     """
     from flarecli.core.curation import audit as core
-    from flarecli.core.io.cases import discover_cases
     from flarecli.core.errors import CasesFailed, InputError
+    from flarecli.core.io.cases import discover_cases
     from flarecli.core.parallel import imap_ordered
 
     if dataset is not None and (images is not None or labels is not None):

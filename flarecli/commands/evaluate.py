@@ -44,10 +44,10 @@ def evaluate(
     A GT case without prediction is scored as an empty prediction. A case whose files are
     unreadable or on another grid is reported and left out; exit code 4 then.
     """
-    from flarecli.core.metrics import evaluate as core
     from flarecli.core.curation.audit import read_manifest
-    from flarecli.core.io.cases import require_dir
     from flarecli.core.errors import CasesFailed, check_choice
+    from flarecli.core.io.cases import require_dir
+    from flarecli.core.metrics import evaluate as core
     from flarecli.core.parallel import imap_ordered
 
     check_choice("protocol", protocol, core.PROTOCOLS)

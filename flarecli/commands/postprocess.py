@@ -24,9 +24,9 @@ def postprocess(
     Output: uint8 label maps with exactly the input geometry. Existing outputs are skipped
     (resume) unless --overwrite. Exit code 4 if some cases failed (the rest are written).
     """
-    from flarecli.core.postprocessing import folder as core
     from flarecli.core.errors import CasesFailed
     from flarecli.core.parallel import imap_ordered
+    from flarecli.core.postprocessing import folder as core
 
     jobs = core.plan(input_dir, output_dir, connectivity, min_tumor_mm3, overwrite)
     failed = done = skipped = 0

@@ -28,8 +28,8 @@ def synth(
     imagesTs/labelsTs (fully labeled test split), dataset.json and synth.json. Re-running the
     same command resumes: finished cases are kept.
     """
-    from flarecli.core.synth import dataset as core
     from flarecli.core.parallel import imap_ordered
+    from flarecli.core.synth import dataset as core
 
     config = core.SynthConfig(train, unlabeled, test, seed, size)
     t0 = time.perf_counter()

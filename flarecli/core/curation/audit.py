@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from flarecli import __version__
-from flarecli.core.io.cases import Case, Discovery, discover_cases, require_dir
 from flarecli.core.errors import FlareError, InputError
+from flarecli.core.io.cases import Case, Discovery, discover_cases, require_dir
 from flarecli.core.io.nifti import Geometry, read_volume
 from flarecli.core.labels import (
     CLASSES,

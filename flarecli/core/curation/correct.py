@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from flarecli.core.curation.audit import read_label_map
-from flarecli.core.io.cases import check_output_dir, discover_cases, label_files, require_dir
 from flarecli.core.errors import FlareError, InputError
+from flarecli.core.io.cases import check_output_dir, discover_cases, label_files, require_dir
 from flarecli.core.io.nifti import write_volume
 from flarecli.core.labels import CLASSES, ORGANS
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from flarecli.core.io.cases import Case, check_output_dir, discover_cases
 from flarecli.core.errors import FlareError, InputError
 from flarecli.core.inference.engine import Engine, GpuMemorySampler
+from flarecli.core.io.cases import Case, check_output_dir, discover_cases
 from flarecli.core.io.nifti import read_volume, write_volume
 from flarecli.core.labels import ORGANS
 from flarecli.core.postprocessing.components import postprocess

@@ -1,12 +1,12 @@
-"""Folder-level driver of :mod:`flarecli.core.postprocessing.components` (reading, writing, resume)."""
+"""Folder-level driver of the post-processing (reading, writing, resume)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flarecli.core.io.cases import check_output_dir, label_files, require_dir
 from flarecli.core.errors import FlareError, InputError
+from flarecli.core.io.cases import check_output_dir, label_files, require_dir
 from flarecli.core.io.nifti import write_volume
 from flarecli.core.postprocessing.components import postprocess, structure
 

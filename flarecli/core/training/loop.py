@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from flarecli.core.training import data as D
 from flarecli.core.errors import FlareError, InputError, ModelError, check_choice
 from flarecli.core.io.nifti import read_volume, write_text_atomic
 from flarecli.core.preprocessing.stages import (
@@ -42,6 +41,7 @@ from flarecli.core.preprocessing.stages import (
     window,
 )
 from flarecli.core.runtime import usable_cpus
+from flarecli.core.training import data as D
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine")
@@ -389,8 +389,8 @@ def mt_rampup(step: int, total: int) -> float:
 def train_step(state: RunState, images, labels, kinds: list[str]) -> dict[str, float]:
     import torch
 
-    from flarecli.core.training import losses as L
     from flarecli.core.runtime import autocast
+    from flarecli.core.training import losses as L
 
     cfg = state.cfg
     state.model.train()
@@ -552,8 +552,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     lut = D.target_lut(cfg.target)
     aug = None
     if cfg.augment:
-        from flarecli.core.training.augment import AugmentConfig
         from flarecli.core.preprocessing.orientation import LEFT_RIGHT_AXIS
+        from flarecli.core.training.augment import AugmentConfig
 
         # no left-right mirroring: it would swap the left/right organ pairs
         aug = AugmentConfig(flip_axes=tuple(a for a in range(3) if a != LEFT_RIGHT_AXIS))

@@ -150,8 +150,8 @@ def test_interrupted_write_leaves_no_partial_file(model_dir, tmp_path, monkeypat
     import SimpleITK as sitk
 
     from flarecli.core.inference import folder as predict_run
-    from flarecli.core.io.cases import discover_cases
     from flarecli.core.inference.engine import Engine
+    from flarecli.core.io.cases import discover_cases
     from flarecli.core.runtime import resolve_device
 
     scans(tmp_path / "in", np.random.default_rng(2))

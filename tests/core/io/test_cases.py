@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from flarecli.core.io.cases import discover_cases, image_case_id
 from flarecli.core.errors import InputError
+from flarecli.core.io.cases import discover_cases, image_case_id
 from tests.conftest import write_case
 
 

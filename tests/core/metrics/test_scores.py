@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from flarecli.core.metrics.scores import dice, neighbour_codes, normalized_surface_dice, surface_distances
+from flarecli.core.metrics.scores import (
+    dice,
+    neighbour_codes,
+    normalized_surface_dice,
+    surface_distances,
+)
 from tests.reference import KERNEL, reference_nsd
 
 

@@ -4,8 +4,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from flarecli.core.training import data as D
 from flarecli.core.errors import InputError
+from flarecli.core.training import data as D
 
 
 def test_sampler_balances_kinds_and_is_reproducible():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from flarecli.core.io.bundle import load_bundle
 from flarecli.core.errors import InputError, ModelError
+from flarecli.core.io.bundle import load_bundle
 from flarecli.core.training.loop import Progress, TrainConfig, train
 from tests.conftest import geom, write_case
 
@@ -49,8 +49,8 @@ def blobs(tmp_path_factory):
 
 
 def predict(model, cfg, case_path):
-    from flarecli.core.training import data as D
     from flarecli.core.preprocessing.stages import load_cached
+    from flarecli.core.training import data as D
 
     image, label = D.make_sample(load_cached(case_path), 0, cfg.size, 0.0,
                                  D.target_lut(cfg.target), None, "cpu", train=False)
