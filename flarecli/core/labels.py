@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from flarecli.core.errors import InputError
 
 LABELS: dict[int, str] = {
@@ -44,6 +46,15 @@ NSD_TOLERANCE_MM: dict[int, float] = {
     1: 5.0, 2: 3.0, 3: 3.0, 4: 5.0, 5: 2.0, 6: 2.0, 7: 2.0,
     8: 2.0, 9: 2.0, 10: 3.0, 11: 5.0, 12: 7.0, 13: 3.0, 14: 2.0,
 }
+
+
+#: Training kinds of a case after ``flare correct`` (StMt): fully labelled, corrected
+#: pseudo-label, pseudo-label only.
+KINDS: tuple[str, ...] = ("FL", "CPL", "PL")
+
+#: Default smallest tumor kept by post-processing: a sphere of about 5.8 mm diameter, below
+#: the smallest lesions annotated in FLARE (about 60 voxels at 0.8 x 0.8 x 2.5 mm).
+MIN_TUMOR_MM3: float = 100.0
 
 
 def label_name(label: int) -> str:
@@ -106,3 +117,31 @@ def check_flare_labels(label_ids: Mapping[int, str]) -> list[str]:
         if i not in LABELS:
             problems.append(f"label id {i} ('{name}') is not a FLARE id (0..{MAX_LABEL})")
     return problems
+
+
+def check_label_values(array: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
+    """Validate label values; return (uint8 labels or None when unusable, problems).
+
+    Non-integer values make the label unusable. Values outside 0..14 are reported and set to
+    background in the returned array so the rest can still be counted.
+    """
+    problems: list[str] = []
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            return None, ["label has NaN/inf values"]
+        rounded = np.rint(array)
+        if not np.array_equal(rounded, array):
+            bad = np.unique(array[rounded != array])[:3]
+            return None, ["label has non-integer values (e.g. "
+                          + ", ".join(f"{v:g}" for v in bad) + ")"]
+        array = rounded
+    elif array.dtype.kind not in "iub":
+        return None, [f"label has unsupported voxel type {array.dtype}"]
+    lo, hi = array.min(), array.max()
+    if lo < 0 or hi > MAX_LABEL:
+        values = np.unique(array)
+        bad = [int(v) for v in values if v < 0 or v > MAX_LABEL]
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        problems.append(f"label values outside 0..{MAX_LABEL}: {shown}")
+        array = np.where((array < 0) | (array > MAX_LABEL), 0, array)
+    return array.astype(np.uint8, copy=False), problems

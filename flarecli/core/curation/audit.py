@@ -26,6 +26,7 @@ from flarecli.core.labels import (
     ORGANS,
     TUMOR,
     check_flare_labels,
+    check_label_values,
     read_dataset_json,
 )
 
@@ -84,45 +85,6 @@ def label_group(labeled: bool, organs: list[int], tumor: bool) -> str:
     if not organs:
         return "tumor_only" if tumor else "empty"
     return "other"
-
-
-def check_label_values(array: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
-    """Validate label values; return (uint8 labels or None when unusable, problems).
-
-    Non-integer values make the label unusable. Values outside 0..14 are reported and set to
-    background in the returned array so the rest can still be counted.
-    """
-    problems: list[str] = []
-    if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)):
-            return None, ["label has NaN/inf values"]
-        rounded = np.rint(array)
-        if not np.array_equal(rounded, array):
-            bad = np.unique(array[rounded != array])[:3]
-            return None, ["label has non-integer values (e.g. "
-                          + ", ".join(f"{v:g}" for v in bad) + ")"]
-        array = rounded
-    elif array.dtype.kind not in "iub":
-        return None, [f"label has unsupported voxel type {array.dtype}"]
-    lo, hi = array.min(), array.max()
-    if lo < 0 or hi > MAX_LABEL:
-        values = np.unique(array)
-        bad = [int(v) for v in values if v < 0 or v > MAX_LABEL]
-        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
-        problems.append(f"label values outside 0..{MAX_LABEL}: {shown}")
-        array = np.where((array < 0) | (array > MAX_LABEL), 0, array)
-    return array.astype(np.uint8, copy=False), problems
-
-
-def read_label_map(path: Path, what: str = "") -> tuple[np.ndarray, Geometry]:
-    """Read a label map as uint8 FLARE ids; raises InputError (naming the file and ``what``)
-    for non-integer or out-of-range values, and like ``read_volume`` otherwise."""
-    array, geometry = read_volume(Path(path))
-    labels, problems = check_label_values(array)
-    if labels is None or problems:
-        prefix = f"{what} " if what else ""
-        raise InputError(f"{Path(path).name}: {prefix}{'; '.join(problems)}")
-    return labels, geometry
 
 
 def audit_case(case: Case) -> CaseAudit:

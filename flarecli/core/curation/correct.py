@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from flarecli.core.curation.audit import read_label_map
 from flarecli.core.errors import FlareError, InputError
 from flarecli.core.io.cases import check_output_dir, discover_cases, label_files, require_dir
-from flarecli.core.io.nifti import write_volume
-from flarecli.core.labels import CLASSES, ORGANS
+from flarecli.core.io.nifti import read_label_map, write_volume
+from flarecli.core.labels import CLASSES, KINDS, ORGANS
 
 MANIFEST_SCHEMA = "flare-correct"
 
@@ -156,6 +155,6 @@ def manifest(results: list[Result], source: dict[str, Any]) -> dict[str, Any]:
         "schema": MANIFEST_SCHEMA, "schema_version": 1, "flare_version": __version__,
         "source": source,
         "cases": [r.to_json() for r in ok],
-        "summary": {k: sum(1 for r in ok if r.kind == k) for k in ("FL", "CPL", "PL")}
+        "summary": {k: sum(1 for r in ok if r.kind == k) for k in KINDS}
         | {"failed": [r.case for r in results if r.error]},
     }

@@ -215,6 +215,22 @@ def read_volume(path: Path) -> tuple[np.ndarray, Geometry]:
     return array, geometry_of(image)
 
 
+def read_label_map(path: Path, what: str = "label") -> tuple[np.ndarray, Geometry]:
+    """Read a label map as uint8 FLARE ids.
+
+    Raises InputError naming the file and ``what`` ("partial label", "prediction", ...) for
+    NaN, non-integer or out-of-range values, and like :func:`read_volume` otherwise.
+    """
+    from flarecli.core.labels import check_label_values
+
+    array, geometry = read_volume(Path(path))
+    labels, problems = check_label_values(array)
+    if labels is None or problems:
+        text = "; ".join(p.removeprefix("label ") for p in problems)
+        raise InputError(f"{Path(path).name}: {what} {text}")
+    return labels, geometry
+
+
 @dataclass(frozen=True)
 class _RawHeader:
     endian: str

@@ -31,9 +31,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from flarecli.core.curation.audit import read_label_map
 from flarecli.core.errors import FlareError, InputError, check_choice
-from flarecli.core.io.nifti import Geometry, header_zooms
+from flarecli.core.io.nifti import Geometry, header_zooms, read_label_map
 from flarecli.core.labels import (
     CLASSES,
     MAX_LABEL,

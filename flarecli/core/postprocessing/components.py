@@ -17,10 +17,9 @@ import numpy as np
 from scipy import ndimage
 
 from flarecli.core.errors import InputError
-from flarecli.core.labels import MAX_LABEL, ORGANS, TUMOR
+from flarecli.core.labels import MAX_LABEL, MIN_TUMOR_MM3, ORGANS, TUMOR
 
 CONNECTIVITY: dict[int, int] = {6: 1, 18: 2, 26: 3}
-MIN_TUMOR_MM3 = 100.0
 
 
 def structure(connectivity: int) -> np.ndarray:

@@ -44,7 +44,7 @@ def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: fl
 
 
 def run_case(job: Job) -> Result:
-    from flarecli.core.curation.audit import read_label_map
+    from flarecli.core.io.nifti import read_label_map
 
     if job.target.exists() and not job.overwrite:
         return Result(job.case, skipped=True)

@@ -3,13 +3,13 @@ import pytest
 
 from flarecli.core.curation.audit import (
     audit_case,
-    check_label_values,
     dataset_cases,
     label_group,
     summarize,
 )
 from flarecli.core.io.cases import Case, discover_cases
 from flarecli.core.io.nifti import write_volume
+from flarecli.core.labels import check_label_values
 from tests.conftest import geom, write_case
 
 SHAPE = (8, 10, 12)

@@ -71,3 +71,15 @@ def test_cli_correct_kinds_manifest_and_errors(tmp_path, run_cli):
     assert sorted(c.kind for c in cases_) == ["CPL", "FL", "PL"]
     res = run_cli("correct", tmp_path / "pseudo", tmp_path / "labels", tmp_path / "pseudo")
     assert res.code == 3
+
+
+def test_a_bad_partial_label_is_named_once(tmp_path, run_cli):
+    g = geom((4, 5, 6))
+    write_volume(tmp_path / "img" / "c_0000.nii.gz", np.zeros(g.shape_zyx, np.int16), g)
+    write_volume(tmp_path / "pseudo" / "c.nii.gz", np.ones(g.shape_zyx, np.uint8), g)
+    write_volume(tmp_path / "labels" / "c.nii.gz", np.full(g.shape_zyx, 1.5, np.float32), g)
+    res = run_cli("correct", tmp_path / "pseudo", tmp_path / "labels", tmp_path / "out",
+                  "--images", tmp_path / "img")
+    assert res.code == 4
+    assert "c.nii.gz: partial label has non-integer values (e.g. 1.5)" in res.stderr
+    assert "label label" not in res.stderr

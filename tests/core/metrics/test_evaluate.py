@@ -164,7 +164,7 @@ def test_cli_evaluate_outputs_and_bad_input(tmp_path, run_cli):
                   "--json", tmp_path / "s.json")
     assert res.code == 4
     assert "error: d: prediction vs ground truth spacing" in res.stderr
-    assert "error: e: e.nii.gz: prediction label has non-integer values" in res.stderr
+    assert "error: e: e.nii.gz: prediction has non-integer values" in res.stderr
     assert "c: no prediction, scored as empty" in res.stderr
     assert "'zzz' has no ground truth" in res.stderr
     lines = (tmp_path / "s.csv").read_text().splitlines()
