@@ -1,8 +1,9 @@
 """``flare synth``: a FLARE-like synthetic dataset with FLARE23's partial-label patterns.
 
-The anatomy and the CT rendering live in :mod:`flarecli.core.synth.phantom`; this module decides the
-splits, the label pattern of each training case, writes the NIfTI folders and records the
-truth (``synth.json``) that tests and the demo compare against.
+The anatomy is drawn in :mod:`flarecli.core.synth.anatomy` and rendered to CT in
+:mod:`flarecli.core.synth.phantom`; this module decides the splits, the label pattern of
+each training case, writes the NIfTI folders and records the truth (``synth.json``) that
+tests and the demo compare against.
 
 Layout written under OUT::
 
@@ -150,7 +151,8 @@ def partial_label(
 
 def make_case(job: CaseJob) -> dict[str, Any]:
     """Render and write one case (skipped when its files exist); return its truth record."""
-    from flarecli.core.synth.phantom import render_case, sample_case_spec
+    from flarecli.core.synth.anatomy import sample_case_spec
+    from flarecli.core.synth.phantom import render_case
 
     out = Path(job.out)
     rng = np.random.default_rng(job.seed)

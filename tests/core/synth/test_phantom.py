@@ -10,6 +10,7 @@ import pytest
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from flarecli.core.synth import anatomy
 from flarecli.core.synth import phantom as P
 
 ALL_ORGANS = set(range(1, 14))
@@ -23,7 +24,7 @@ def _case(
     n_tumors: int | None = None,
     z_extent: str | None = None,
 ) -> tuple[P.CaseSpec, NDArray[np.int16], NDArray[np.uint8]]:
-    spec = P.sample_case_spec(
+    spec = anatomy.sample_case_spec(
         np.random.default_rng(seed), size, n_tumors=n_tumors, z_extent=z_extent, direction=direction
     )
     img, lab = P.render_case(spec)
@@ -42,13 +43,13 @@ def _centroids(spec: P.CaseSpec, lab: NDArray[np.uint8]) -> dict[int, NDArray[np
 
 
 def test_determinism() -> None:
-    s1 = P.sample_case_spec(np.random.default_rng(11), 96)
-    s2 = P.sample_case_spec(np.random.default_rng(11), 96)
+    s1 = anatomy.sample_case_spec(np.random.default_rng(11), 96)
+    s2 = anatomy.sample_case_spec(np.random.default_rng(11), 96)
     assert s1 == s2
     i1, l1 = P.render_case(s1)
     i2, l2 = P.render_case(s2)
     assert np.array_equal(i1, i2) and np.array_equal(l1, l2)
-    s3 = P.sample_case_spec(np.random.default_rng(12), 96)
+    s3 = anatomy.sample_case_spec(np.random.default_rng(12), 96)
     i3, l3 = P.render_case(s3)
     assert s3 != s1
     assert i3.shape != i1.shape or not np.array_equal(i1, i3)
@@ -108,7 +109,7 @@ def test_tumor_count(n: int, seed: int) -> None:
 def test_tumor_hosts_mostly_organs() -> None:
     hosts = []
     for seed in range(60):
-        spec = P.sample_case_spec(np.random.default_rng(seed), 96, n_tumors=3)
+        spec = anatomy.sample_case_spec(np.random.default_rng(seed), 96, n_tumors=3)
         hosts.extend(spec.tumor_hosts)
     frac = np.mean([h in P.TUMOR_HOSTS for h in hosts])
     assert 0.75 < frac < 0.95
@@ -136,7 +137,7 @@ def test_tumor_inside_host() -> None:
 
 def test_hu_statistics() -> None:
     for seed in (0, 1, 2, 3):
-        spec = P.sample_case_spec(np.random.default_rng(seed), 96)
+        spec = anatomy.sample_case_spec(np.random.default_rng(seed), 96)
         label, tissue = P.render_layers(spec)
         img, lab2 = P.render_case(spec)
         assert np.array_equal(label, lab2)
@@ -160,7 +161,7 @@ def test_hu_statistics() -> None:
 def test_grid_ranges(size: int) -> None:
     zf = max(1.0, 512.0 / size / 2.0)
     for seed in range(40):
-        spec = P.sample_case_spec(np.random.default_rng(seed), size)
+        spec = anatomy.sample_case_spec(np.random.default_rng(seed), size)
         g = spec.grid
         sx, sy, sz = g.spacing_xyz
         assert sx == sy
@@ -177,14 +178,14 @@ def test_grid_ranges(size: int) -> None:
 
 @pytest.mark.parametrize("ext", P.Z_EXTENTS)
 def test_z_extent(ext: str) -> None:
-    spec = P.sample_case_spec(np.random.default_rng(7), 96, z_extent=ext)
+    spec = anatomy.sample_case_spec(np.random.default_rng(7), 96, z_extent=ext)
     lo, hi = spec.z_range
     assert (hi > 200.0) == ("chest" in ext)
     assert (lo < -170.0) == ("pelvis" in ext)
 
 
 def test_chest_has_lung_and_pelvis_has_bone() -> None:
-    spec = P.sample_case_spec(np.random.default_rng(9), 96, z_extent="chest+pelvis")
+    spec = anatomy.sample_case_spec(np.random.default_rng(9), 96, z_extent="chest+pelvis")
     _, tissue = P.render_layers(spec)
     assert (tissue == P.Tissue.LUNG).sum() > 1000
     g = spec.grid
@@ -195,9 +196,9 @@ def test_chest_has_lung_and_pelvis_has_bone() -> None:
 
 def test_invalid_args() -> None:
     with pytest.raises(ValueError):
-        P.sample_case_spec(np.random.default_rng(0), 96, n_tumors=P.MAX_TUMORS + 1)
+        anatomy.sample_case_spec(np.random.default_rng(0), 96, n_tumors=P.MAX_TUMORS + 1)
     with pytest.raises(ValueError):
-        P.sample_case_spec(np.random.default_rng(0), 96, z_extent="head")
+        anatomy.sample_case_spec(np.random.default_rng(0), 96, z_extent="head")
 
 
 def test_chunking_and_threads_do_not_change_output(monkeypatch: pytest.MonkeyPatch) -> None:
