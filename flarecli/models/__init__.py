@@ -1,9 +1,13 @@
 """Torch networks, resolved by name through an explicit registry (imports only torch).
 
 ``build_model(arch, **kwargs)`` builds a registered architecture; ``PRESETS`` are named
-argument sets (the paper's student, a larger teacher, a tiny net for tests and CPU demos).
-A new recipe (2-D dual-decoder U-Net, anisotropic EfficientSeg-style net) is a new entry in
-``MODELS``: the trainer only calls ``build_model``.
+argument sets (the paper's student, a larger teacher, small nets for CPU demos and tests),
+which ``flare train --model`` puts into a recipe stage. A new system needs code here only when
+it needs a new kind of network: everything else is recipe data.
+
+The output contract: a network returns logits ``(B, C, *spatial)``, a deep-supervision list
+of them (training), or a dict head name -> either; :func:`as_heads` gives every kind as a
+dict.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ PRESETS: dict[str, dict[str, Any]] = {
              "blocks_up": 1},
 }
 
+INITS: tuple[str, ...] = ("default", "he_normal")
+
 
 def _unknown(kind: str, name: str, choices) -> ValueError:
     close = difflib.get_close_matches(name, list(choices), n=1)
@@ -53,6 +59,28 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
         return MODELS[arch](**kwargs)
     except TypeError as e:
         raise ValueError(f"bad arguments for '{arch}': {e}") from e
+
+
+def initialise(model: nn.Module, scheme: str = "default") -> None:
+    """'default' keeps PyTorch's initialisation; 'he_normal' draws every convolution's weights
+    from He et al.'s normal distribution (fan-in, leaky ReLU 0.01) and zeroes their biases."""
+    if scheme == "default":
+        return
+    if scheme != "he_normal":
+        raise _unknown("initialisation", scheme, INITS)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.ConvTranspose3d):
+            nn.init.kaiming_normal_(m.weight, a=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def as_heads(outputs: Any, heads: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """A network's output as a dict head name -> logits (or deep-supervision list); a
+    single-head network's bare output belongs to the first (only) head."""
+    if isinstance(outputs, dict):
+        return outputs
+    return {heads[0]: outputs}
 
 
 def count_parameters(model: nn.Module) -> int:
