@@ -24,31 +24,29 @@ from _common import ROOT, realistic_case
 
 
 def random_bundles(folder: Path) -> None:
-    """Paper-size bundles with random weights (speed does not depend on the weights)."""
+    """The stmt paper model (student Res-UNet: coarse 128^3, organs and tumor 192^3) with
+    random weights: speed does not depend on the weights."""
     import torch
 
     from flarecli.core.io.bundle import save_weights, write_bundle
-    from flarecli.core.preprocessing.stages import StageSpec, window
-    from flarecli.core.training.loop import label_map
-    from flarecli.models import build_model, preset
+    from flarecli.core.preprocessing.intensity import window
+    from flarecli.core.recipes.load import load_recipe
+    from flarecli.core.recipes.typed import to_json
+    from flarecli.core.training.loop import build_network, write_model_recipe
 
-    for name, stage, target, size, classes in (("coarse", "coarse", "abdomen", 128, 2),
-                                               ("organs", "fine", "organs", 192, 14),
-                                               ("tumor", "fine", "tumor", 192, 2)):
+    recipe = load_recipe("stmt", "paper")
+    for name in ("coarse", "organs", "tumor"):
         torch.manual_seed(0)
-        args = preset("student")
-        arch = args.pop("arch")
-        args.update(in_channels=1, num_classes=classes)
-        model = build_model(arch, **args)
+        stage = recipe.stages[name]
+        model, arch = build_network(stage)
         run = folder / name
         run.mkdir(parents=True, exist_ok=True)
         sha = save_weights(run, "final", model.state_dict())
-        write_bundle(run, {
-            "architecture": {"name": arch, "args": args}, "stage": stage, "target": target,
-            "num_classes": classes, "label_map": label_map(target),
-            "preprocessing": {"intensity": window("window325").to_json(),
-                              "stage": StageSpec(stage, (size,) * 3).to_json()},
-            "input_size_zyx": [size] * 3, "default_weights": "final"}, {"final": sha})
+        write_bundle(run, {"recipe": recipe.name, "preset": recipe.preset, "stage_name": name,
+                           "stage": to_json(stage), "architecture": arch,
+                           "intensity": window((-325.0, 325.0)).to_json(),
+                           "default_weights": "final", "exported": "model"}, {"final": sha})
+    write_model_recipe(folder, recipe)
 
 
 def main() -> None:

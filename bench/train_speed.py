@@ -4,6 +4,8 @@ On the lent GPU (the issue's figure): paper settings, 192^3, batch 2, AMP:
 
     python bench/train_speed.py --device cuda --size 192 --model student --batch-size 2
 
+(the stmt recipe's organ stage, paper preset, with the options given here)
+
 On this CPU a small setting shows the same figures at toy scale (default). It generates a
 small synthetic dataset once under bench/out/, trains --epochs x --iterations steps with
 augmentation on, and reads the figures from the run's metrics.jsonl (the first epoch, which
@@ -40,10 +42,11 @@ def main() -> None:
                        check=True, stdout=subprocess.DEVNULL)
     out = ROOT / "bench" / "out" / "train_run"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = flare + ["train", str(data), "--out", str(out), "--stage", "fine", "--target",
-                   "organs", "--model", args.model, "--size", str(args.size), "--epochs",
+    cmd = flare + ["train", str(data), "--out", str(out), "--stage", "organs", "--model",
+                   args.model, "--size", str(args.size), "--epochs",
                    str(args.epochs), "--iterations", str(args.iterations), "--batch-size",
-                   str(args.batch_size), "--device", args.device, "--val-fraction", "0"]
+                   str(args.batch_size), "--device", args.device, "--val-fraction", "0",
+                   "--augment"]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

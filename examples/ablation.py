@@ -1,4 +1,4 @@
-"""The shape of StMt's ablation (Table 3) on flare's synthetic data.
+"""The shape of StMt's ablation (Table 3) on flare's synthetic data, as one recipe.
 
 Usage (from the repository root, after the README's setup)::
 
@@ -6,17 +6,20 @@ Usage (from the repository root, after the README's setup)::
     .venv/bin/python examples/ablation.py ablation-run --seeds 0,1,2 # mean over seeds
     .venv/bin/python examples/ablation.py ablation-run --preset paper --device cuda
 
-Settings (every organ model gets the same network, input size and number of steps, from
-scratch; both tumor models start from b's organ model; all share one coarse abdomen model
-trained on the fully labelled cases):
+The script writes the ablation as a recipe derived from ``stmt`` (with the chosen preset)
+and runs it with flare's generic pipeline runner, then infers and scores each setting's model
+-- all through the Python API (``flarecli.api`` and the core), no command line. Every organ
+model gets the same network, input size and number of steps (the ``stmt`` teacher stage's),
+from scratch; both tumor models start from b's organ model; all share one coarse model
+trained on the fully labelled cases:
 
-a. naive: the partial labels taken as complete (``flare train`` on the dataset folder);
+a. naive: the partial labels taken as complete (the dataset folder as the source);
 b. FSO: the fully labelled cases only (the teacher);
 c. self-training: b's pseudo-labels of the partially labelled cases, corrected with their
    annotation (FL + CPL);
 d. c plus b's pseudo-labels of the unlabeled cases (FL + CPL + PL, l1 = 1.0, l2 = 0.5);
-e. FST: the tumor model supervised by the tumor annotation only (``--mt-weight 0``);
-f. the mean-teacher tumor model (``--mt-weight 1``).
+e. FST: a supervised tumor model (the tumor annotation only);
+f. the mean-teacher tumor model.
 
 Organ scores come from a-d run end to end without a tumor model; tumor scores from e and f
 overlaid on d's organs. The report (default ``examples/ablation.md``) holds the settings, the
@@ -25,25 +28,30 @@ seeds, the command and the tables; text below its ``NOTES_MARK`` line is kept on
 
 from __future__ import annotations
 
+import copy
 import json
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import typer
 
-from flarecli.commands.demo import PRESETS, run_step
+from flarecli.api import PipelineRun, load_recipe, recipe_to_json, run_pipeline
+from flarecli.core.inference.folder import PredictRun, input_cases, predict
 from flarecli.core.labels import LABELS, ORGANS, TUMOR
+from flarecli.core.pipeline.demo import evaluate_folder, make_dataset
+from flarecli.core.recipes.load import recipe_from_json
+from flarecli.core.recipes.spec import Demo
 
 NOTES_MARK = "<!-- notes: text below this line is kept when the script rewrites the report -->"
 
 #: Dataset per preset: few fully labelled cases, many partial ones, unlabeled ones.
-DATA = {"smoke": dict(train=10, unlabeled=2, test=2, size=48),  # seconds: the test suite's
-        "cpu": dict(train=40, unlabeled=20, test=8, size=96),
-        "paper": dict(train=200, unlabeled=100, test=20, size=256)}
+DATA = {"smoke": Demo(train=10, unlabeled=2, test=2, size=48),  # seconds: the test suite's
+        "cpu": Demo(train=40, unlabeled=20, test=8, size=96),
+        "paper": Demo(train=200, unlabeled=100, test=20, size=256)}
 
 ORGAN_SETTINGS = {
     "a": "naive: partial labels taken as complete",
@@ -59,68 +67,70 @@ TUMOR_SETTINGS = {
 app = typer.Typer(add_completion=False)
 
 
-def model_dir(folder: Path, parts: dict[str, Path]) -> Path:
-    """A model folder for ``flare infer``/``pseudolabel`` from trained stage folders."""
-    for name, src in parts.items():
-        shutil.rmtree(folder / name, ignore_errors=True)
-        shutil.copytree(src, folder / name, ignore=shutil.ignore_patterns("checkpoint_*"))
-    return folder
+def ablation_recipe(preset: str) -> dict[str, Any]:
+    """The ablation as a recipe: stmt's stages for every setting, one graph per setting."""
+    base = recipe_to_json(load_recipe("stmt", preset))
+    stages = base["stages"]
+    organ = stages["teacher"]  # every organ model: the teacher's network and schedule
+    self_training = stages["organs"]["method"]
+
+    def organs(method):
+        return {**copy.deepcopy(organ), "method": method}
+
+    new_stages = {
+        "coarse": stages["coarse"],
+        "organs_a": organs({"name": "supervised"}),
+        "organs_b": organs({"name": "supervised"}),
+        "organs_c": organs(self_training),
+        "organs_d": organs(self_training),
+        "tumor_e": {**stages["tumor"], "method": {"name": "supervised"}},
+        "tumor_f": stages["tumor"],
+    }
+    roi = base["models"]["student"]["roi"]
+    post = base["models"]["student"]["postprocess"]
+    models = {key: {"roi": roi, "postprocess": post, "outputs": [{"stage": f"organs_{key}"}]}
+              for key in ORGAN_SETTINGS}
+    models.update({key: {"roi": roi, "postprocess": post,
+                         "outputs": [{"stage": "organs_d"}, {"stage": f"tumor_{key}"}]}
+                   for key in TUMOR_SETTINGS})
+    tta = next(s for s in base["pipeline"]["steps"] if s["kind"] == "pseudolabel")["tta"]
+
+    def train(stage, source, data, init=None):
+        step = {"kind": "train", "name": stage, "stage": stage, "model": "ablation",
+                "source": source, "data": data}
+        return {**step, "init": init} if init else step
+
+    steps = [
+        train("coarse", "audit", "FL"),
+        train("organs_b", "audit", "FL"),
+        {"kind": "pseudolabel", "name": "pseudo", "model": "ablation", "graph": "b",
+         "cases": "needs_pseudo", "tta": tta},
+        {"kind": "correct", "name": "corrected", "pseudo": "pseudo"},
+        train("organs_a", "dataset", "labeled"),
+        train("organs_c", "corrected", {"kinds": ["FL", "CPL"]}),
+        train("organs_d", "corrected", "all"),
+        train("tumor_e", "corrected", "tumor_annotated", init="ablation/organs_b"),
+        train("tumor_f", "corrected", "tumor_annotated", init="ablation/organs_b"),
+    ]
+    return {**base, "name": "stmt-ablation", "title": "StMt's Table 3 settings, one recipe",
+            "stages": new_stages, "models": models,
+            "pipeline": {"final": "ablation", "final_graph": "d", "steps": steps}}
 
 
 def one_seed(out: Path, preset: str, seed: int, device: str) -> dict[str, dict]:
     """Run every setting for one seed; returns the evaluate summary per setting."""
-    p, d = PRESETS[preset], DATA[preset]
-    data, runs, models = out / "data", out / "runs", out / "models"
-    dev = ["--seed", seed, "--device", device]
-    coarse = ["--stage", "coarse", "--size", p["coarse_size"], *p["coarse"], *dev]
-    fine = ["--stage", "fine", "--size", p["fine_size"], *p["teacher"], *dev]
-    tumor = ["--stage", "fine", "--size", p["fine_size"], *p["tumor"], *dev]
-    tta = ["--tta"] if p["tta"] else []
-    manifest = runs / "corrected" / "manifest.json"
-    without_pl = runs / "corrected" / "manifest-fl-cpl.json"
-
-    run_step("synthetic dataset", ["synth", data, "--train", d["train"], "--unlabeled",
-                                   d["unlabeled"], "--test", d["test"], "--size", d["size"],
-                                   "--seed", seed])
-    run_step("audit", ["audit", data, "--json", runs / "audit.json"])
-    run_step("coarse abdomen model (FL cases)",
-             ["train", runs / "audit.json", "--out", runs / "shared", *coarse])
-    run_step("b. FSO organ model", ["train", runs / "audit.json", "--out", runs / "b",
-                                    "--target", "organs", *fine])
-    teacher = model_dir(models / "b", {"coarse": runs / "shared" / "coarse",
-                                       "organs": runs / "b" / "organs"})
-    for split in ("imagesTr", "imagesUn"):
-        run_step(f"pseudo-labels of {split}", ["pseudolabel", data / split, runs / "pseudo",
-                                                 "--model", teacher, *tta, "--overwrite",
-                                                 "--device", device])
-    run_step("correction", ["correct", runs / "pseudo", data / "labelsTr", runs / "corrected",
-                          "--overwrite"])
-    full = json.loads(manifest.read_text())
-    full["cases"] = [c for c in full["cases"] if c.get("kind") != "PL"]
-    without_pl.write_text(json.dumps(full, indent=2) + "\n")
-
-    sources = {"a": [data], "c": [without_pl], "d": [manifest, "--l1", "1.0", "--l2", "0.5"]}
-    for key, source in sources.items():
-        run_step(f"{key}. organ model", ["train", *source[:1], "--out", runs / key, "--target",
-                                          "organs", *source[1:], *fine])
-    for key, weight in (("e", "0"), ("f", "1")):  # both start from b's organ features
-        run_step(f"{key}. tumor model", ["train", manifest, "--out", runs / key, "--target",
-                                          "tumor", "--mt-weight", weight, "--init",
-                                          runs / "b" / "organs", *tumor])
-
+    data, run = out / "data", out / "run"
+    make_dataset(DATA[preset], data, seed, workers=1)
+    recipe = recipe_from_json(ablation_recipe(preset))
+    result = run_pipeline(PipelineRun(recipe, data, run, device=device, seed=seed))
+    cases, _ = input_cases(data / "imagesTs", out / "predictions")
     summaries = {}
     for key in (*ORGAN_SETTINGS, *TUMOR_SETTINGS):
-        parts = {"coarse": runs / "shared" / "coarse"}
-        if key in ORGAN_SETTINGS:
-            parts["organs"] = runs / key / "organs"
-        else:
-            parts.update(organs=runs / "d" / "organs", tumor=runs / key / "tumor")
-        folder = model_dir(models / key, parts)
-        pred, scores = out / "predictions" / key, out / "scores" / f"{key}.json"
-        run_step(f"{key}. inference", ["infer", data / "imagesTs", pred, "--model", folder,
-                                       "--overwrite", "--device", device])
-        run_step(f"{key}. evaluation", ["evaluate", pred, data / "labelsTs", "--json", scores])
-        summaries[key] = json.loads(scores.read_text())
+        pred = out / "predictions" / key
+        predict(PredictRun("infer", result.final, pred, device=device, graph=key,
+                           overwrite=True, argv=["ablation", key]), cases,
+                str((data / "imagesTs").resolve()))
+        summaries[key], _ = evaluate_folder(pred, data / "labelsTs", workers=1)
     return summaries
 
 
@@ -136,8 +146,9 @@ def _fmt(value: float | None) -> str:
 def report(results: dict[int, dict[str, dict]], preset: str, command: str, minutes: float,
            old_notes: str) -> str:
     """The markdown report: settings, scores (mean over seeds), ordering checks."""
-    p, d = PRESETS[preset], DATA[preset]
+    d = DATA[preset]
     seeds = sorted(results)
+    stages = ablation_recipe(preset)["stages"]
 
     def score(key: str, field: str) -> float | None:
         return _mean([results[s][key][field] for s in seeds])
@@ -145,23 +156,30 @@ def report(results: dict[int, dict[str, dict]], preset: str, command: str, minut
     def per_class(key: str, c: int) -> float | None:
         return _mean([results[s][key]["per_class"][str(c)]["dsc"] for s in seeds])
 
+    def schedule(stage: dict) -> str:
+        return (f"{stage['network']['arch']} {stage['network']['args']}, input "
+                f"{stage['geometry']['size_zyx']}, {stage['epochs']} x {stage['iterations']} "
+                f"steps of {stage['batch_size']}, {stage['optimizer']['name']} lr "
+                f"{stage['optimizer']['lr']}")
+
     lines = [
         "# StMt ablation (the shape of Table 3) on synthetic data", "",
         "Generated by `examples/ablation.py`. Regenerate with:", "",
         f"    {command}", "",
         f"Preset `{preset}`, seed(s) {', '.join(map(str, seeds))}; {minutes:.0f} min in all.", "",
         "## Data and budget", "",
-        f"- `flare synth --train {d['train']} --unlabeled {d['unlabeled']} --test {d['test']} "
-        f"--size {d['size']}` per seed: FLARE23's label patterns (10 % of the training cases "
+        f"- `flare synth --train {d.train} --unlabeled {d.unlabeled} --test {d.test} "
+        f"--size {d.size}` per seed: FLARE23's label patterns (10 % of the training cases "
         "carry all 13 organs, 20 % five organs, 27 % five organs and tumors, 40 % only tumors, "
         "3 % other subsets); the test split is fully labelled.",
-        f"- Every organ model: `--size {p['fine_size']} {' '.join(p['teacher'])}`, from "
-        f"scratch; both tumor models: `{' '.join(p['tumor'])}`, from b's organ model "
-        "(`--init`); one shared coarse model "
-        f"(`--size {p['coarse_size']} {' '.join(p['coarse'])}`) on the fully labelled cases.",
-        "- Pseudo-labels: setting b's model" + (" with mirror TTA" if p["tta"] else "") + ".",
-        "- Scores: `flare evaluate` (FLARE DSC and NSD) on the test split, end to end "
-        "(coarse -> fine -> postprocess), mean over the test cases, then over seeds.", "",
+        f"- The settings are one recipe derived from `stmt` preset `{preset}` "
+        "(`ablation_recipe()` in the script) run by flare's pipeline runner. Every organ "
+        f"model: {schedule(stages['organs_b'])}, from scratch; both tumor models: "
+        f"{schedule(stages['tumor_f'])}, from b's organ model; one shared coarse model "
+        f"({schedule(stages['coarse'])}) on the fully labelled cases.",
+        "- Pseudo-labels: setting b's model.",
+        "- Scores: FLARE DSC and NSD on the test split, end to end (coarse -> fine -> "
+        "postprocess), mean over the test cases, then over seeds.", "",
         "## Results", "",
         "| setting | | organ DSC | organ NSD | tumor DSC | tumor NSD |",
         "|---|---|---|---|---|---|",

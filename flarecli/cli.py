@@ -22,6 +22,7 @@ from flarecli.commands import (
     infer,
     postprocess,
     pseudolabel,
+    recipes,
     synth,
     train,
 )
@@ -50,6 +51,7 @@ for _name, _func in (("synth", synth.synth), ("audit", audit.audit), ("train", t
                      ("infer", infer.infer), ("postprocess", postprocess.postprocess),
                      ("evaluate", evaluate.evaluate), ("demo", demo.demo)):
     app.command(_name, help=_help(_func))(_func)
+app.add_typer(recipes.app, name="recipes", help=_help(recipes.recipes))
 
 
 def _version(value: bool) -> None:

@@ -63,3 +63,56 @@ def shared_ct() -> tuple[Path, Path]:
     if not (image.is_file() and label.is_file()):
         pytest.skip("real CT example (../shared/data) not present")
     return image, label
+
+
+def blob_case(root, case_id, seed, tumor=False, images="imagesTr", labels="labelsTr",
+              label_ids=(1, 3, 13)):
+    """A 24x32x32 'CT' with three organs (ids 1, 3, 13) of distinct HU, optionally a tumor."""
+    rng = np.random.default_rng(seed)
+    shape = (24, 32, 32)
+    zz, yy, xx = np.mgrid[:24, :32, :32]
+    label = np.zeros(shape, np.uint8)
+    image = rng.normal(-80, 15, shape)
+    for lab, hu, c in zip(label_ids, (100, 200, 40), ((12, 10, 10), (12, 22, 22), (8, 22, 9)),
+                          strict=True):
+        c = np.array(c) + rng.integers(-1, 2, 3)
+        m = ((zz - c[0]) / 6) ** 2 + ((yy - c[1]) / 6) ** 2 + ((xx - c[2]) / 5) ** 2 <= 1
+        label[m] = lab
+        image[m] = rng.normal(hu, 15, m.sum())
+    if tumor:
+        m = (zz - 12) ** 2 + (yy - 10) ** 2 + (xx - 10) ** 2 <= 6
+        label[m] = 14
+        image[m] = rng.normal(-10, 10, m.sum())
+    write_case(root, case_id, label, geom(shape, spacing_xyz=(1.5, 1.5, 2.0)),
+               image=image.astype(np.int16), images=images, labels=labels)
+
+
+TINY_ARGS = {"base_channels": 4, "n_down": 2, "blocks_down": 1, "blocks_up": 1}
+STMT_STAGES = ("coarse", "organs", "teacher", "tumor")
+
+
+def tiny_recipe(recipe: str = "stmt", stages=STMT_STAGES, extra=None, **fields):
+    """A built-in recipe with every stage made tiny and short: a 4-channel network at 16^3,
+    2 epochs of 4 steps, batch 2, no augmentation, no hold-out, AdamW 3e-3. ``fields`` set
+    more stage fields (dotted, relative to each stage: ``geometry__jitter=0`` for
+    ``geometry.jitter``); ``extra`` holds more dotted keys from the recipe's root."""
+    from flarecli.core.recipes.load import load_recipe
+
+    sets = {}
+    for s in stages:
+        base = {"network.args": TINY_ARGS, "geometry.size_zyx": [16, 16, 16], "epochs": 2,
+                "iterations": 4, "batch_size": 2, "val_fraction": 0.0, "augmentation": None,
+                "optimizer": {"name": "adamw", "lr": 3e-3, "weight_decay": 3e-5,
+                              "schedule": "poly", "warmup_epochs": 0}}
+        base.update({k.replace("__", "."): v for k, v in fields.items()})
+        sets.update({f"stages.{s}.{k}": v for k, v in base.items()})
+    return load_recipe(recipe, "paper", {**sets, **(extra or {})})
+
+
+def train_run(src, out, stage="organs", recipe=None, **kw):
+    """A TrainRun of a tiny recipe on the CPU."""
+    from flarecli.core.training.loop import TrainRun
+
+    kw.setdefault("device", "cpu")
+    kw.setdefault("workers", 0)
+    return TrainRun(recipe or tiny_recipe(), stage, str(src), str(out), **kw)

@@ -19,24 +19,27 @@ def test_pipeline_script_runs_the_loop(tmp_path, run_cli):
     data, out = tmp_path / "data", tmp_path / "run"
     assert run_cli("synth", data, "--train", 8, "--unlabeled", 2, "--test", 2, "--size",
                    48).code == 0
-    tiny = "--model tiny --epochs 1 --iterations 2 --optimizer adamw --lr 3e-3"
+    # the smoke preset, and a teacher trained with mirror augmentation (for --tta)
     env = {**os.environ, "FLARE": f"{sys.executable} -m flarecli", "DATA": str(data),
-           "OUT": str(out), "DEVICE": "cpu", "MODEL": "tiny", "COARSE": "16", "FINE": "16",
-           "COARSE_OPT": tiny, "STUDENT_COARSE_OPT": tiny, "TEACHER_OPT": tiny,
-           "STUDENT_OPT": tiny, "TUMOR_OPT": tiny}
+           "OUT": str(out), "DEVICE": "cpu", "PRESET": "smoke", "STUDENT_COARSE_OPT": "",
+           "TEACHER_OPT": '--set stages.teacher.augmentation={"mirror":["SI","AP"]}'}
     res = subprocess.run(["bash", str(EXAMPLES / "pipeline.sh")], env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
-    for name in ("teacher/coarse", "teacher/organs", "student/coarse", "student/organs",
+    for name in ("teacher/coarse", "teacher/teacher", "student/coarse", "student/organs",
                  "student/tumor"):
         assert (out / name / "model.json").is_file(), name
-    tumor = json.loads((out / "student" / "tumor" / "config.json").read_text())["config"]
+    tumor = json.loads((out / "student" / "tumor" / "config.json").read_text())["run"]
     assert tumor["init"].endswith("student/organs")  # WARM=1: the tumor model from organs
-    # the tiny teacher trained with augmentation: its 4 mirror views were averaged
+    # the teacher trained with augmentation: its 4 mirror views were averaged
     record = json.loads((out / "pseudo" / "pseudolabel.json").read_text())
-    assert record["tta_views"] == {"organs": 4}
+    assert record["tta_views"] == {"teacher": 4}
     scores = json.loads((out / "scores.json").read_text())
     assert scores["scored_cases"] == 2
+    # re-running the script works: it retrains, and keeps the other finished outputs
+    res = subprocess.run(["bash", str(EXAMPLES / "pipeline.sh")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +64,17 @@ def test_ablation_smoke_runs_every_setting(tmp_path, ablation):
         assert results[key]["scored_cases"] == 2, key
     seed = tmp_path / "run" / "seed0"
     kinds = {c["kind"] for c in json.loads(
-        (seed / "runs" / "corrected" / "manifest.json").read_text())["cases"]}
+        (seed / "run" / "corrected" / "manifest.json").read_text())["cases"]}
     assert kinds >= {"CPL", "PL"}
-    no_pl = json.loads((seed / "runs" / "corrected" / "manifest-fl-cpl.json").read_text())
-    assert "PL" not in {c["kind"] for c in no_pl["cases"]}
-    # the tumor settings differ only in the mean-teacher weight
-    cfg = {k: json.loads((seed / "runs" / k / "tumor" / "config.json").read_text())["config"]
-           for k in "ef"}
-    assert (cfg["e"]["mt_weight"], cfg["f"]["mt_weight"]) == (0.0, 1.0)
+    config = {s: json.loads((seed / "run" / "ablation" / s / "config.json").read_text())
+              for s in ("organs_a", "organs_b", "organs_c", "organs_d", "tumor_e", "tumor_f")}
+    # c leaves the pseudo-labels of unlabeled scans out, d takes them
+    cases = {s: set(c["phases"][0]["cases"]) for s, c in config.items()}
+    assert cases["organs_c"] < cases["organs_d"]
+    # the tumor settings differ only in the method: supervised vs mean teacher
+    assert config["tumor_e"]["stage"]["method"]["name"] == "supervised"
+    assert config["tumor_f"]["stage"]["method"]["name"] == "mean_teacher"
+    assert config["tumor_e"]["run"]["init"].endswith("ablation/organs_b")
     text = report.read_text()
     assert "old table" not in text and text.rstrip().endswith("my notes stay")
     for row in ("| (a) |", "| (d) |", "| (f) |", "a < b:", "e < f:"):

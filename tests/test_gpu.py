@@ -15,15 +15,16 @@ pytestmark = [pytest.mark.gpu,
 
 def test_train_and_infer_on_cuda(tmp_path, run_cli):
     from flarecli.core.training.loop import train
+    from tests.conftest import blob_case, tiny_recipe, train_run
     from tests.core.inference.test_engine import GRIDS, scans
-    from tests.core.training.test_loop import blob_case, config
 
     for i in range(3):
         blob_case(tmp_path / "data", f"b{i}", i, tumor=True)
     out = tmp_path / "model"
-    for stage, target in (("coarse", "abdomen"), ("fine", "organs"), ("fine", "tumor")):
-        train(config(tmp_path / "data", out, stage=stage, target=target, epochs=1,
-                     iterations=3, device="cuda", augment=True, workers=1))
+    recipe = tiny_recipe(epochs=1, iterations=3, augmentation={"mirror": ["SI", "AP"]})
+    for stage in ("coarse", "organs", "tumor"):
+        train(train_run(tmp_path / "data", out, stage=stage, recipe=recipe, device="cuda",
+                        workers=1))
     record = json.loads((out / "organs" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["gpu_peak_mb"] > 0 and np.isfinite(record["loss"])
     scans(tmp_path / "in", np.random.default_rng(0))

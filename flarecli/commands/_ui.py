@@ -5,10 +5,11 @@ Results go to stdout (``out``); progress and diagnostics to stderr (``err``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,19 +33,33 @@ WORKERS = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker proces
 JSON_OUT = typer.Option(None, "--json", help="Write the machine-readable result here.",
                         dir_okay=False)
 CSV_OUT = typer.Option(None, "--csv", help="Write the per-case table here.", dir_okay=False)
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N.")
+RECIPE = typer.Option("stmt", "--recipe", help="A built-in recipe (flare recipes) or a "
+                      "recipe file.")
+PRESET = typer.Option(None, "--preset", help="A preset of the recipe (default: its own "
+                      "default, e.g. paper).")
+SET = typer.Option([], "--set", help="Change a recipe field: KEY=VALUE with a dotted key "
+                   "(repeatable), e.g. stages.organs.epochs=50.")
 
 
-def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
-    """Iterate with a progress bar on stderr (hidden when stderr is not a terminal)."""
+@contextlib.contextmanager
+def progress_bar(total: int, description: str) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr (hidden when stderr is not a terminal); yields ``advance``."""
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
         disable=not err.is_terminal,
     ) as progress:
         task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+
+
+def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
+    """Iterate with a progress bar on stderr (hidden when stderr is not a terminal)."""
+    with progress_bar(total, description) as advance:
         for item in items:
             yield item
-            progress.advance(task)
+            advance()
 
 
 def problem(where: str, message: str) -> None:

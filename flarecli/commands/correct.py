@@ -18,19 +18,22 @@ def correct(
     manifest_path: Path | None = typer.Option(None, "--manifest", dir_okay=False,
                                               help="Manifest path (default OUTPUT/"
                                               "manifest.json)."),
+    rule: str = typer.Option("stmt", "--rule", help="stmt (the annotation wins) or "
+                             "supplement (seed 004's rule; the same result)."),
     workers: int = WORKERS,
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Correct teacher pseudo-labels with the partial labels; the annotation always wins.
 
-    Writes the corrected labels and the manifest that flare train --stage fine consumes
-    (each case FL, CPL or PL). Exit code 4 if some cases failed (the others are written).
+    Writes the corrected labels and the manifest that flare train consumes (each case FL,
+    CPL or PL). Exit code 4 if some cases failed (the others are written).
     """
     from flarecli.core.curation import correct as core
-    from flarecli.core.errors import CasesFailed
+    from flarecli.core.errors import CasesFailed, check_choice
     from flarecli.core.parallel import imap_ordered
 
-    jobs = core.plan(pseudo_dir, labels_dir, output_dir, images, overwrite)
+    check_choice("--rule", rule, tuple(core.RULES))
+    jobs = core.plan(pseudo_dir, labels_dir, output_dir, images, overwrite, rule)
     results = []
     for r in track(imap_ordered(core.correct_case, jobs, workers), len(jobs), "correct"):
         if r.error:

@@ -1,4 +1,4 @@
-"""``flare infer``: two-stage segmentation of a folder of CT scans."""
+"""``flare infer``: segment a folder of CT scans with a model folder's inference graph."""
 
 from __future__ import annotations
 
@@ -7,37 +7,47 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._predict import finish, predict_folder
-from flarecli.commands._ui import out
+from flarecli.commands._ui import DEVICE, out
 
 
 def infer(
     input_dir: Path = typer.Argument(..., help="Folder of CT scans (<case>_0000.nii.gz)."),
     output_dir: Path = typer.Argument(..., help="Folder for the label maps (<case>.nii.gz)."),
-    model: Path = typer.Option(..., "--model", help="Model folder: coarse/, organs/ [tumor/]."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    model: Path = typer.Option(..., "--model", help="Model folder (one bundle per stage and "
+                               "its recipe.json)."),
+    graph: str | None = typer.Option(None, "--graph", help="Which model of the folder's "
+                                     "recipe to run (default: the first it holds "
+                                     "completely)."),
+    device: str = DEVICE,
     weights: str | None = typer.Option(None, "--weights", help="best or final (default: each "
                                        "bundle's own choice)."),
     tta: bool = typer.Option(False, "--tta", help="Average softmax over the mirror "
-                             "views the model was trained on (S-I, A-P; never L-R)."),
-    postprocess: bool = typer.Option(True, "--postprocess/--no-postprocess",
-                                     help="Largest component per organ, small tumors out."),
-    connectivity: int = typer.Option(26, "--connectivity"),
-    min_tumor_mm3: float = typer.Option(100.0, "--min-tumor-mm3"),
+                             "views each stage was trained on."),
+    postprocess: bool | None = typer.Option(None, "--postprocess/--no-postprocess",
+                                            help="Connected-component clean-up (default: "
+                                            "as the recipe says)."),
+    connectivity: int | None = typer.Option(None, "--connectivity", help="6, 18 or 26 "
+                                            "(default: the recipe's)."),
+    min_tumor_mm3: float | None = typer.Option(None, "--min-tumor-mm3", help="Drop tumor "
+                                               "components below this (default: the "
+                                               "recipe's, 100)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo existing outputs."),
     profile: Path | None = typer.Option(None, "--profile", dir_okay=False,
                                         help="Write per-scan timings and GPU memory here."),
 ) -> None:
-    """Segment 13 organs and tumors: coarse abdomen -> fine ROI -> tumor overlaid on organs.
+    """Segment 13 organs and tumors with a model folder: e.g. StMt's coarse abdomen -> fine
+    ROI -> tumor overlaid on organs.
 
     Outputs are uint8 with exactly each input's grid. Existing outputs are skipped (resume).
     Exit code 4 if some scans failed (the others are written).
     """
     from flarecli.commands._ui import write_json
+    from flarecli.core.inference.folder import PredictRun
 
-    results, record = predict_folder(
-        "infer", input_dir, output_dir, model, device=device, weights=weights, tta=tta,
-        with_tumor=True, clean=postprocess, overwrite=overwrite, min_score=None,
-        connectivity=connectivity, min_tumor_mm3=min_tumor_mm3)
+    run = PredictRun("infer", model, output_dir, device=device, weights=weights, tta=tta,
+                     postprocess=postprocess, connectivity=connectivity,
+                     min_tumor_mm3=min_tumor_mm3, overwrite=overwrite, graph=graph)
+    results, record = predict_folder(input_dir, run)
     if profile:
         write_json(profile, {k: record[k] for k in ("scans", "summary", "device",
                                                     "model_load_seconds")})

@@ -7,19 +7,19 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._predict import finish, predict_folder
-from flarecli.commands._ui import out, write_csv
+from flarecli.commands._ui import DEVICE, out, write_csv
 
 
 def pseudolabel(
     input_dir: Path = typer.Argument(..., help="Folder of CT scans (<case>_0000.nii.gz)."),
     output_dir: Path = typer.Argument(..., help="Folder for the pseudo-labels."),
-    model: Path = typer.Option(..., "--model", help="Teacher model folder (coarse/, organs/)."),
-    device: str = typer.Option("auto", "--device"),
+    model: Path = typer.Option(..., "--model", help="Teacher model folder."),
+    device: str = DEVICE,
     weights: str | None = typer.Option(None, "--weights", help="best or final."),
     tta: bool = typer.Option(False, "--tta", help="Average softmax over the mirror "
-                             "views the model was trained on (S-I, A-P; never L-R)."),
-    with_tumor: bool = typer.Option(False, "--with-tumor", help="Include the tumor model "
-                                    "(excluded by default, as in seed 004)."),
+                             "views each stage was trained on."),
+    with_tumor: bool = typer.Option(False, "--with-tumor", help="Include the model's tumor "
+                                    "outputs (left out by default, as in seed 004)."),
     min_score: float | None = typer.Option(None, "--min-score", help="Write only cases "
                                            "whose quality score reaches this (0..1)."),
     scores: Path | None = typer.Option(None, "--scores", dir_okay=False,
@@ -30,28 +30,16 @@ def pseudolabel(
 
     The score of a case is its mean confidence (max softmax inside the predicted foreground)
     times the agreement of the TTA views (1 without --tta, or when the teacher was trained
-    without mirroring and has no views to add). Cases below --min-score are not written; the
-    CSV lists every case.
+    without mirroring and has no views to add). Cases below --min-score are not written (an
+    earlier output of such a case is removed); the CSV lists every case.
     """
-    from flarecli.core.errors import InputError
+    from flarecli.core.inference.folder import PredictRun, scores_table
 
-    if min_score is not None and not 0 <= min_score <= 1:
-        raise InputError(f"--min-score {min_score}: must be within 0..1")
-    results, record = predict_folder(
-        "pseudolabel", input_dir, output_dir, model, device=device, weights=weights, tta=tta,
-        with_tumor=with_tumor, clean=True, overwrite=overwrite, min_score=min_score,
-        connectivity=26, min_tumor_mm3=100.0)
-    header = ["case", "score", "confidence", "agreement", "written", *[f"volume_ml_{c}"
-                                                                       for c in range(1, 14)]]
-    def f(v):
-        return "" if v is None else f"{v:.4f}"
-
-    rows = []
-    for r in record["scans"]:  # every case of the folder, this run's and earlier ones
-        volumes = r.get("volumes_ml", {})
-        rows.append([r["case"], f(r.get("score")), f(r.get("confidence")),
-                     f(r.get("agreement")), int(not (r.get("rejected") or r.get("error"))),
-                     *[volumes.get(str(c), "") for c in range(1, 14)]])
+    run = PredictRun("pseudolabel", model, output_dir, device=device, weights=weights,
+                     tta=tta, with_tumor=with_tumor, postprocess=True, overwrite=overwrite,
+                     scores=True, min_score=min_score)
+    results, record = predict_folder(input_dir, run)
+    header, rows = scores_table(record)
     write_csv(scores or Path(output_dir) / "scores.csv", header, rows)
     written = sum(1 for r in results if not (r.rejected or r.error or r.skipped))
     rejected = sum(1 for r in results if r.rejected)

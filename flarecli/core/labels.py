@@ -57,6 +57,22 @@ KINDS: tuple[str, ...] = ("FL", "CPL", "PL")
 MIN_TUMOR_MM3: float = 100.0
 
 
+#: Left/right organ pairs (right/left kidney, right/left adrenal): a left-right mirror of a
+#: scan swaps them.
+LR_PAIRS: tuple[tuple[int, int], ...] = ((2, 13), (7, 8))
+
+
+def _lr_swap() -> np.ndarray:
+    lut = np.arange(256, dtype=np.int64)
+    for a, b in LR_PAIRS:
+        lut[a], lut[b] = b, a
+    return lut
+
+
+#: Lookup FLARE id -> FLARE id after a left-right mirror.
+LR_SWAP: np.ndarray = _lr_swap()
+
+
 def label_name(label: int) -> str:
     return LABELS.get(int(label), f"label_{int(label)}")
 

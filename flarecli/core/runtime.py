@@ -80,19 +80,29 @@ def setup_torch(device, benchmark: bool = False) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def amp_dtype(device):
-    """The autocast dtype for ``device`` (None = full precision)."""
+#: Training and inference precisions a recipe can ask for.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+
+
+def amp_dtype(device, precision: str = "auto"):
+    """The autocast dtype for ``device`` (None = full precision). 'auto': bf16 (or fp16 with a
+    gradient scaler) on CUDA, full precision on the CPU (bf16 autocast on CPUs without
+    AVX-512 bf16 is far slower: ../shared/PERFORMANCE.md)."""
     import torch
 
-    if device.type != "cuda":
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def autocast(device) -> Any:
+def autocast(device, precision: str = "auto") -> Any:
     import torch
 
-    dtype = amp_dtype(device)
+    dtype = amp_dtype(device, precision)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype)

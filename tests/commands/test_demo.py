@@ -4,12 +4,15 @@ import json
 def test_demo_smoke_runs_every_step(tmp_path, run_cli):
     res = run_cli("demo", tmp_path / "d", "--preset", "smoke", "--device", "cpu")
     assert res.code == 0, res.stderr
-    for step in ("1. synthetic dataset", "2. audit", "3a. teacher", "3b. teacher", "4a. pseudo",
-                 "4b. pseudo", "5. correction", "6a. student", "6b. student", "6c. student",
-                 "7a. inference", "7b. evaluation"):
+    for step in ("synth: synthetic dataset", "audit: audit the dataset",
+                 "teacher-coarse: train teacher/coarse", "teacher-organs: train teacher/teacher",
+                 "pseudo: pseudo-labels from teacher", "corrected: correct pseudo (stmt)",
+                 "student-coarse: train student/coarse", "student-organs: train student/organs",
+                 "student-tumor: train student/tumor", "infer: inference on the test split",
+                 "evaluate: FLARE DSC and NSD"):
         assert step in res.stderr, step
     run = tmp_path / "d" / "run"
-    for name in ("teacher/coarse", "teacher/organs", "student/coarse", "student/organs",
+    for name in ("teacher/coarse", "teacher/teacher", "student/coarse", "student/organs",
                  "student/tumor"):
         assert (run / name / "model.json").is_file(), name
     manifest = json.loads((run / "corrected" / "manifest.json").read_text())
@@ -19,5 +22,9 @@ def test_demo_smoke_runs_every_step(tmp_path, run_cli):
     assert scores["scored_cases"] == 2 and scores["organ_dsc"] is not None
     table = res.stdout.split("FLARE scores")[1]
     assert all(name in table for name in ("liver", "left_kidney", "tumor", "organs (mean of 13)"))
+    # a re-run keeps the finished steps
+    again = run_cli("demo", tmp_path / "d", "--preset", "smoke", "--device", "cpu")
+    assert again.code == 0 and again.stderr.count("done before (unchanged)") == 8
     res = run_cli("demo", tmp_path / "e", "--preset", "fast")
-    assert res.code == 3 and "invalid preset" in res.stderr
+    assert res.code == 5 and "'fast' is not a preset" in res.stderr
+    assert "presets: paper, cpu, smoke" in res.stderr

@@ -91,8 +91,8 @@ def audit_case(case: Case) -> CaseAudit:
     """Audit one case; never raises for data problems (they go to ``problems``)."""
     out = CaseAudit(
         id=case.id,
-        image=str(case.image) if case.image else None,
-        label=str(case.label) if case.label else None,
+        image=str(Path(case.image).resolve()) if case.image else None,
+        label=str(Path(case.label).resolve()) if case.label else None,
         labeled=case.label is not None,
         problems=list(case.problems),
     )

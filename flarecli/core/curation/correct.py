@@ -53,6 +53,10 @@ def supplement(partial: np.ndarray, pseudo: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Correction rules by name: (pseudo-label, partial label) -> corrected label.
+RULES = {"stmt": correct, "supplement": lambda pseudo, partial: supplement(partial, pseudo)}
+
+
 @dataclass(frozen=True)
 class Job:
     case: str
@@ -61,6 +65,7 @@ class Job:
     label: str | None
     target: str
     overwrite: bool
+    rule: str = "stmt"
 
 
 @dataclass
@@ -100,7 +105,7 @@ def correct_case(job: Job) -> Result:
                     raise InputError("pseudo-label vs label " + "; ".join(mismatch))
             geometry = pseudo_geometry
             if result.annotated:
-                result.kind, out = "CPL", correct(pseudo, partial)
+                result.kind, out = "CPL", RULES[job.rule](pseudo, partial)
             else:
                 result.kind, out = "PL", pseudo
         present = annotated_classes(out)
@@ -131,7 +136,7 @@ def image_paths(pseudo_dir: Path, images: list[Path]) -> dict[str, str]:
 
 
 def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path],
-         overwrite: bool) -> list[Job]:
+         overwrite: bool, rule: str = "stmt") -> list[Job]:
     pseudo_dir = require_dir(pseudo_dir, "pseudo-label")
     labels_dir = require_dir(labels_dir, "labels")
     check_output_dir(output_dir, pseudo_dir, labels_dir)
@@ -143,8 +148,20 @@ def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path
     out = Path(output_dir).resolve()
     return [Job(cid, image_of.get(cid), str(pseudo[cid]) if cid in pseudo else None,
                 str(labels[cid]) if cid in labels else None, str(out / f"{cid}.nii.gz"),
-                overwrite)
+                overwrite, rule)
             for cid in sorted(set(pseudo) | set(labels))]
+
+
+def plan_cases(cases: list[Any], pseudo_dir: Path, output_dir: Path, overwrite: bool,
+               rule: str = "stmt") -> list[Job]:
+    """Jobs for known cases (``id``, ``image``, ``label`` or None): their pseudo-labels are
+    ``pseudo_dir/<id>.nii.gz`` where present. A case without label or pseudo-label is
+    left out (nothing to correct)."""
+    pseudo = {c.id: c.label for c in label_files(require_dir(pseudo_dir, "pseudo-label")).cases}
+    out = Path(output_dir).resolve()
+    return [Job(c.id, c.image, str(pseudo[c.id]) if c.id in pseudo else None, c.label,
+                str(out / f"{c.id}.nii.gz"), overwrite, rule)
+            for c in sorted(cases, key=lambda c: c.id) if c.label or c.id in pseudo]
 
 
 def manifest(results: list[Result], source: dict[str, Any]) -> dict[str, Any]:

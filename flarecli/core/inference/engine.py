@@ -1,27 +1,28 @@
-"""The inference engine behind ``flare infer`` and ``flare pseudolabel`` (one pipeline).
+"""The inference engine behind ``flare infer`` and ``flare pseudolabel``: a model folder's
+inference graph, run on one scan.
 
-Per scan (any orientation, spacing or slice count), after bringing the array to the
-canonical orientation with a transpose and flips (core.orient; undone at the end):
+A model folder holds one bundle per trained stage (``MODEL/<stage>/``) and the recipe that
+trained them (``MODEL/recipe.json``, its graphs under ``models``). The engine runs the graph
+asked for, or the first whose required stages are all there; a folder without
+``recipe.json`` (written before recipes existed) is read as the ``stmt`` recipe.
 
-1. normalise with the coarse bundle's intensity parameters; resample the whole volume to the
-   coarse size; abdomen mask = argmax; keep its main components (each at least a tenth of the
-   largest); their box, mapped back to the scan's voxels, plus the organ bundle's margin in
-   mm = the ROI (whole scan if empty);
-2. crop the ROI from the full-resolution scan, normalise with each fine bundle's parameters,
-   resample to the fine size, run the organ model (and the tumor model), argmax at network
-   resolution (optionally averaging softmax over mirror flips first), then nearest-neighbour
-   resample of the LABEL map -- never of the logits -- back to the ROI's size;
-3. overlay tumor on organs, map network classes to FLARE ids, paste into a zero volume of the
-   scan's size, optionally clean up connected components.
+Per scan (any orientation, spacing or slice count), in the canonical orientation (a
+transpose and flips, undone at the end):
 
-Resampling runs on the CPU and only network-size tensors go to the GPU, so device memory does
-not grow with the slice count (measured: ../shared/PERFORMANCE.md).
+1. the ROI stage, if the graph has one, sees the whole scan; the box of its foreground
+   components of at least ``min_fraction`` of the largest, mapped back to the scan's voxels,
+   is the region of interest (the whole scan when it finds nothing);
+2. each output stage sees the ROI plus its own margin (or the whole scan); its head's classes
+   become FLARE ids, and the outputs are merged in order, later over earlier where they
+   label a voxel (StMt: tumor over organs);
+3. the merged labels are pasted into a volume of the scan's size; the caller post-processes.
+
+Resampling runs on the CPU and only network-size tensors go to the device, so device memory
+does not grow with the slice count (measured: ../shared/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
-import itertools
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,260 +31,179 @@ from typing import Any
 import numpy as np
 
 from flarecli.core.errors import ModelError
+from flarecli.core.inference import stages as ST
 from flarecli.core.io.nifti import Geometry
-from flarecli.core.preprocessing.stages import (
+from flarecli.core.labels import TUMOR
+from flarecli.core.preprocessing.boxes import (
     Box,
-    Intensity,
-    StageSpec,
     box_of,
-    crop,
     expand_box,
     margin_voxels,
-    resample,
+    pad_to_aspect,
+    paste,
+    whole,
 )
-
-#: Coarse-mask components at least this share of the largest one's size make the ROI.
-ABDOMEN_FRACTION = 0.1
-
-
-@dataclass
-class LoadedStage:
-    model: Any
-    meta: dict[str, Any]
-    intensity: Intensity
-    spec: StageSpec
-    lut: np.ndarray  # network class -> FLARE id (uint8)
-    flips: list[tuple[int, ...]]  # its mirror TTA views (tta_flips); [()] = none to add
-
-
-def load_stage(folder: Path, device, which: str | None = None) -> LoadedStage:
-    from flarecli.core.io.bundle import load_bundle
-
-    model, meta = load_bundle(folder, which, device=str(device))
-    pre = meta.get("preprocessing", {})
-    try:
-        intensity = Intensity.from_json(pre["intensity"])
-        spec = StageSpec.from_json(pre["stage"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelError(f"{folder}/model.json: incomplete preprocessing record ({e})") from e
-    lut = np.zeros(max(256, meta["num_classes"]), np.uint8)
-    for k, v in meta["label_map"].items():
-        lut[int(k)] = int(v)
-    return LoadedStage(model, meta, intensity, spec, lut,
-                       tta_flips(meta, f"{folder}/model.json"))
+from flarecli.core.recipes import spec as S
 
 
 @dataclass
 class Prediction:
     label: np.ndarray  # uint8 FLARE ids, the scan's shape
-    roi: Box  # in canonical orientation (core.orient)
+    roi: Box  # in the canonical orientation
     seconds: dict[str, float] = field(default_factory=dict)
-    confidence: float | None = None  # mean max-probability inside the predicted foreground
+    confidence: float | None = None  # mean max-probability inside the first output's labels
     agreement: float | None = None  # mean agreement of the TTA views with the final labels
 
 
-def tta_flips(meta: dict[str, Any], source: str = "model.json") -> list[tuple[int, ...]]:
-    """Mirror TTA views of a bundle: every combination of the spatial axes it was trained to
-    be mirror-invariant on (``mirror_axes`` in model.json, 0 = z ... 2 = x), as flip dims of
-    the (B, C, D, H, W) input; the first view is the scan itself.
+def read_model_recipe(model_dir: Path) -> S.Recipe:
+    """The recipe of a model folder (``stmt`` for folders written before recipes existed)."""
+    from flarecli.core.recipes.load import load_recipe, recipe_from_json
 
-    A network trained without mirroring has learned where up and front are: a flipped view
-    is an anatomy it has never seen, and averaging it in destroys the prediction (measured on
-    the synthetic demo: teacher organ DSC 0.68 alone, 0.36 averaged with S-I and A-P flips).
-    Such a bundle has one view. Left-right is never mirrored in training (it would swap the
-    left/right organ pairs), so it never appears here either. Bundles written before the
-    field existed flipped S-I and A-P when trained with augmentation.
-    """
-    from flarecli.core.preprocessing.orientation import LEFT_RIGHT_AXIS
+    path = Path(model_dir) / "recipe.json"
+    if not path.is_file():
+        return load_recipe("stmt", "paper")
+    from flarecli.core.io.nifti import read_json
 
-    axes = meta.get("mirror_axes")
-    if axes is None:
-        axes = [0, 1] if meta.get("training", {}).get("augment") else []
-    allowed = {a for a in range(3) if a != LEFT_RIGHT_AXIS}
-    if not isinstance(axes, list) or not all(a in allowed for a in axes) or len(
-            set(axes)) != len(axes):
-        raise ModelError(f"{source}: mirror_axes {axes!r} is not a list of distinct axes "
-                         f"from {sorted(allowed)}")
-    dims = sorted(a + 2 for a in axes)
-    return [tuple(c) for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
+    return recipe_from_json(read_json(path, "model recipe", ModelError), str(path))
+
+
+def choose_graph(recipe: S.Recipe, model_dir: Path, name: str | None = None
+                 ) -> tuple[str, S.Graph]:
+    """Graph ``name`` of the recipe, or the first whose required stages the folder holds."""
+    from flarecli.core.errors import did_you_mean
+
+    present = {p.name for p in Path(model_dir).iterdir() if (p / "model.json").is_file()} \
+        if Path(model_dir).is_dir() else set()
+    if name is not None and name not in recipe.models:
+        raise ModelError(f"{model_dir}: recipe '{recipe.name}' has no model '{name}'",
+                         hint=did_you_mean(name, list(recipe.models))
+                         or f"models: {', '.join(recipe.models)}")
+    for graph_name, graph in recipe.models.items():
+        if name not in (None, graph_name):
+            continue
+        if all(s in present for s in graph.required):
+            return graph_name, graph
+    wanted = "; ".join(f"{n}: {', '.join(g.required)}" for n, g in recipe.models.items())
+    raise ModelError(f"{model_dir}: holds no complete model of recipe '{recipe.name}' "
+                     f"(found {', '.join(sorted(present)) or 'no bundles'}; needs {wanted})",
+                     hint="train the missing stages with flare train --stage")
+
+
+def produces_tumor(stage: S.Stage, head: str) -> bool:
+    return TUMOR in stage.network.heads[head]
 
 
 class Engine:
-    """Loaded bundles of a model folder (``coarse/``, ``organs/``, optional ``tumor/``)."""
+    """The loaded graph of a model folder."""
 
     def __init__(self, model_dir: Path, device, with_tumor: bool = True,
-                 which: str | None = None) -> None:
+                 which: str | None = None, graph: str | None = None) -> None:
+        from flarecli.core.recipes.load import output_head
+
         model_dir = Path(model_dir)
-        for required in ("coarse", "organs"):
-            if not (model_dir / required / "model.json").is_file():
-                raise ModelError(f"{model_dir}: no {required}/ model bundle",
-                                 hint="train it with flare train --stage "
-                                 f"{'coarse' if required == 'coarse' else 'fine'}")
-        self.device = device
-        self.coarse = load_stage(model_dir / "coarse", device, which)
-        self.organs = load_stage(model_dir / "organs", device, which)
-        self.tumor = None
-        if with_tumor and (model_dir / "tumor" / "model.json").is_file():
-            self.tumor = load_stage(model_dir / "tumor", device, which)
-        for name, stage, target in (("coarse", self.coarse, "abdomen"),
-                                    ("organs", self.organs, "organs"),
-                                    ("tumor", self.tumor, "tumor")):
-            if stage is not None and stage.meta.get("target") != target:
-                raise ModelError(f"{model_dir}/{name}: bundle target is "
-                                 f"'{stage.meta.get('target')}', expected '{target}'")
+        if not model_dir.is_dir():
+            raise ModelError(f"{model_dir}: model folder not found")
+        self.model_dir, self.device = model_dir, device
+        self.recipe = read_model_recipe(model_dir)
+        self.graph_name, self.graph = choose_graph(self.recipe, model_dir, graph)
+        self.stages: dict[str, ST.LoadedStage] = {}
+        self.outputs: list[tuple[str, str]] = []  # (stage, head) in merge order
+        for i, out in enumerate(self.graph.outputs):
+            if not (model_dir / out.stage / "model.json").is_file():
+                continue  # an optional stage that was not trained
+            self._load(out.stage, which)
+            head = output_head(self.stages[out.stage].stage, out,
+                               f"{model_dir}/recipe.json: models.{self.graph_name}.outputs[{i}]")
+            if not with_tumor and produces_tumor(self.stages[out.stage].stage, head):
+                continue
+            self.outputs.append((out.stage, head))
+        self.roi_stage = None
+        if self.graph.roi is not None:
+            self.roi_stage = self._load(self.graph.roi.stage, which)
+
+    def _load(self, name: str, which: str | None) -> ST.LoadedStage:
+        if name not in self.stages:
+            self.stages[name] = ST.load_stage(name, self.model_dir / name, self.device, which)
+        return self.stages[name]
 
     def checksums(self) -> dict[str, str]:
-        out = {}
-        for name in ("coarse", "organs", "tumor"):
-            stage = getattr(self, name)
-            if stage is not None:
-                which = stage.meta.get("default_weights", "final")
-                out[name] = stage.meta["weights"][which]["sha256"]
-        return out
+        """SHA-256 of the weights each stage actually runs with."""
+        return {name: s.sha256 for name, s in self.stages.items()}
 
-    # -- network calls -------------------------------------------------------------------
+    def weights(self) -> dict[str, str]:
+        return {name: s.which for name, s in self.stages.items()}
 
-    def _probabilities(self, stage: LoadedStage, volume, tta: bool):
-        """Softmax (C, D, H, W) on the device, averaged over mirror flips when ``tta``."""
-        import torch
-
-        from flarecli.core.runtime import autocast
-
-        x = volume[None, None].to(self.device, non_blocking=True)
-        flips = stage.flips if tta else [()]
-        tta = len(flips) > 1
-        total = None
-        views = []
-        with torch.inference_mode(), autocast(self.device):
-            for dims in flips:
-                xi = torch.flip(x, dims) if dims else x
-                p = torch.softmax(stage.model(xi).float(), dim=1)
-                if dims:
-                    p = torch.flip(p, dims)
-                total = p if total is None else total + p
-                if tta:
-                    views.append(p.argmax(1)[0].to(torch.uint8).cpu())
-        probs = (total / len(flips))[0]
-        return probs, views
-
-    def _network_labels(self, stage: LoadedStage, image_roi: np.ndarray, tta: bool,
-                        stats: dict[str, Any] | None = None):
-        """Argmax of a stage at network resolution (uint8 tensor on the CPU)."""
-        import torch
-
-        from flarecli.core.runtime import autocast
-
-        net_in = resample(stage.intensity.apply(image_roi), stage.spec.size_zyx, "linear")
-        if not tta and stats is None:  # argmax of the logits: no softmax buffers on the GPU
-            with torch.inference_mode(), autocast(self.device):
-                logits = stage.model(net_in[None, None].to(self.device, non_blocking=True))
-                return logits[0].argmax(0).to(torch.uint8).cpu()
-        probs, views = self._probabilities(stage, net_in, tta)
-        labels = probs.argmax(0).to(torch.uint8)
-        if stats is not None:
-            fg = labels > 0
-            top = probs.max(0).values
-            stats["confidence"] = float(top[fg].mean()) if bool(fg.any()) else 0.0
-            if views:
-                agree = []
-                for v in views:
-                    v = v.to(labels.device)
-                    union = (v > 0) | fg
-                    agree.append(float((v[union] == labels[union]).float().mean())
-                                 if bool(union.any()) else 1.0)
-                stats["agreement"] = float(np.mean(agree))
-        return labels.cpu()
-
-    def _segment(self, stage: LoadedStage, image_roi: np.ndarray, tta: bool,
-                 stats: dict[str, Any] | None = None) -> np.ndarray:
-        """A stage's labels (network classes, uint8) back at the region's size: nearest
-        resampling of the argmax label map, never of the logits."""
-        labels = self._network_labels(stage, image_roi, tta, stats)
-        return resample(labels, image_roi.shape, "nearest").numpy()
+    def views(self, tta: bool) -> dict[str, int]:
+        """TTA views per output stage."""
+        return {name: len(self.stages[name].views(tta)) for name, _ in
+                dict.fromkeys(self.outputs)}
 
     # -- the pipeline ----------------------------------------------------------------------
 
-    def roi(self, image: np.ndarray, spacing_zyx) -> Box:
-        """Abdomen box of a scan (its voxels), from the coarse model, plus the fine margin.
+    def roi(self, image: np.ndarray, spacing_zyx, fill: float) -> Box:
+        """Box (canonical voxels) of the ROI stage's main foreground components.
 
-        Components are taken at the coarse network's resolution and the box scaled to the
-        scan (outward), which avoids labelling a full-size mask. The box holds every component
-        of at least ABDOMEN_FRACTION of the largest: a coarse mask that came out in pieces
-        (liver side and spleen side) must not lose half the abdomen, which costs far more
-        than a somewhat larger box; specks are still dropped.
+        Components are taken at the ROI stage's grid and the box scaled to the scan
+        (outward), which avoids labelling a full-size mask. Every component of at least
+        ``min_fraction`` of the largest is kept: a coarse mask that came out in pieces (liver
+        side and spleen side) must not lose half the abdomen; specks are still dropped.
         """
         from flarecli.core.postprocessing.components import main_components
 
-        mask = self._network_labels(self.coarse, image, tta=False).numpy() > 0
-        abdomen = main_components(mask, ABDOMEN_FRACTION)
-        if abdomen is None:
-            return tuple((0, s) for s in image.shape)  # type: ignore[return-value]
-        box = box_of(abdomen)
-        scale = [s / m for s, m in zip(image.shape, mask.shape, strict=True)]
+        ls = self.roi_stage
+        assert ls is not None and self.graph.roi is not None
+        net_in, shape, r = ST.prepare(ls, image, whole(image.shape), spacing_zyx, fill)
+        labels = ST.network_labels(ls, net_in, tta=False)
+        mask = next(iter(labels.values())).numpy() > 0
+        found = main_components(mask, self.graph.roi.min_fraction)
+        if found is None:
+            return whole(image.shape)
+        box = box_of(found)
+        scale = [s / m for s, m in zip(shape, mask.shape, strict=True)]
         box = tuple((int(np.floor(a * f)), int(np.ceil(b * f)))
                     for (a, b), f in zip(box, scale, strict=True))  # type: ignore[assignment]
-        return expand_box(box, margin_voxels(self.organs.spec.margin_mm, spacing_zyx),
-                          image.shape)
+        return ST.invert_box(box, r, shape)
+
+    def region(self, ls: ST.LoadedStage, roi: Box | None, image_shape, spacing_zyx) -> Box:
+        """The box a stage sees: the whole scan, or the ROI plus the stage's margin (padded
+        to its aspect when it asks)."""
+        g = ls.stage.geometry
+        if g.region == "whole" or roi is None:
+            box = whole(image_shape)
+        else:
+            box = expand_box(roi, margin_voxels(g.margin_mm, spacing_zyx), image_shape)
+        if g.pad == "aspect":
+            r = ls.orient
+            size = [0, 0, 0]
+            for c, p in enumerate(r.perm):  # the stage's size in canonical axis order
+                size[p] = g.size_zyx[c]  # type: ignore[index]
+            box = pad_to_aspect(box, spacing_zyx, size)
+        return box
 
     def predict(self, image: np.ndarray, geometry: Geometry, tta: bool = False,
-                with_tumor: bool = True) -> Prediction:
+                stats: bool = False) -> Prediction:
         from flarecli.core.preprocessing.orientation import to_canonical
 
         t0 = time.perf_counter()
         reorient = to_canonical(geometry.direction)
         image = reorient.apply(image)
-        box = self.roi(image, reorient.spacing(geometry.spacing_zyx))
+        spacing = reorient.spacing(geometry.spacing_zyx)
+        fill = float(image.min()) if image.size else 0.0
+        roi = self.roi(image, spacing, fill) if self.roi_stage is not None else None
         t1 = time.perf_counter()
-        region = crop(image, box)
-        stats: dict[str, Any] = {}
-        organs = self.organs.lut[self._segment(self.organs, region, tta, stats)]
-        if with_tumor and self.tumor is not None:
-            tumor = self._segment(self.tumor, region, tta)
-            organs[tumor > 0] = self.tumor.lut[1]
         out = np.zeros(image.shape, np.uint8)
-        out[tuple(slice(a, b) for a, b in box)] = organs
+        info: dict[str, Any] = {}
+        done: dict[str, tuple[Box, dict[str, np.ndarray]]] = {}
+        for name, head in self.outputs:
+            ls = self.stages[name]
+            if name not in done:
+                box = self.region(ls, roi, image.shape, spacing)
+                done[name] = (box, ST.segment(ls, image, box, spacing, fill, tta,
+                                              info if stats and not done else None))
+            box, labels = done[name]
+            paste(out, ls.ids(head)[labels[head]], box, labelled_only=True)
         out = reorient.invert(out)
         t2 = time.perf_counter()
-        return Prediction(out, box, {"coarse": t1 - t0, "fine": t2 - t1},
-                          stats.get("confidence"), stats.get("agreement"))
-
-
-class GpuMemorySampler:
-    """Samples device memory in use every ``interval`` s (the FLARE efficiency measure:
-    whole-device used memory, as nvidia-smi reports it) and integrates it over time."""
-
-    def __init__(self, device, interval: float = 0.1) -> None:
-        self.device, self.interval = device, interval
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _used_mb(self) -> float:
-        import torch
-
-        free, total = torch.cuda.mem_get_info(self.device)
-        return (total - free) / 2**20
-
-    def __enter__(self) -> GpuMemorySampler:
-        if self.device.type == "cuda":
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self._used_mb())
-            self._stop.wait(self.interval)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    @property
-    def area_mb_s(self) -> float | None:
-        return sum(self.samples) * self.interval if self._thread is not None else None
-
-    @property
-    def max_mb(self) -> float | None:
-        return max(self.samples) if self.samples else None
+        return Prediction(out, roi if roi is not None else whole(image.shape),
+                          {"coarse": t1 - t0, "fine": t2 - t1}, info.get("confidence"),
+                          info.get("agreement"))

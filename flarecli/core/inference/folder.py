@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from flarecli.core.errors import FlareError, InputError
-from flarecli.core.inference.engine import Engine, GpuMemorySampler
+from flarecli.core.inference.engine import Engine, produces_tumor
+from flarecli.core.inference.profiling import GpuMemorySampler
 from flarecli.core.io.cases import Case, check_output_dir, discover_cases
 from flarecli.core.io.nifti import read_volume, write_volume
 from flarecli.core.labels import ORGANS
-from flarecli.core.postprocessing.components import postprocess
+from flarecli.core.postprocessing.components import postprocess as clean
 
 
 @dataclass
@@ -65,10 +66,15 @@ def input_cases(input_dir: Path, output_dir: Path) -> tuple[list[Case], list[tup
 
 
 def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool = False,
-               with_tumor: bool = True, clean: bool = True, overwrite: bool = False,
-               min_score: float | None = None, connectivity: int = 26,
-               min_tumor_mm3: float = 100.0) -> Iterator[ScanResult]:
-    """Predict every case into ``output_dir/<case>.nii.gz``; yields one result per case."""
+               postprocess: Any = None, overwrite: bool = False, scores: bool = False,
+               min_score: float | None = None) -> Iterator[ScanResult]:
+    """Predict every case into ``output_dir/<case>.nii.gz``; yields one result per case.
+
+    ``postprocess``: a recipe Postprocess (None: none). ``scores``: compute each case's
+    quality score (confidence x TTA agreement; pseudo-labels). With ``min_score`` a case whose
+    quality score falls short is not written -- and an earlier output of it is removed, so
+    that nothing downstream takes a stale pseudo-label for a rejected one.
+    """
     import torch
 
     output_dir = Path(output_dir)
@@ -77,7 +83,7 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
     for c in cases:
         target = output_dir / f"{c.id}.nii.gz"
         if target.exists() and not overwrite:
-            yield ScanResult(c.id, str(c.image), str(target), skipped=True)
+            yield ScanResult(c.id, str(Path(c.image).resolve()), str(target), skipped=True)
         else:
             todo.append((c, target))
 
@@ -114,7 +120,7 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
         for i, (case, target) in enumerate(todo):
             image, geometry, t_read, error = next_read.result()  # type: ignore[union-attr]
             next_read = reader.submit(read, todo[i + 1][0]) if i + 1 < len(todo) else None
-            result = ScanResult(case.id, str(case.image), str(target))
+            result = ScanResult(case.id, str(Path(case.image).resolve()), str(target))
             result.seconds["read"] = t_read
             if error:
                 result.error = error
@@ -124,11 +130,13 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
             if engine.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(engine.device)
             with GpuMemorySampler(engine.device) as sampler:
-                pred = engine.predict(image, geometry, tta=tta, with_tumor=with_tumor)
+                pred = engine.predict(image, geometry, tta=tta,
+                                      stats=scores or min_score is not None)
                 label = pred.label
-                if clean:
-                    label, _ = postprocess(label, geometry.voxel_volume_mm3, connectivity,
-                                           min_tumor_mm3)
+                if postprocess is not None:
+                    label, _ = clean(label, geometry.voxel_volume_mm3, postprocess.connectivity,
+                                     postprocess.min_tumor_mm3,
+                                     tuple(postprocess.largest_component))
                 if engine.device.type == "cuda":
                     torch.cuda.synchronize(engine.device)
             del image
@@ -144,6 +152,7 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
                 result.gpu_area_mb_s = sampler.area_mb_s
             if min_score is not None and (result.score or 0.0) < min_score:
                 result.rejected = True
+                target.unlink(missing_ok=True)
                 yield result
                 continue
             if pending is not None:
@@ -172,3 +181,142 @@ def profile_summary(results: list[ScanResult]) -> dict[str, Any]:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         },
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# a whole prediction run: engine, loop, run record
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class PredictRun:
+    """Options of an ``infer`` or ``pseudolabel`` run. ``postprocess`` None takes the
+    model's recipe; ``min_tumor_mm3`` / ``connectivity`` override its post-processing."""
+
+    command: str
+    model: Path
+    output_dir: Path
+    device: str = "auto"
+    weights: str | None = None
+    tta: bool = False
+    with_tumor: bool = True
+    postprocess: bool | None = None
+    min_tumor_mm3: float | None = None
+    connectivity: int | None = None
+    overwrite: bool = False
+    scores: bool = False
+    min_score: float | None = None
+    graph: str | None = None
+    argv: list[str] = field(default_factory=list)
+
+
+def resolved_postprocess(engine: Engine, run: PredictRun):
+    """The post-processing a run applies: the recipe's, switched and adjusted by options."""
+    from dataclasses import replace
+
+    from flarecli.core.recipes import spec as S
+
+    base = engine.graph.postprocess
+    if run.postprocess is False or (run.postprocess is None and base is None):
+        return None
+    spec = base or S.Postprocess()
+    changes = {k: v for k, v in (("min_tumor_mm3", run.min_tumor_mm3),
+                                 ("connectivity", run.connectivity)) if v is not None}
+    return replace(spec, **changes)
+
+
+def predict(run: PredictRun, cases: list[Case], source: str,
+            notes: Any = None, on_result: Any = None) -> tuple[list[ScanResult], dict[str, Any]]:
+    """Load the model, predict every case, write ``OUTPUT/<command>.json``. Returns (results,
+    run record). ``notes(text)`` receives remarks for the user, ``on_result(result)`` each
+    result as it comes."""
+    import json
+    import sys
+
+    from flarecli import __version__
+    from flarecli.core.io.nifti import write_text_atomic
+    from flarecli.core.labels import LABELS
+    from flarecli.core.postprocessing.components import structure
+    from flarecli.core.recipes.typed import to_json
+    from flarecli.core.runtime import resolve_device, setup_torch
+
+    if run.connectivity is not None:
+        structure(run.connectivity)
+    if run.min_tumor_mm3 is not None and not run.min_tumor_mm3 >= 0:
+        raise InputError(f"--min-tumor-mm3 {run.min_tumor_mm3}: must be a number >= 0")
+    if run.min_score is not None and not 0 <= run.min_score <= 1:
+        raise InputError(f"--min-score {run.min_score}: must be within 0..1")
+    dev = resolve_device(run.device)
+    setup_torch(dev)
+    t0 = time.perf_counter()
+    engine = Engine(run.model, dev, with_tumor=run.with_tumor, which=run.weights,
+                    graph=run.graph)
+    t_load = time.perf_counter() - t0
+    post = resolved_postprocess(engine, run)
+    views = engine.views(run.tta)
+    if notes is not None:
+        notes(f"{len(cases)} scans, model '{engine.graph_name}' of recipe "
+              f"'{engine.recipe.name}' loaded on {dev} in {t_load:.1f} s")
+        for name, n in views.items():
+            if run.tta and n == 1:
+                notes(f"note: {run.model}/{name} was trained without mirroring, so TTA has "
+                      "no views to add for it: a flipped scan is anatomy it never saw")
+    results = []
+    for r in run_folder(engine, cases, run.output_dir, tta=run.tta, postprocess=post,
+                        overwrite=run.overwrite, scores=run.scores, min_score=run.min_score):
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+    record_path = Path(run.output_dir) / f"{run.command}.json"
+    record = {
+        "command": run.command, "flare_version": __version__, "argv": run.argv or sys.argv[1:],
+        "input": source, "model": str(Path(run.model).resolve()),
+        "recipe": engine.recipe.name, "preset": engine.recipe.preset,
+        "graph": engine.graph_name,
+        "stages": {name: {"sha256": s.sha256, "weights": s.which}
+                   for name, s in engine.stages.items()},
+        "model_sha256": engine.checksums(), "device": str(dev), "tta": run.tta,
+        "tta_views": views,
+        "with_tumor": any(produces_tumor(engine.stages[s].stage, h) for s, h in engine.outputs),
+        "postprocess": to_json(post) if post is not None else None,
+        "model_load_seconds": round(t_load, 3),
+        "label_names": {str(k): v for k, v in LABELS.items()},
+        **profile_summary(results),
+    }
+    record["scans"] = merge_scans(record_path, results)
+    write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
+    return results, record
+
+
+def merge_scans(record_path: Path, results: list[ScanResult]) -> list[dict[str, Any]]:
+    """This run's scans plus the earlier runs' entries for the other (or skipped) cases, so
+    several runs into one folder (e.g. imagesTr then imagesUn) keep one complete record."""
+    import json
+
+    earlier: dict[str, dict[str, Any]] = {}
+    if record_path.is_file():
+        try:
+            earlier = {s["case"]: s for s in json.loads(record_path.read_text())["scans"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            earlier = {}
+    for r in results:
+        if not (r.skipped and r.case in earlier):
+            earlier[r.case] = r.to_json()
+    return [earlier[k] for k in sorted(earlier)]
+
+
+def scores_table(record: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """``scores.csv`` of a pseudolabel run: every case of the folder (this run's and earlier
+    ones), its quality score and predicted organ volumes."""
+    header = ["case", "score", "confidence", "agreement", "written",
+              *[f"volume_ml_{c}" for c in ORGANS]]
+
+    def f(v):
+        return "" if v is None else f"{v:.4f}"
+
+    rows = []
+    for r in record["scans"]:
+        volumes = r.get("volumes_ml", {})
+        rows.append([r["case"], f(r.get("score")), f(r.get("confidence")),
+                     f(r.get("agreement")), int(not (r.get("rejected") or r.get("error"))),
+                     *[volumes.get(str(c), "") for c in ORGANS]])
+    return header, rows

@@ -1,10 +1,15 @@
-"""Model bundles: a trained network as JSON + a state_dict, loaded without unpickling objects.
+"""Model bundles: one trained stage as JSON + a state_dict, loaded without unpickling objects.
 
-A bundle folder holds ``model.json`` (architecture and arguments, stage, target, label map,
-preprocessing, input size, fingerprint, training config, versions, and the SHA-256 of each
-weights file) and ``weights_best.pt`` / ``weights_final.pt`` (plain state_dicts). Loading
-checks the checksum (a tampered or truncated file is refused) and uses
-``torch.load(..., weights_only=True)``.
+A bundle folder holds ``model.json`` and ``weights_best.pt`` / ``weights_final.pt`` (plain
+state_dicts). ``model.json`` (schema 2) records the recipe and stage that trained it, the
+stage exactly as trained (network and heads, geometry, orientation, intensity scheme,
+augmentation -- whose mirrors are its TTA views --, method, schedule), the architecture with
+its arguments, the resolved intensity numbers, the training options, versions, and the
+SHA-256 of each weights file. Loading checks the checksum (a tampered or truncated file is
+refused) and uses ``torch.load(..., weights_only=True)``.
+
+Bundles of schema 1 (written before recipes existed: ``target`` coarse/organs/tumor) still
+load; :func:`bundle_stage` reads them as the matching ``stmt`` stage.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import json
 import pickle
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +26,9 @@ from flarecli import __version__
 from flarecli.core.errors import ModelError
 from flarecli.core.io.nifti import atomic_path, read_json, write_text_atomic
 
-BUNDLE_SCHEMA = 1
+BUNDLE_SCHEMA = 2
 WEIGHTS = ("best", "final")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def sha256(path: Path) -> str:
@@ -58,14 +65,41 @@ def write_bundle(folder: Path, meta: dict[str, Any], checksums: dict[str, str]) 
 
 
 def read_bundle(folder: Path) -> dict[str, Any]:
+    """``model.json`` of a bundle, its structure checked; raises ModelError naming the file."""
     path = Path(folder) / "model.json"
     if not path.is_file():
         raise ModelError(f"{folder}: no model.json (not a flare model bundle)")
     data = read_json(path, "model bundle", ModelError)
-    if not (isinstance(data, dict) and data.get("schema") == BUNDLE_SCHEMA
-            and "architecture" in data):
-        raise ModelError(f"{path}: not a flare model bundle (schema {BUNDLE_SCHEMA})")
+    if not isinstance(data, dict) or data.get("schema") not in (1, BUNDLE_SCHEMA):
+        raise ModelError(f"{path}: not a flare model bundle (schema 1 or {BUNDLE_SCHEMA})")
+    arch = data.get("architecture")
+    if not (isinstance(arch, dict) and isinstance(arch.get("name"), str)
+            and isinstance(arch.get("args"), dict)):
+        raise ModelError(f"{path}: 'architecture' must be an object with a name and args")
+    weights = data.get("weights")
+    if not isinstance(weights, dict) or not weights:
+        raise ModelError(f"{path}: 'weights' must be an object naming the weights files")
+    for which, entry in weights.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("sha256"), str) and _SHA256.match(entry["sha256"])):
+            raise ModelError(f"{path}: weights '{which}' needs a file name and a sha256")
+        if Path(entry["file"]).name != entry["file"]:
+            raise ModelError(f"{path}: weights '{which}': the file must lie in the bundle "
+                             f"folder, not '{entry['file']}'")
+    default = data.get("default_weights", "final")
+    if default not in weights:
+        raise ModelError(f"{path}: default_weights '{default}' is not among its weights")
     return data
+
+
+def weights_entry(folder: Path, meta: dict[str, Any], which: str | None) -> tuple[str, dict]:
+    """(name, entry) of the weights a run uses: ``which`` or the bundle's default."""
+    which = which or meta.get("default_weights", "final")
+    entry = meta["weights"].get(which)
+    if entry is None:
+        raise ModelError(f"{folder}: bundle has no '{which}' weights",
+                         hint=f"it has: {', '.join(meta['weights'])}")
+    return which, entry
 
 
 def load_bundle(folder: Path, which: str | None = None, device: str = "cpu"):
@@ -79,10 +113,7 @@ def load_bundle(folder: Path, which: str | None = None, device: str = "cpu"):
     from flarecli.models import build_model
 
     meta = read_bundle(folder)
-    which = which or meta.get("default_weights", "final")
-    entry = meta["weights"].get(which)
-    if entry is None:
-        raise ModelError(f"{folder}: bundle has no '{which}' weights")
+    _, entry = weights_entry(folder, meta, which)
     path = Path(folder) / entry["file"]
     if not path.is_file():
         raise ModelError(f"{path}: weights file missing")
@@ -98,3 +129,63 @@ def load_bundle(folder: Path, which: str | None = None, device: str = "cpu"):
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ModelError(f"{path}: cannot load weights ({reason})") from e
     return model.to(device).eval(), meta
+
+
+# ---------------------------------------------------------------------------------------------
+# what a bundle says about its stage
+# ---------------------------------------------------------------------------------------------
+
+#: Schema-1 bundles: their target -> the stmt stage's heads and role.
+_LEGACY = {
+    "abdomen": ("roi", {"abdomen": [list(range(1, 15))]}),
+    "organs": ("segment", {"organs": list(range(1, 14))}),
+    "tumor": ("segment", {"tumor": [14]}),
+}
+
+
+def _legacy_stage(meta: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 bundle's stage in recipe form (the stmt stage it was trained as)."""
+    target = meta.get("target")
+    if target not in _LEGACY:
+        raise ModelError(f"unknown target '{target}' in a schema-1 bundle")
+    role, heads = _LEGACY[target]
+    pre = meta["preprocessing"]["stage"]
+    geometry: dict[str, Any] = {"size_zyx": list(pre["size_zyx"])}
+    if pre["stage"] == "fine":
+        geometry.update(region="roi", margin_mm=float(pre["margin_mm"]),
+                        context=float(pre.get("context", 0.15)))
+    names = {0: "SI", 1: "AP"}  # canonical (LPS) array axes
+    axes = meta.get("mirror_axes")
+    if axes is None:  # written before the field existed: flipped S-I and A-P when augmented
+        axes = [0, 1] if meta.get("training", {}).get("augment") else []
+    if not isinstance(axes, list) or any(a not in names for a in axes) or len(set(axes)) != len(
+            axes):
+        raise ModelError(f"mirror_axes {axes!r} is not a list of distinct axes from [0, 1]")
+    args = {k: v for k, v in meta["architecture"]["args"].items()
+            if k not in ("in_channels", "num_classes")}
+    return {"role": role, "geometry": geometry,
+            "network": {"arch": meta["architecture"]["name"], "args": args, "heads": heads},
+            "augmentation": {"mirror": [names[a] for a in axes]} if axes else None}
+
+
+def bundle_stage(folder: Path, meta: dict[str, Any]):
+    """(recipe Stage, resolved Intensity) of a bundle; raises ModelError naming model.json."""
+    from flarecli.core.preprocessing.intensity import Intensity
+    from flarecli.core.recipes import spec as S
+    from flarecli.core.recipes.typed import RecipeError, parse
+
+    where = f"{Path(folder) / 'model.json'}"
+    try:
+        if meta["schema"] == 1:
+            stage = parse(S.Stage, _legacy_stage(meta), "stage")
+            intensity = Intensity.from_json(meta["preprocessing"]["intensity"])
+        else:
+            stage = parse(S.Stage, meta["stage"], "stage")
+            intensity = Intensity.from_json(meta["intensity"])
+    except RecipeError as e:
+        raise ModelError(f"{where}: {e.message}", hint=e.hint) from None
+    except ModelError as e:
+        raise ModelError(f"{where}: {e.message}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{where}: incomplete stage record ({type(e).__name__}: {e})") from None
+    return stage, intensity

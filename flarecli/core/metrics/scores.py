@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from flarecli.core.metrics.surface_table import neighbour_code_to_area
+from flarecli.core.preprocessing.boxes import bounding_box
 
 # Bit of each corner of a 2x2x2 neighbourhood, indexed [a, b, c] over the (x, y, z) voxel
 # axes: the kernel DeepMind's code correlates the mask with.
@@ -46,14 +47,6 @@ class SurfaceDistances:
     distances_pred_to_gt: np.ndarray
     areas_gt: np.ndarray
     areas_pred: np.ndarray
-
-
-def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Tight bounding box of a boolean mask as slices, or None when it is empty."""
-    if mask.size == 0:
-        return None
-    boxes = ndimage.find_objects(mask.astype(np.uint8, copy=False))
-    return boxes[0] if boxes and boxes[0] is not None else None
 
 
 def dice(gt: np.ndarray, pred: np.ndarray) -> float:

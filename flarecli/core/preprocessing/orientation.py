@@ -80,3 +80,50 @@ def to_canonical(direction) -> Reorientation:
     perm = tuple(best.index(2 - c) for c in range(3))
     flips = tuple(bool(cos[perm[c], 2 - c] < 0) for c in range(3))
     return Reorientation(perm, flips)  # type: ignore[arg-type]
+
+
+#: The letters of each anatomical axis in ITK/DICOM orientation codes.
+_AXIS_LETTERS: dict[str, str] = {"LR": "LR", "AP": "AP", "SI": "SI"}
+
+#: The orientation of the canonical order above: an identity-direction scan.
+CANONICAL = "LPS"
+
+
+def check_orientation_code(code: str) -> str:
+    """Validate a three-letter ITK/DICOM orientation code ('LPS', 'RAS', 'LPI', ...): one
+    letter of each anatomical axis. Raises ValueError."""
+    if not isinstance(code, str) or len(code) != 3 or sorted(
+            _axis_name(c) for c in code.upper()) != ["AP", "LR", "SI"]:
+        raise ValueError(f"orientation '{code}' is not a code like LPS, RAS or LPI "
+                         "(one of L/R, one of A/P, one of S/I)")
+    return code.upper()
+
+
+def _axis_name(letter: str) -> str:
+    for name, letters in _AXIS_LETTERS.items():
+        if letter in letters:
+            return name
+    return "?"
+
+
+def direction_of(code: str) -> np.ndarray:
+    """The ITK direction matrix (3x3) of a scan stored in orientation ``code``."""
+    import SimpleITK as sitk
+
+    check_orientation_code(code)
+    return np.asarray(sitk.DICOMOrientImageFilter.GetDirectionCosinesFromOrientation(
+        code.upper()), dtype=np.float64).reshape(3, 3)
+
+
+def to_orientation(direction, code: str = CANONICAL) -> Reorientation:
+    """The transpose + flips that bring an array with this ITK direction to the array order of
+    a scan stored in orientation ``code`` (``to_canonical`` is ``code='LPS'``)."""
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    return to_canonical(direction_of(code).T @ d)
+
+
+def array_axis(code: str, axis: str) -> int:
+    """The array axis (0 = z ... 2 = x) along anatomical axis 'SI', 'AP' or 'LR' of an array
+    in orientation ``code``."""
+    voxel_axis = [_axis_name(c) for c in check_orientation_code(code)].index(axis)
+    return 2 - voxel_axis

@@ -1,157 +1,76 @@
-"""Training data: which cases train a stage/target, their kinds (FL / CPL / PL), the
-kind-balanced batch sampler, and the per-sample pipeline (ROI jitter + augmentation).
+"""Training data: head lookup tables, the validation split, the batch sampler, and the
+per-sample pipeline (a jittered ROI resampled to a fixed size, or a random patch), with
+augmentation.
 
-Sources ``flare train`` accepts:
-
-* a dataset folder (imagesTr/ + labelsTr/): every labelled case, its label taken as complete
-  (kind FL). This is plain supervised training -- on partial labels it is the "naive"
-  baseline of StMt's ablation.
-* an audit manifest (``flare audit --json``): organs/abdomen train on the cases with all 13
-  organs (FL); tumor on every tumor-annotated case.
-* a corrected-label manifest (``flare correct``): each case carries ``kind`` (FL, CPL or PL)
-  and the classes that came from annotation (``annotated``); organs/abdomen use every case,
-  tumor the cases whose annotation includes the tumor.
+Labels stay FLARE ids until the loss: each head maps them to its own classes with
+:func:`head_lut`, so one cached case serves every head and stage.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from flarecli.core.errors import InputError
-from flarecli.core.labels import TUMOR
-
-TARGETS: tuple[str, ...] = ("abdomen", "organs", "tumor")
 
 
-def target_lut(target: str) -> np.ndarray:
-    """uint8 lookup FLARE id -> training class for a target.
-
-    abdomen: any label -> 1; organs: 1..13 kept, tumor -> 0 (background); tumor: 14 -> 1.
-    """
+def head_lut(classes: Sequence[int | Sequence[int]]) -> np.ndarray:
+    """uint8 lookup FLARE id -> head class: entry k of ``classes`` (a FLARE id, or several
+    merged into one class) is class k + 1; every other id is background (0)."""
     lut = np.zeros(256, np.uint8)
-    if target == "abdomen":
-        lut[1:15] = 1
-    elif target == "organs":
-        lut[1:14] = np.arange(1, 14)
-    elif target == "tumor":
-        lut[TUMOR] = 1
-    else:
-        raise InputError(f"unknown target '{target}'")
+    for k, entry in enumerate(classes, start=1):
+        for c in (entry if isinstance(entry, Sequence) else (entry,)):
+            lut[int(c)] = k
     return lut
 
 
-def num_classes(target: str) -> int:
-    return 14 if target == "organs" else 2
+def head_ids(classes: Sequence[int | Sequence[int]]) -> np.ndarray:
+    """uint8 lookup head class -> FLARE id (0 for a class that merges several ids)."""
+    ids = np.zeros(256, np.uint8)
+    for k, entry in enumerate(classes, start=1):
+        ids[k] = entry if isinstance(entry, int) else 0
+    return ids
 
 
-@dataclass(frozen=True)
-class TrainCase:
-    id: str
-    image: str
-    label: str
-    kind: str  # FL, CPL or PL
+def plain_classes(classes: Sequence[int | Sequence[int]]) -> set[int]:
+    """The FLARE ids a head predicts one by one (merged entries left out)."""
+    return {int(c) for c in classes if isinstance(c, int)}
 
 
-def _from_folder(folder: Path) -> list[TrainCase]:
-    from flarecli.core.io.cases import discover_cases
-
-    images = folder / "imagesTr"
-    if not images.is_dir():
-        raise InputError(f"{folder}: no imagesTr/ folder",
-                         hint="give a dataset folder or a manifest (.json)")
-    found = discover_cases(images, folder / "labelsTr")
-    return [TrainCase(c.id, str(c.image), str(c.label), "FL") for c in found.cases
-            if c.image is not None and c.label is not None and not c.problems]
-
-
-def training_cases(source: Path, target: str) -> tuple[list[TrainCase], list[str]]:
-    """The cases that train ``target`` from ``source``; returns (cases, notes for the user)."""
-    source = Path(source)
-    notes: list[str] = []
-    if source.is_dir():
-        cases = _from_folder(source)
-        if target == "tumor":
-            notes.append("plain labels: only cases whose label contains a tumor are used")
-            cases = [c for c in cases if _has_tumor(c.label)]
-        else:
-            notes.append("plain labels are taken as complete (FL); for partial labels use an "
-                         "audit or correct manifest")
-    elif source.is_file():
-        from flarecli.core.io.nifti import read_json
-
-        data = read_json(source, "manifest")
-        entries = data.get("cases") if isinstance(data, dict) else None
-        if not isinstance(entries, list):
-            raise InputError(f"{source}: not a flare manifest (no 'cases' list)")
-        cases = []
-        skipped = 0
-        for e in entries:
-            if not e.get("image") or not e.get("label") or e.get("problems"):
-                skipped += 1
-                continue
-            kind = e.get("kind")
-            annotated = e.get("annotated")
-            if kind is None:  # audit manifest
-                annotated = list(e.get("organs", [])) + ([TUMOR] if e.get("tumor") else [])
-                kind = "FL" if e.get("organ_category") == "full" else None
-            if target == "tumor":
-                use = TUMOR in (annotated or [])
-                kind = "FL"
-            else:
-                use = kind in ("FL", "CPL", "PL")
-            if use:
-                cases.append(TrainCase(e["id"], e["image"], e["label"], kind))
-            else:
-                skipped += 1
-        if skipped:
-            notes.append(f"{skipped} manifest cases do not train target '{target}' "
-                         "(not fully labelled / not annotated / problems)")
-    else:
-        raise InputError(f"{source}: no such dataset folder or manifest")
-    if not cases:
-        raise InputError(f"{source}: no cases to train target '{target}'",
-                         hint="for partial labels run flare pseudolabel + correct first")
-    return sorted(cases, key=lambda c: c.id), notes
-
-
-def _has_tumor(label_path: str) -> bool:
-    from flarecli.core.io.nifti import read_volume
-
-    return bool((read_volume(Path(label_path))[0] == TUMOR).any())
-
-
-def split_validation(cases: list[TrainCase], fraction: float, seed: int
-                     ) -> tuple[list[TrainCase], list[TrainCase]]:
-    """Deterministic hold-out of FL cases (at least one when fraction > 0 and >= 2 FL)."""
+def split_validation(ids: list[str], candidates: set[str], fraction: float, seed: int
+                     ) -> tuple[list[str], list[str]]:
+    """Deterministic hold-out among ``candidates`` (at least one when fraction > 0 and there
+    are >= 2). Returns (training ids, validation ids), both in the order of ``ids``."""
     if not 0.0 <= fraction < 1.0:
-        raise InputError(f"--val-fraction {fraction}: must be in [0, 1)")
-    fl = [c for c in cases if c.kind == "FL"]
-    n_val = int(round(len(fl) * fraction))
-    if fraction > 0 and n_val == 0 and len(fl) >= 2:
+        raise InputError(f"val_fraction {fraction}: must be in [0, 1)")
+    pool = [i for i in ids if i in candidates]
+    n_val = int(round(len(pool) * fraction))
+    if fraction > 0 and n_val == 0 and len(pool) >= 2:
         n_val = 1
-    order = np.random.default_rng(seed).permutation(len(fl))
-    val_ids = {fl[i].id for i in order[:n_val]}
-    return [c for c in cases if c.id not in val_ids], [c for c in cases if c.id in val_ids]
+    order = np.random.default_rng(seed).permutation(len(pool))
+    val = {pool[i] for i in order[:n_val]}
+    return [i for i in ids if i not in val], [i for i in ids if i in val]
 
 
 class KindBalancedSampler:
     """Batches whose samples cycle over the kinds present (FL, CPL, PL): equal proportions.
 
     Sample j of step t in an epoch has kind ``kinds[(t * batch + j) % len(kinds)]`` and a case
-    drawn uniformly from that kind. Everything is a function of (seed, rank, epoch), so a run
-    resumed at an epoch boundary sees exactly the same samples, and every rank of a
-    distributed run sees different ones.
+    drawn uniformly from that kind (give one kind for all cases to sample uniformly).
+    Everything is a function of (seed, rank, epoch), so a run resumed at an epoch boundary
+    sees exactly the same samples, and every rank of a distributed run sees different ones.
     """
+
+    ORDER: tuple[str, ...] = ("FL", "CPL", "PL", "partial", "unlabeled", "all")
 
     def __init__(self, kinds: list[str], batch_size: int, steps: int, seed: int,
                  rank: int = 0) -> None:
         self.by_kind: dict[str, list[int]] = {}
         for i, k in enumerate(kinds):
             self.by_kind.setdefault(k, []).append(i)
-        self.kinds = [k for k in ("FL", "CPL", "PL") if k in self.by_kind]
+        self.kinds = [k for k in self.ORDER if k in self.by_kind]
         self.batch_size, self.steps, self.seed, self.rank = batch_size, steps, seed, rank
 
     def epoch(self, epoch: int) -> list[list[tuple[int, int]]]:
@@ -196,25 +115,77 @@ def box_grid(box: np.ndarray, source_shape, size_zyx, device):
     return torch.stack([xx, yy, zz], dim=-1)[None]
 
 
-def make_sample(arrays: dict[str, np.ndarray], seed: int, size_zyx, jitter: float,
-                lut: np.ndarray, augment_config, device, train: bool = True):
-    """(image (1, D, H, W) float32, label (D, H, W) int64) for one cached case."""
+def patch_start(arrays: dict[str, np.ndarray], rng: np.random.Generator,
+                patch_zyx: Sequence[int], foreground_fraction: float) -> np.ndarray:
+    """Start corner of a random patch: centred on a random labelled voxel with probability
+    ``foreground_fraction`` (when the case has any), else anywhere. May lie outside the
+    array (the patch is padded)."""
+    shape = np.asarray(arrays["image"].shape)
+    patch = np.asarray(patch_zyx)
+    foreground = arrays.get("foreground")
+    pick_fg = rng.uniform() < foreground_fraction
+    if pick_fg and foreground is not None and len(foreground):
+        centre = foreground[rng.integers(len(foreground))]
+        return centre - patch // 2
+    high = np.maximum(shape - patch, 0)
+    start = np.array([rng.integers(h + 1) for h in high])
+    return start - np.maximum(patch - shape, 0) // 2
+
+
+def crop_patch(array: np.ndarray, start: np.ndarray, patch_zyx: Sequence[int],
+               fill: float) -> np.ndarray:
+    """``array[start : start + patch]``, padded with ``fill`` where it leaves the array."""
+    out = np.full(tuple(patch_zyx), fill, array.dtype)
+    src, dst = [], []
+    for s, p, n in zip(start, patch_zyx, array.shape, strict=True):
+        a, b = max(0, int(s)), min(n, int(s) + p)
+        if b <= a:
+            return out
+        src.append(slice(a, b))
+        dst.append(slice(a - int(s), b - int(s)))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def make_sample(arrays: dict[str, np.ndarray], seed: int, geometry: Any, augment_config,
+                device, train: bool = True, swap_lr=None):
+    """(image (1, D, H, W) float32, label (D, H, W) int64 of FLARE ids) for one cached case.
+
+    ``geometry``: the stage's :class:`~flarecli.core.recipes.spec.Geometry`. A fixed-size stage
+    samples its (jittered) ROI box at ``size_zyx``; a patch stage takes a random patch of
+    ``patch_zyx`` (in validation: the patch around the ROI centre). ``swap_lr``: for a
+    left-right mirror, the LUT that swaps the left/right organ ids.
+    """
     import torch
     import torch.nn.functional as F
 
     rng = np.random.default_rng(seed)
-    image = torch.as_tensor(arrays["image"], device=device).float()
-    label = torch.as_tensor(lut[arrays["label"]], device=device)
-    box = sample_box(arrays["roi"], rng, jitter if train else 0.0)
-    grid = box_grid(box, image.shape, size_zyx, device)
-    img = F.grid_sample(image[None, None], grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)[0]
-    lab = F.grid_sample(label[None, None].float(), grid, mode="nearest", padding_mode="zeros",
-                        align_corners=False)[0, 0].long()
+    if geometry.size_zyx is not None:
+        size = tuple(geometry.size_zyx)
+        image = torch.as_tensor(arrays["image"], device=device).float()
+        label = torch.as_tensor(arrays["label"], device=device)
+        box = sample_box(arrays["roi"], rng, geometry.jitter if train else 0.0)
+        grid = box_grid(box, image.shape, size, device)
+        img = F.grid_sample(image[None, None], grid, mode="bilinear", padding_mode="border",
+                            align_corners=False)[0]
+        lab = F.grid_sample(label[None, None].float(), grid, mode="nearest",
+                            padding_mode="zeros", align_corners=False)[0, 0].long()
+    else:
+        size = tuple(geometry.patch_zyx)
+        if train:
+            start = patch_start(arrays, rng, size, geometry.foreground_fraction)
+        else:
+            centre = arrays["roi"].mean(1).astype(np.int64)
+            start = centre - np.asarray(size) // 2
+        fill = float(arrays["image"].min()) if arrays["image"].size else 0.0
+        img = torch.as_tensor(crop_patch(arrays["image"], start, size, fill),
+                              device=device).float()[None]
+        lab = torch.as_tensor(crop_patch(arrays["label"], start, size, 0), device=device).long()
     if train and augment_config is not None:
         from flarecli.core.training import augment
 
-        params = augment.sample_params(rng, augment_config, tuple(size_zyx))
+        params = augment.sample_params(rng, augment_config, size)
         img, lab = augment.apply(img, lab, params)
+        if swap_lr is not None and params.flip_axes and swap_lr[0] in params.flip_axes:
+            lab = torch.as_tensor(swap_lr[1], device=lab.device)[lab]
     return img, lab
-

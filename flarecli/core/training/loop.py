@@ -1,15 +1,22 @@
-"""``flare train``: coarse and fine stages, self-training on FL/CPL/PL data, mean teacher.
+"""Training one stage of a recipe into a model folder: ``train(TrainRun)``.
 
-The run folder (``OUT/<name>``) is self-describing:
+The run folder ``MODEL/<stage>/`` describes itself:
 
-* ``config.json``   the resolved configuration, written before the first step;
-* ``metrics.jsonl`` one line per epoch: losses per data kind, validation Dice per class;
-* ``checkpoint_last.pt`` model, EMA teacher, optimiser, scheduler, AMP scaler and RNG states,
-  saved atomically after every epoch; ``--resume`` continues from it exactly;
-* the bundle: ``model.json`` + ``weights_best.pt`` / ``weights_final.pt`` (see core.bundle).
+* ``config.json``   the recipe stage as trained (every value resolved), the run options,
+  the intensity statistics and the case lists, written before the first step;
+* ``metrics.jsonl`` one line per epoch: losses per data kind and head, validation Dice per
+  class, seconds;
+* ``checkpoint_last.pt`` model, EMA teacher, optimiser, scheduler, AMP scaler, RNG state and
+  the phase, saved atomically after every epoch; ``resume`` continues from it exactly;
+* the bundle: ``model.json`` + ``weights_best.pt`` / ``weights_final.pt``
+  (:mod:`flarecli.core.io.bundle`).
 
-Training is a few small functions over a :class:`RunState`; all randomness is a function of
-(seed, rank, epoch, step), so a resumed run reproduces an uninterrupted one.
+``MODEL/recipe.json`` holds the resolved recipe, whose inference graphs ``flare infer`` runs.
+
+A run is a sequence of phases: one for most methods, one per step for staged training (each
+with its own data, trained parameters, heads and learning rate, starting from the previous
+step's selected weights). All randomness is a function of (seed, rank, phase, epoch, step),
+so a resumed run reproduces an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,122 +25,52 @@ import copy
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flarecli.core.errors import FlareError, InputError, ModelError, check_choice
-from flarecli.core.io.nifti import read_volume, write_text_atomic
-from flarecli.core.preprocessing.stages import (
-    NORMALISATIONS,
-    Intensity,
-    StageSpec,
-    cache_key,
-    foreground_intensity,
-    foreground_samples,
-    load_cached,
-    preprocess_case,
-    save_cached,
-    window,
-)
+from flarecli.core.curation.subsets import SourceCase, read_source, select
+from flarecli.core.errors import InputError, ModelError
+from flarecli.core.io.nifti import read_label_map, read_volume, write_text_atomic
+from flarecli.core.preprocessing import intensity as I
+from flarecli.core.recipes import spec as S
+from flarecli.core.recipes.load import BUILTIN_SUBSETS, recipe_to_json
+from flarecli.core.recipes.typed import RecipeError, parse, to_json
 from flarecli.core.runtime import usable_cpus
 from flarecli.core.training import data as D
+from flarecli.core.training.cache import CacheJob, build_cache_entry, cache_key, load_cached
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("poly", "cosine")
-DEFAULT_SIZE = {"coarse": (128, 128, 128), "fine": (192, 192, 192)}
-D_KINDS = ("FL", "CPL", "PL")
+RUN_SCHEMA = 2
 
 
 @dataclass
-class TrainConfig:
-    """Every option of a run (written to config.json). Defaults follow StMt's Table 2."""
+class TrainRun:
+    """What to train: a stage of a resolved recipe, on the ``data`` subset of ``source`` (a
+    dataset folder or a manifest), into ``out/<stage>/``. ``init`` warm-starts from a bundle.
+    ``overwrite`` replaces an existing run folder; without it (and without resume) an
+    existing one is refused."""
 
+    recipe: S.Recipe
+    stage: str
     source: str
     out: str
-    stage: str = "fine"
-    target: str = "organs"
-    name: str | None = None
-    model: str = "student"
-    size: tuple[int, int, int] | None = None
-    margin_mm: float = 10.0
-    jitter: float = 0.1
-    normalization: str = "foreground"
-    epochs: int = 500
-    iterations: int = 250
-    batch_size: int = 2
-    optimizer: str = "sgd"
-    lr: float | None = None
-    schedule: str = "poly"
-    warmup_epochs: int | None = None
-    weight_decay: float = 3e-5
-    l1: float = 1.0
-    l2: float = 0.5
-    ema_decay: float = 0.99
-    mt_weight: float = 1.0
-    deep_supervision: bool = False
-    balanced_ce: bool = False
-    augment: bool = True
+    data: str | S.Subset | None = None
+    init: str | None = None
     seed: int = 0
-    val_fraction: float = 0.1
     device: str = "auto"
     workers: int | None = None
     cache: str | None = None
-    init: str | None = None
+    overwrite: bool = False
 
-    def resolve(self) -> TrainConfig:
-        """Fill stage-dependent defaults and validate; raises InputError."""
-        check_choice("stage", self.stage, ("coarse", "fine"))
-        if self.stage == "coarse":
-            self.target = "abdomen"
-        check_choice("target", self.target, D.TARGETS)
-        if self.stage == "fine" and self.target == "abdomen":
-            raise InputError("the abdomen target belongs to --stage coarse")
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("normalization", self.normalization, NORMALISATIONS)
-        from flarecli.models import preset
-
-        try:
-            preset(self.model)
-        except ValueError as e:
-            raise InputError(str(e)) from e
-        self.name = self.name or default_name(self.stage, self.target)
-        self.size = tuple(self.size or DEFAULT_SIZE[self.stage])  # type: ignore[assignment]
-        if len(self.size) != 3 or min(self.size) < 8:
-            raise InputError(f"--size {self.size}: three sizes >= 8")
-        if self.lr is None:
-            self.lr = 0.01 if self.optimizer == "sgd" else 3e-4
-        if self.warmup_epochs is None:
-            self.warmup_epochs = 0 if self.optimizer == "sgd" else max(1, self.epochs // 20)
-        for name in ("epochs", "iterations", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be >= 1")
-        if not 0 <= self.ema_decay < 1:
-            raise InputError("--ema-decay must be in [0, 1)")
-        return self
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["size"] = list(self.size) if self.size else None
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
-        if cfg.size is not None:
-            cfg.size = tuple(cfg.size)  # type: ignore[assignment]
-        return cfg
-
-
-def default_name(stage: str, target: str) -> str:
-    """The run folder name: coarse, organs or tumor."""
-    return "coarse" if stage == "coarse" else target
+    def options(self) -> dict[str, Any]:
+        return {"source": str(Path(self.source).resolve()), "out": str(Path(self.out).resolve()),
+                "data": to_json(self.data), "init": self.init, "seed": self.seed,
+                "device": self.device, "workers": self.workers, "cache": self.cache}
 
 
 @dataclass
@@ -146,165 +83,237 @@ class Progress:
     epoch: Callable[[dict[str, Any]], None] = lambda record: None
 
 
-# ---------------------------------------------------------------------------------------------
-# preparation: cases, intensity, cache
-# ---------------------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
-class CacheJob:
-    case: D.TrainCase
-    path: str
-    spec: StageSpec
-    intensity: Intensity
+class Phase:
+    """A stretch of training with fixed data, trained parameters, heads and schedule."""
+
+    name: str
+    cases: tuple[str, ...]  # training case ids
+    val_cases: tuple[str, ...]
+    heads: tuple[str, ...]
+    train: tuple[str, ...]  # parameter-name prefixes trained ('all')
+    lr: float
+    epochs: int
+    iterations: int
 
 
-def build_cache_entry(job: CacheJob) -> str | None:
-    """Preprocess one case into the cache (skipped when present); returns an error or None."""
-    path = Path(job.path)
-    if path.exists():
-        return None
-    try:
-        image, geometry = read_volume(Path(job.case.image))
-        label, label_geometry = read_volume(Path(job.case.label))
-        mismatch = geometry.mismatches(label_geometry)
-        if mismatch:
-            return f"{job.case.id}: image vs label {'; '.join(mismatch)}"
-        arrays = preprocess_case(image, label.astype(np.uint8), geometry, job.intensity,
-                                 job.spec)
-        save_cached(path, arrays)
-        return None
-    except FlareError as e:
-        return f"{job.case.id}: {e}"
+# ---------------------------------------------------------------------------------------------
+# preparation
+# ---------------------------------------------------------------------------------------------
+
+def _named_subsets(recipe: S.Recipe) -> dict[str, Any]:
+    return {**BUILTIN_SUBSETS, **recipe.subsets}
 
 
-def compute_intensity(cases: list[D.TrainCase], cfg: TrainConfig) -> Intensity:
-    if cfg.normalization != "foreground":
-        return window(cfg.normalization)
-    rng = np.random.default_rng(cfg.seed)
+def _validation_candidates(cases: list[SourceCase], stage: S.Stage, heads) -> set[str]:
+    """Cases whose labels are complete for the trained heads: kind FL (complete by
+    definition), or annotating every class the heads predict one by one (a tumor-annotated
+    case for a tumor head)."""
+    need: set[int] = set()
+    for h in heads:
+        need |= D.plain_classes(stage.network.heads[h])
+    return {c.id for c in cases if c.kind == "FL" or (need and need <= set(c.annotated))}
+
+
+def plan_phases(cases: list[SourceCase], stage: S.Stage, subset, recipe: S.Recipe,
+                seed: int) -> list[Phase]:
+    """The phases of a run and the cases of each (training and validation)."""
+    named = _named_subsets(recipe)
+    steps = stage.method.steps if isinstance(stage.method, S.Staged) else [None]
+    phases = []
+    for step in steps:
+        chosen = select(cases, step.data if step is not None else subset, named)
+        name = step.name if step is not None else "train"
+        if not chosen:
+            raise InputError(f"no cases to train stage phase '{name}' on",
+                             hint="check the data subset, or run flare pseudolabel + correct "
+                             "first for partial labels")
+        heads = (step.heads if step is not None and step.heads else None) or stage.trained_heads
+        ids = [c.id for c in chosen]
+        train_ids, val_ids = D.split_validation(
+            ids, _validation_candidates(chosen, stage, heads), stage.val_fraction, seed)
+        if not train_ids:
+            raise InputError(f"phase '{name}': no training cases left after the validation "
+                             "split", hint="lower val_fraction")
+        phases.append(Phase(
+            name, tuple(train_ids), tuple(val_ids), tuple(heads),
+            tuple(step.train) if step is not None else ("all",),
+            (step.lr if step is not None and step.lr else stage.optimizer.lr),
+            (step.epochs if step is not None and step.epochs else stage.epochs),
+            (step.iterations if step is not None and step.iterations else stage.iterations)))
+    return phases
+
+
+def compute_intensity(cases: list[SourceCase], stage: S.Stage, seed: int) -> I.Intensity:
+    if stage.intensity.scheme != "foreground":
+        return I.resolve(stage.intensity)
+    rng = np.random.default_rng(seed)
     samples = []
     for c in cases:
         image, _ = read_volume(Path(c.image))
-        label, _ = read_volume(Path(c.label))
+        label, _ = read_label_map(Path(c.label))  # type: ignore[arg-type]
         if image.shape == label.shape:
-            samples.append(foreground_samples(image, label, rng))
-    return foreground_intensity(np.concatenate(samples) if samples else np.zeros(0))
+            samples.append(I.foreground_samples(image, label, rng))
+    return I.resolve(stage.intensity, np.concatenate(samples) if samples else None)
+
+
+def build_network(stage: S.Stage):
+    """The stage's network (CPU) and its architecture record; raises RecipeError for bad
+    arguments or an input size the network cannot take."""
+    from flarecli.models import build_model, initialise
+
+    heads = {h: len(c) + 1 for h, c in stage.network.heads.items()}
+    args = {**stage.network.args, "in_channels": 1, "heads": heads}
+    try:
+        model = build_model(stage.network.arch, **args)
+    except ValueError as e:
+        raise RecipeError("network", str(e)) from None
+    initialise(model, stage.network.init)
+    size = tuple(stage.geometry.input_zyx)
+    dims = getattr(model, "dims", 3)
+    if dims == 2:
+        if size[0] != 1:
+            raise RecipeError("geometry", f"a 2-D network takes slices: the input must be "
+                              f"1 x H x W, got {list(size)}")
+        size = size[1:]
+    divisor = model.divisor()
+    if any(s % d for s, d in zip(size, divisor, strict=True)):
+        raise RecipeError("geometry", f"input {list(stage.geometry.input_zyx)}: each size must "
+                          f"be a multiple of {list(divisor)} for this network")
+    return model, {"name": stage.network.arch, "args": args}
+
+
+def trainable_mask(module, prefixes: tuple[str, ...]) -> dict[str, bool]:
+    """Which parameters a phase trains. Raises RecipeError for a prefix naming none."""
+    names = [n for n, _ in module.named_parameters()]
+    if "all" in prefixes:
+        return dict.fromkeys(names, True)
+    for p in prefixes:
+        if not any(n == p or n.startswith(p + ".") for n in names):
+            groups = sorted({n.split(".")[0] for n in names} | {
+                ".".join(n.split(".")[:2]) for n in names if n.startswith("branches.")})
+            raise RecipeError("train", f"'{p}' names no parameter of the network",
+                              hint="parameter groups: " + ", ".join(groups))
+    return {n: any(n == p or n.startswith(p + ".") for p in prefixes) for n in names}
+
+
+def _is_head_tensor(key: str) -> bool:
+    return key.startswith("heads.") or ".outputs." in key
+
+
+def warm_start(module, bundle_dir: Path) -> None:
+    """Initialise from a bundle's weights: a student from its teacher, a tumor model from an
+    organ model. Output convolutions are taken only when their shapes fit (same classes);
+    every other tensor must fit, else ModelError."""
+    from flarecli.core.io.bundle import load_bundle
+
+    source, _ = load_bundle(bundle_dir)
+    own, theirs = module.state_dict(), source.state_dict()
+    misfits = sorted(k for k in set(own) | set(theirs) if not _is_head_tensor(k) and (
+        k not in own or k not in theirs or own[k].shape != theirs[k].shape))
+    if misfits:
+        raise ModelError(f"{bundle_dir}: the init bundle does not fit this network "
+                         f"({len(misfits)} tensors differ, e.g. {misfits[0]})",
+                         hint="start from a bundle of the same network")
+    module.load_state_dict({**own, **{k: v for k, v in theirs.items()
+                                      if k in own and own[k].shape == v.shape}})
+
+
+def seen_by_init(bundle_dir: Path, val_ids: tuple[str, ...], stage: S.Stage) -> str | None:
+    """A note when validation cases of this run trained the ``init`` bundle on the same heads
+    (a student's hold-out the teacher learned from): their Dice then rewards staying close to
+    the teacher, and best-weight selection with it."""
+    config = bundle_dir / "config.json"
+    if not config.is_file() or not val_ids:
+        return None
+    try:
+        meta = json.loads(config.read_text())
+        if meta["stage"]["network"]["heads"] != to_json(stage.network.heads):
+            return None
+        seen = {c for p in meta["phases"] for c in p["cases"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    both = sorted(c for c in val_ids if c in seen)
+    if not both:
+        return None
+    return (f"{len(both)} of {len(val_ids)} validation cases ({', '.join(both[:3])}"
+            f"{', ...' if len(both) > 3 else ''}) trained the init bundle: validation Dice "
+            "favours the initial weights; use the same val_fraction and seed for both runs, "
+            "or val_fraction 0 and the final weights")
 
 
 # ---------------------------------------------------------------------------------------------
-# the run state and its pieces
+# the run state
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
 class RunState:
-    cfg: TrainConfig
+    stage: S.Stage
     run_dir: Path
     device: Any
     model: Any
     module: Any  # the un-wrapped model (DDP wraps `model`)
     teacher: Any | None
-    optimizer: Any
-    scheduler: Any
-    scaler: Any
-    epoch: int = 0  # epochs completed
+    optimizer: Any = None
+    scheduler: Any = None
+    scaler: Any = None
+    phase: int = 0  # phases completed
+    epoch: int = 0  # epochs completed in the current phase
     best: float = -math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
 
-
-def build_network(cfg: TrainConfig, n_classes: int):
-    from flarecli.models import build_model, preset
-
-    args = preset(cfg.model)
-    arch = args.pop("arch")
-    args.update(in_channels=1, num_classes=n_classes, deep_supervision=cfg.deep_supervision)
-    model = build_model(arch, **args)
-    divisor = model.divisor()
-    if any(s % d for s, d in zip(cfg.size, divisor, strict=True)):  # type: ignore[arg-type]
-        raise InputError(f"--size {cfg.size}: each size must be a multiple of {divisor} "
-                         f"for model '{cfg.model}'")
-    return model, {"name": arch, "args": args}
+    @property
+    def exported(self):
+        return self.teacher if self.teacher is not None and isinstance(
+            self.stage.method, S.MeanTeacher) and self.stage.method.export == "teacher" \
+            else self.module
 
 
-def warm_start(module, bundle_dir: Path) -> None:
-    """Initialise from a bundle's weights: the student from the teacher of the same preset,
-    or a tumor model from an organ model. The class heads (``heads.*``) are taken only when
-    their shapes fit (same number of classes); every other tensor must fit, else ModelError.
-    """
-    from flarecli.core.io.bundle import load_bundle
-
-    source, _ = load_bundle(bundle_dir)
-    own, theirs = module.state_dict(), source.state_dict()
-    misfits = sorted(k for k in set(own) | set(theirs) if not k.startswith("heads.") and (
-        k not in own or k not in theirs or own[k].shape != theirs[k].shape))
-    if misfits:
-        raise ModelError(f"{bundle_dir}: --init bundle does not fit this network "
-                         f"({len(misfits)} tensors differ, e.g. {misfits[0]})",
-                         hint="use a bundle of the same --model preset")
-    module.load_state_dict({**own, **{k: v for k, v in theirs.items()
-                                      if k in own and own[k].shape == v.shape}})
-
-
-def seen_by_init(bundle_dir: Path, val_cases: list[D.TrainCase], target: str) -> str | None:
-    """A note when validation cases of this run trained the ``--init`` bundle on the same
-    target (a student's hold-out the teacher learned from): their Dice then rewards staying
-    close to the teacher, and best-weight selection with it."""
-    config = bundle_dir / "config.json"
-    if not config.is_file():
-        return None
-    try:
-        meta = json.loads(config.read_text())
-        if meta["config"]["target"] != target:
-            return None
-        seen = {c["id"] for c in meta.get("train_cases", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    both = sorted(c.id for c in val_cases if c.id in seen)
-    if not both:
-        return None
-    return (f"{len(both)} of {len(val_cases)} validation cases ({', '.join(both[:3])}"
-            f"{', ...' if len(both) > 3 else ''}) trained the --init bundle: validation Dice "
-            "favours the initial weights; use the same --val-fraction and --seed for both "
-            "runs, or --val-fraction 0 and the final weights")
-
-
-def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
-    warm = (cfg.warmup_epochs or 0) * cfg.iterations
+def lr_factor(opt: S.Optimizer, step: int, total: int, iterations: int) -> float:
+    warm = opt.warmup_epochs * iterations
     if step < warm:
         return (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    if cfg.schedule == "poly":
-        return (1 - min(t, 1.0)) ** 0.9
-    return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    t = min((step - warm) / max(1, total - warm), 1.0)
+    if opt.schedule == "poly":
+        return (1 - t) ** opt.poly_power
+    if opt.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * t))
+    if opt.schedule == "step":
+        return opt.step_factor ** ((step // iterations) // opt.step_epochs)
+    return 1.0
 
 
-def make_state(cfg: TrainConfig, run_dir: Path, device, n_classes: int, distributed: bool
-               ) -> tuple[RunState, dict[str, Any]]:
+def start_phase(state: RunState, phase: Phase, distributed: bool) -> None:
+    """Freeze what the phase does not train; a fresh optimiser, schedule and scaler."""
     import torch
 
-    torch.manual_seed(cfg.seed)
-    module, arch = build_network(cfg, n_classes)
-    if cfg.init:
-        warm_start(module, Path(cfg.init))
-    module = module.to(device)
-    teacher = None
-    if cfg.target == "tumor":
-        teacher = copy.deepcopy(module).requires_grad_(False)
-    model = module
+    from flarecli.core.runtime import amp_dtype
+
+    mask = trainable_mask(state.module, phase.train)
+    for name, p in state.module.named_parameters():
+        p.requires_grad_(mask[name])
+    params = [p for n, p in state.module.named_parameters() if mask[n]]
+    opt = state.stage.optimizer
+    if opt.name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=phase.lr, momentum=opt.momentum,
+                                    nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=opt.weight_decay)
+    total = phase.epochs * phase.iterations
+    state.optimizer = optimizer
+    state.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(opt, s, total, phase.iterations))
+    state.scaler = torch.amp.GradScaler(
+        state.device.type, enabled=amp_dtype(state.device, state.stage.precision) ==
+        torch.float16)
+    state.model = state.module
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(module, device_ids=[device.index] if device.type ==
-                                        "cuda" else None)
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True,
-                              weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * cfg.iterations
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total))
-    from flarecli.core.runtime import amp_dtype
-
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
-    return RunState(cfg, run_dir, device, model, module, teacher, opt, sched, scaler), arch
+        state.model = DistributedDataParallel(
+            state.module, device_ids=[state.device.index] if state.device.type == "cuda"
+            else None, find_unused_parameters=set(phase.heads) != set(
+                state.stage.network.heads))
 
 
 def save_checkpoint(state: RunState) -> None:
@@ -318,6 +327,7 @@ def save_checkpoint(state: RunState) -> None:
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "scaler": state.scaler.state_dict(),
+        "phase": state.phase,
         "epoch": state.epoch,
         "best": state.best,
         "torch_rng": torch.get_rng_state(),
@@ -326,7 +336,7 @@ def save_checkpoint(state: RunState) -> None:
         torch.save(ckpt, tmp)
 
 
-def load_checkpoint(state: RunState) -> None:
+def load_checkpoint(state: RunState, phases: list[Phase], distributed: bool) -> None:
     import torch
 
     path = state.run_dir / "checkpoint_last.pt"
@@ -334,16 +344,19 @@ def load_checkpoint(state: RunState) -> None:
         raise InputError(f"{path}: nothing to resume", hint="run without --resume")
     try:
         ckpt = torch.load(path, map_location=state.device, weights_only=True)
+        state.phase, state.epoch = int(ckpt["phase"]), int(ckpt["epoch"])
         state.module.load_state_dict(ckpt["model"])
         if state.teacher is not None:
             state.teacher.load_state_dict(ckpt["teacher"])
-        state.optimizer.load_state_dict(ckpt["optimizer"])
-        state.scheduler.load_state_dict(ckpt["scheduler"])
-        state.scaler.load_state_dict(ckpt["scaler"])
+        if state.phase < len(phases):
+            start_phase(state, phases[state.phase], distributed)
+            state.optimizer.load_state_dict(ckpt["optimizer"])
+            state.scheduler.load_state_dict(ckpt["scheduler"])
+            state.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["torch_rng"].cpu())
-    except (RuntimeError, KeyError, EOFError) as e:
+    except (RuntimeError, KeyError, EOFError, ValueError) as e:
         raise ModelError(f"{path}: unusable checkpoint ({str(e).splitlines()[0]})") from e
-    state.epoch, state.best = int(ckpt["epoch"]), float(ckpt["best"])
+    state.best = float(ckpt["best"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,8 +366,9 @@ def load_checkpoint(state: RunState) -> None:
 class _Samples:
     """torch Dataset over (case index, sample seed) pairs of the cached arrays."""
 
-    def __init__(self, paths: list[Path], cfg: TrainConfig, lut: np.ndarray, aug, prepare: bool):
-        self.paths, self.cfg, self.lut, self.aug, self.prepare = paths, cfg, lut, aug, prepare
+    def __init__(self, paths: list[Path], stage: S.Stage, aug, swap_lr, prepare: bool):
+        self.paths, self.stage, self.aug, self.swap_lr = paths, stage, aug, swap_lr
+        self.prepare = prepare
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -364,92 +378,107 @@ class _Samples:
         arrays = load_cached(self.paths[index])
         if not self.prepare:
             return arrays, seed
-        return D.make_sample(arrays, seed, self.cfg.size, self.cfg.jitter, self.lut, self.aug,
-                             "cpu")
+        return D.make_sample(arrays, seed, self.stage.geometry, self.aug, "cpu",
+                             swap_lr=self.swap_lr)
 
 
 def _collate(items):
     return items
 
 
-#: Share of the run over which the mean-teacher weight ramps up to ``--mt-weight``.
-MT_RAMPUP = 0.25
+def _as_dict(outputs, heads: tuple[str, ...]) -> dict[str, Any]:
+    from flarecli.models import as_heads
+
+    return as_heads(outputs, heads)
 
 
-def mt_rampup(step: int, total: int) -> float:
-    """Sigmoid ramp-up of the mean-teacher weight, ``exp(-5 (1 - t)^2)`` over the first
-    MT_RAMPUP of the steps, then 1 (Tarvainen & Valpola's schedule). A young EMA teacher
-    predicts noise (its class heads are new); weighting it fully from the first step teaches
-    the student that noise and the two reinforce each other: measured, a warm-started tumor
-    model then marked 40,000 voxels per synthetic scan as tumor."""
-    t = min(1.0, step / max(1.0, MT_RAMPUP * total))
-    return float(math.exp(-5.0 * (1.0 - t) ** 2))
+def _to_network(images, dims: int):
+    """(B, 1, D, H, W) samples -> the network's input: 2-D networks take (B, 1, H, W)."""
+    return images[:, :, 0] if dims == 2 else images
 
 
-def train_step(state: RunState, images, labels, kinds: list[str]) -> dict[str, float]:
+def _targets(labels, luts: dict[str, Any], dims: int) -> dict[str, Any]:
+    lab = labels[:, 0] if dims == 2 else labels
+    return {h: lut[lab] for h, lut in luts.items()}
+
+
+def train_step(state: RunState, phase: Phase, images, labels, kinds: list[str],
+               luts: dict[str, Any], dims: int) -> dict[str, float]:
+    import torch
+
+    from flarecli.core.runtime import autocast
+    from flarecli.core.training import losses as L
+    from flarecli.core.training.methods import batch_loss, ema_decay_at
+
+    stage = state.stage
+    state.model.train()
+    state.optimizer.zero_grad(set_to_none=True)
+    heads = tuple(stage.network.heads)
+    x = _to_network(images, dims)
+    targets = _targets(labels, {h: luts[h] for h in phase.heads}, dims)
+    with autocast(state.device, stage.precision):
+        outputs = _as_dict(state.model(x), heads)
+        teacher_out = None
+        if state.teacher is not None:
+            with torch.no_grad():
+                teacher_out = _as_dict(state.teacher(x), heads)
+        loss, terms = batch_loss(stage.method, outputs, targets, kinds, stage.loss.balanced_ce,
+                                 teacher_outputs=teacher_out,
+                                 step=state.scheduler.last_epoch,
+                                 total=phase.epochs * phase.iterations)
+    if not torch.isfinite(loss.detach()):
+        raise ModelError(f"the loss is not finite ({float(loss)}) at step "
+                         f"{state.scheduler.last_epoch + 1} of phase '{phase.name}'",
+                         hint="lower the learning rate; the last good checkpoint is kept")
+    state.scaler.scale(loss).backward()
+    state.scaler.unscale_(state.optimizer)
+    params = [p for p in state.module.parameters() if p.requires_grad]
+    torch.nn.utils.clip_grad_norm_(params, stage.optimizer.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    if state.teacher is not None:
+        L.ema_update(state.teacher, state.module,
+                     ema_decay_at(state.scheduler.last_epoch, stage.method.ema_decay))
+    return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+
+
+def validate(state: RunState, phase: Phase, paths: list[Path], luts: dict[str, Any],
+             dims: int) -> tuple[dict[str, float], float]:
+    """Mean Dice per class (network resolution) of the exported network on held-out cases,
+    and its mean loss. Classes are keyed by FLARE id (a merged class by its head's name)."""
     import torch
 
     from flarecli.core.runtime import autocast
     from flarecli.core.training import losses as L
 
-    cfg = state.cfg
-    state.model.train()
-    state.optimizer.zero_grad(set_to_none=True)
-    with autocast(state.device):
-        outputs = state.model(images)
-        if state.teacher is None:
-            terms = L.kind_losses(outputs, labels, kinds, cfg.balanced_ce)
-            loss = L.combine(terms, {"FL": 1.0, "CPL": cfg.l1, "PL": cfg.l2})
-        else:
-            with torch.no_grad():
-                teacher_out = state.teacher(images)
-                if isinstance(teacher_out, list):
-                    teacher_out = teacher_out[0]
-            pseudo = L.corrected_pseudo_label(teacher_out, labels == 1)
-            terms = {"TL": L.deep_supervised(outputs, labels, cfg.balanced_ce),
-                     "MT": L.deep_supervised(outputs, pseudo, cfg.balanced_ce)}
-            step, total = state.scheduler.last_epoch, cfg.epochs * cfg.iterations
-            loss = terms["TL"] + cfg.mt_weight * mt_rampup(step, total) * terms["MT"]
-    state.scaler.scale(loss).backward()
-    state.scaler.unscale_(state.optimizer)
-    torch.nn.utils.clip_grad_norm_(state.module.parameters(), 12.0)
-    state.scaler.step(state.optimizer)
-    state.scaler.update()
-    state.scheduler.step()
-    if state.teacher is not None:
-        # the teacher follows the student closely at first: 1 - 1/(t + 1) until it reaches
-        # --ema-decay (Tarvainen & Valpola), else a short run exports a teacher that still
-        # remembers its first, untrained steps
-        step = state.scheduler.last_epoch
-        L.ema_update(state.teacher, state.module, min(cfg.ema_decay, 1.0 - 1.0 / (step + 1)))
-    return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
-
-
-def validate(state: RunState, paths: list[Path], lut: np.ndarray, n_classes: int
-             ) -> dict[str, float]:
-    """Mean Dice per class (network resolution) of the exported network on held-out cases."""
-    import torch
-
-    from flarecli.core.runtime import autocast
-
-    net = state.teacher if state.teacher is not None else state.module
+    net = state.exported
     net.eval()
-    sums = np.zeros(n_classes)
-    counts = np.zeros(n_classes)
+    stage = state.stage
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    loss_sum = 0.0
     with torch.no_grad():
         for path in paths:
-            image, label = D.make_sample(load_cached(path), 0, state.cfg.size, 0.0, lut, None,
+            image, label = D.make_sample(load_cached(path), 0, stage.geometry, None,
                                          state.device, train=False)
-            with autocast(state.device):
-                out = net(image[None])
-            pred = (out[0] if isinstance(out, list) else out).argmax(1)[0]
-            for c in range(1, n_classes):
-                g, p = label == c, pred == c
-                total = int(g.sum() + p.sum())
-                if total:
-                    sums[c] += 2 * int((g & p).sum()) / total
-                    counts[c] += 1
-    return {str(c): float(sums[c] / counts[c]) for c in range(1, n_classes) if counts[c]}
+            x = _to_network(image[None], dims)
+            with autocast(state.device, stage.precision):
+                outputs = _as_dict(net(x), tuple(stage.network.heads))
+            for head, target in _targets(label[None], {h: luts[h] for h in phase.heads},
+                                         dims).items():
+                logits = outputs[head][0] if isinstance(outputs[head], list) else outputs[head]
+                loss_sum += float(L.dice_ce(logits.float(), target))
+                pred = logits.argmax(1)[0]
+                classes = stage.network.heads[head]
+                for k, entry in enumerate(classes, start=1):
+                    key = str(entry) if isinstance(entry, int) else head
+                    g, p = target[0] == k, pred == k
+                    total = int(g.sum() + p.sum())
+                    if total:
+                        sums[key] = sums.get(key, 0.0) + 2 * int((g & p).sum()) / total
+                        counts[key] = counts.get(key, 0) + 1
+    return {k: sums[k] / counts[k] for k in sums}, loss_sum / max(1, len(paths))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,9 +490,84 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = None
+def open_run(run: TrainRun, resume: bool) -> tuple[TrainRun, S.Stage, Path, dict | None]:
+    """The run folder and the stage to train: from the recipe, or from the folder's
+    config.json when resuming. Refuses to replace a run folder without ``overwrite``."""
+    run_dir = Path(run.out) / run.stage
+    if resume:
+        saved = run_dir / "config.json"
+        if not saved.is_file():
+            raise InputError(f"{saved}: nothing to resume", hint="run without --resume")
+        meta = json.loads(saved.read_text())
+        if meta.get("schema") != RUN_SCHEMA:
+            raise ModelError(f"{saved}: written by another flare version; start again",
+                             hint="--overwrite")
+        stage = parse(S.Stage, meta["stage"], f"{saved}: stage")
+        o = meta["run"]
+        data = o["data"] if isinstance(o["data"], str) or o["data"] is None else parse(
+            S.Subset, o["data"])
+        run = TrainRun(run.recipe, run.stage, o["source"], run.out, data, o["init"],
+                       o["seed"], run.device if run.device != "auto" else o["device"],
+                       run.workers if run.workers is not None else o["workers"], o["cache"])
+        return run, stage, run_dir, meta
+    if run.stage not in run.recipe.stages:
+        from flarecli.core.errors import did_you_mean
+
+        raise RecipeError("--stage", f"'{run.stage}' is not a stage of recipe "
+                          f"'{run.recipe.name}'",
+                          hint=did_you_mean(run.stage, list(run.recipe.stages))
+                          or f"stages: {', '.join(run.recipe.stages)}")
+    if run.data is not None:
+        from flarecli.core.recipes.load import check_subset
+
+        check_subset(run.recipe, run.data, "--data")
+    if run_dir.exists() and any(run_dir.iterdir()) and not run.overwrite:
+        raise InputError(f"{run_dir}: a training run is already there",
+                         hint="--resume to continue it, or --overwrite to replace it")
+    return run, run.recipe.stages[run.stage], run_dir, None
+
+
+def _augment_config(stage: S.Stage):
+    """The AugmentConfig of a stage (None without augmentation) and the left-right label swap
+    (array axis, LUT) when a left-right mirror is among its flips."""
+    if stage.augmentation is None:
+        return None, None
+    from flarecli.core.labels import LR_SWAP
+    from flarecli.core.preprocessing.orientation import array_axis
+    from flarecli.core.training.augment import AugmentConfig
+
+    a = stage.augmentation
+    axes = {name: array_axis(stage.orientation, name) for name in S.ANATOMICAL_AXES}
+    try:
+        config = AugmentConfig(**{**a.settings,
+                                  "flip_axes": tuple(sorted(axes[m] for m in a.mirror)),
+                                  "rotation_axes": tuple(sorted(axes[r] for r in
+                                                                a.rotation_about))})
+    except (TypeError, ValueError) as e:
+        raise RecipeError("augmentation.settings", str(e)) from None
+    swap = (axes["LR"], LR_SWAP) if "LR" in a.mirror else None
+    return config, swap
+
+
+def write_model_recipe(model_dir: Path, recipe: S.Recipe) -> None:
+    """``MODEL/recipe.json``: the resolved recipe whose graphs ``flare infer`` runs. A model
+    folder holds the stages of one recipe."""
+    path = model_dir / "recipe.json"
+    if path.is_file():
+        try:
+            other = json.loads(path.read_text()).get("name")
+        except (OSError, ValueError, AttributeError):
+            other = None
+        if other is not None and other != recipe.name:
+            raise InputError(f"{model_dir}: holds stages of recipe '{other}', not "
+                             f"'{recipe.name}'", hint="train into another model folder")
+    write_text_atomic(path, json.dumps(recipe_to_json(recipe), indent=2) + "\n")
+
+
+def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
           ) -> dict[str, Any]:
-    """Run (or resume) a training run. Returns a summary (paths, best score, weights hash).
+    """Run (or resume) the training of one stage. Returns a summary (paths, best score,
+    weights hash).
 
     Launched under ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel: every rank draws
     its own samples, gradients are averaged, rank 0 alone writes files.
@@ -471,22 +575,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     import torch
     import torch.distributed as dist
 
-    from flarecli.core.io.bundle import save_weights, write_bundle
     from flarecli.core.parallel import imap_ordered
     from flarecli.core.runtime import resolve_device, setup_torch
 
     progress = progress or Progress()
     rank, world, local_rank = _dist_info()
     distributed = world > 1
-    run_dir = Path(cfg.out) / (cfg.name or default_name(cfg.stage, cfg.target))
-    if resume:
-        saved = run_dir / "config.json"
-        if not saved.is_file():
-            raise InputError(f"{saved}: nothing to resume", hint="run without --resume")
-        cfg = TrainConfig.from_json(json.loads(saved.read_text())["config"])
-    cfg.resolve()
-    run_dir = Path(cfg.out) / cfg.name  # type: ignore[operator]
-    device = resolve_device(cfg.device)
+    run, stage, run_dir, meta = open_run(run, resume)
+    lead = rank == 0
+    device = resolve_device(run.device)
     if distributed:
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
@@ -494,84 +591,148 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     setup_torch(device, benchmark=True)
-    lead = rank == 0
+    torch.manual_seed(run.seed)
+    module, arch = build_network(stage)
+    if isinstance(stage.method, S.Staged):  # a bad parameter group fails before any work
+        for step in stage.method.steps:
+            trainable_mask(module, tuple(step.train))
 
     # -- data
-    cases, notes = D.training_cases(Path(cfg.source), cfg.target)
-    train_cases, val_cases = D.split_validation(cases, cfg.val_fraction, cfg.seed)
-    if not train_cases:
-        raise InputError("no training cases left after the validation split",
-                         hint="lower --val-fraction")
-    by_kind = ", ".join(f"{k} {sum(c.kind == k for c in train_cases)}" for k in D_KINDS)
-    progress.stage(f"{len(train_cases)} training ({by_kind}) / {len(val_cases)} validation "
-                   "cases")
-    seen = (seen_by_init(Path(cfg.init), val_cases, cfg.target)
-            if cfg.init and val_cases else None)
-    notes += [seen] if seen else []
+    workers = run.workers if run.workers is not None else 1
+    source_cases, notes = read_source(Path(run.source), max(1, workers))
+    by_id = {c.id: c for c in source_cases}
+    labelled = [c for c in source_cases if c.label is not None]
+    phases = plan_phases(labelled, stage, run.data if run.data is not None else stage.data,
+                         run.recipe, run.seed)
+    for p in phases:
+        kinds = [by_id[i].kind for i in p.cases]
+        counts = ", ".join(f"{k} {kinds.count(k)}" for k in dict.fromkeys(kinds))
+        progress.stage(f"{p.name}: {len(p.cases)} training ({counts}) / {len(p.val_cases)} "
+                       "validation cases")
+    if run.init:
+        seen = seen_by_init(Path(run.init), phases[0].val_cases, stage)
+        notes += [seen] if seen else []
     for note in notes:
         progress.stage(f"note: {note}")
-    if resume:
-        meta = json.loads((run_dir / "config.json").read_text())
-        intensity = Intensity.from_json(meta["intensity"])
+    used = sorted({i for p in phases for i in (*p.cases, *p.val_cases)})
+    if meta is not None:
+        intensity = I.Intensity.from_json(meta["intensity"])
     else:
         progress.stage("intensity statistics")
-        intensity = compute_intensity(train_cases, cfg)
-    spec = StageSpec(cfg.stage, cfg.size, cfg.margin_mm)  # type: ignore[arg-type]
-    cache_dir = Path(cfg.cache) if cfg.cache else Path(cfg.out) / "cache" / cfg.stage
-    jobs = [CacheJob(c, str(cache_dir / f"{c.id}-{cache_key(spec, intensity, Path(c.label))}"
-                                        ".npz"), spec, intensity) for c in cases]
+        intensity = compute_intensity([by_id[i] for i in used], stage, run.seed)
+    cache_dir = Path(run.cache) if run.cache else Path(run.out) / "cache"
+    jobs = [CacheJob(i, by_id[i].image, str(by_id[i].label),
+                     str(cache_dir / f"{i}-{cache_key(stage, intensity, Path(by_id[i].label))}"
+                                     ".npz"), stage, intensity) for i in used]
     if lead:
         cache_dir.mkdir(parents=True, exist_ok=True)
         errors = []
-        for i, err in enumerate(imap_ordered(build_cache_entry, jobs, cfg.workers or 1)):
-            progress.cache(i + 1, len(jobs))
+        for n, err in enumerate(imap_ordered(build_cache_entry, jobs, workers)):
+            progress.cache(n + 1, len(jobs))
             if err:
                 errors.append(err)
         if errors:
             raise InputError(f"{len(errors)} cases could not be preprocessed: {errors[0]}")
     if distributed:
         dist.barrier()
-    path_of = {j.case.id: Path(j.path) for j in jobs}
-    train_paths = [path_of[c.id] for c in train_cases]
-    val_paths = [path_of[c.id] for c in val_cases]
+    path_of = {j.case_id: Path(j.path) for j in jobs}
 
     # -- state
-    n_classes = D.num_classes(cfg.target)
-    state, arch = make_state(cfg, run_dir, device, n_classes, distributed)
-    if resume:
-        load_checkpoint(state)
-    elif lead:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.json", json.dumps({
-            "config": cfg.to_json(), "intensity": intensity.to_json(),
-            "stage": spec.to_json(), "architecture": arch,
-            "train_cases": [asdict(c) for c in train_cases],
-            "val_cases": [asdict(c) for c in val_cases], "notes": notes,
-            "world_size": world}, indent=2) + "\n")
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    lut = D.target_lut(cfg.target)
-    aug = None
-    if cfg.augment:
-        from flarecli.core.preprocessing.orientation import LEFT_RIGHT_AXIS
-        from flarecli.core.training.augment import AugmentConfig
-
-        # no left-right mirroring: it would swap the left/right organ pairs
-        aug = AugmentConfig(flip_axes=tuple(a for a in range(3) if a != LEFT_RIGHT_AXIS))
+    if run.init and meta is None:
+        warm_start(module, Path(run.init))
+    module = module.to(device)
+    teacher = None
+    if isinstance(stage.method, S.MeanTeacher):
+        teacher = copy.deepcopy(module).requires_grad_(False)
+    state = RunState(stage, run_dir, device, module, module, teacher)
+    if meta is not None:
+        load_checkpoint(state, phases, distributed)
+    else:
+        if lead:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
+            write_model_recipe(Path(run.out), run.recipe)
+            write_text_atomic(run_dir / "config.json", json.dumps({
+                "schema": RUN_SCHEMA, "recipe": run.recipe.name, "preset": run.recipe.preset,
+                "stage_name": run.stage, "stage": to_json(stage), "run": run.options(),
+                "intensity": intensity.to_json(), "architecture": arch,
+                "phases": [to_json(p) for p in phases], "notes": notes,
+                "world_size": world}, indent=2) + "\n")
+        if phases:
+            start_phase(state, phases[0], distributed)
+    luts = {h: torch.as_tensor(D.head_lut(c), device=device).long()
+            for h, c in stage.network.heads.items()}
+    aug, swap = _augment_config(stage)
+    dims = getattr(module, "dims", 3)
     on_device = device.type == "cuda"  # augment on the GPU; workers only load arrays
-    dataset = _Samples(train_paths, cfg, lut, aug, prepare=not on_device)
-    kinds = [c.kind for c in train_cases]
-    sampler = D.KindBalancedSampler(kinds, cfg.batch_size, cfg.iterations, cfg.seed, rank)
-    workers = cfg.workers if cfg.workers is not None else (min(4, usable_cpus())
-                                                           if on_device else 0)
+    loader_workers = run.workers if run.workers is not None else (
+        min(4, usable_cpus()) if on_device else 0)
 
-    # -- epochs
+    # -- phases and epochs
+    validated = any(p.val_cases for p in phases)
+    while state.phase < len(phases):
+        phase = phases[state.phase]
+        train_phase(state, phase, [path_of[i] for i in phase.cases],
+                    [path_of[i] for i in phase.val_cases], [by_id[i].kind for i in phase.cases],
+                    luts, aug, swap, dims, run.seed, rank, lead, loader_workers, on_device,
+                    distributed, progress, multi=len(phases) > 1)
+        state.phase += 1
+        state.epoch = 0
+        if state.phase < len(phases):
+            best = _continue_from_selected(state)
+            state.best = -math.inf
+            start_phase(state, phases[state.phase], distributed)
+            if lead:
+                save_checkpoint(state)
+                best.unlink(missing_ok=True)  # after the checkpoint: a crash replays the load
+
     checksum = ""
-    while state.epoch < cfg.epochs:
+    if lead:
+        checksum = export_bundle(state, run, stage, arch, intensity, phases, by_id, validated)
+    result = {"run_dir": str(run_dir), "epochs": sum(p.epochs for p in phases),
+              "best": state.best, "validated": validated, "final_sha256": checksum,
+              "state_sha256": _state_hash(state.exported.state_dict())}
+    if distributed:
+        dist.barrier()
+    return result
+
+
+def _continue_from_selected(state: RunState) -> Path:
+    """The next staged step starts from this step's selected weights (the best epoch's).
+    Returns the file they came from, which the next step's own best replaces."""
+    import torch
+
+    best = state.run_dir / "weights_best.pt"
+    if best.is_file():
+        weights = torch.load(best, map_location=state.device, weights_only=True)
+        state.exported.load_state_dict(weights)
+        if state.teacher is not None and state.exported is state.teacher:
+            state.module.load_state_dict(weights)
+    return best
+
+
+def train_phase(state: RunState, phase: Phase, train_paths: list[Path], val_paths: list[Path],
+                kinds: list[str], luts, aug, swap, dims: int, seed: int, rank: int, lead: bool,
+                loader_workers: int, on_device: bool, distributed: bool, progress: Progress,
+                multi: bool) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from flarecli.core.io.bundle import save_weights
+
+    stage = state.stage
+    balance = isinstance(stage.method, S.SelfTraining) and stage.method.balance_kinds
+    sampler = D.KindBalancedSampler(kinds if balance else ["all"] * len(kinds),
+                                    stage.batch_size, phase.iterations,
+                                    seed if not multi else seed + 1000 * state.phase, rank)
+    dataset = _Samples(train_paths, stage, aug, swap, prepare=not on_device)
+    while state.epoch < phase.epochs:
         epoch = state.epoch
         t0 = time.perf_counter()
         batches = sampler.epoch(epoch)
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
+            dataset, batch_sampler=batches, num_workers=loader_workers, collate_fn=_collate,
             pin_memory=on_device)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
@@ -580,12 +741,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
         for step, (batch, items) in enumerate(zip(batches, loader, strict=True)):
             wait += time.perf_counter() - t_data
             if on_device:
-                items = [D.make_sample(arr, seed, cfg.size, cfg.jitter, lut, aug, device)
-                         for arr, seed in items]
-            images = torch.stack([x for x, _ in items]).to(device, non_blocking=True)
-            labels = torch.stack([y for _, y in items]).to(device, non_blocking=True)
+                items = [D.make_sample(arr, s, stage.geometry, aug, state.device, swap_lr=swap)
+                         for arr, s in items]
+            images = torch.stack([x for x, _ in items]).to(state.device, non_blocking=True)
+            labels = torch.stack([y for _, y in items]).to(state.device, non_blocking=True)
             batch_kinds = [kinds[i] for i, _ in batch]
-            metrics = train_step(state, images, labels, batch_kinds)
+            metrics = train_step(state, phase, images, labels, batch_kinds, luts, dims)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
@@ -597,71 +758,58 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                                   "lr": state.optimizer.param_groups[0]["lr"],
                                   **{f"loss_{k}" if k != "loss" else k: sums[k] / counts[k]
                                      for k in sums}}
+        if multi:
+            record = {"phase": phase.name, **record}
         if lead:
             if val_paths:
-                dice = validate(state, val_paths, lut, n_classes)
+                dice, val_loss = validate(state, phase, val_paths, luts, dims)
                 record["val_dice"] = dice
                 record["val_mean"] = float(np.mean(list(dice.values()))) if dice else 0.0
-                score = record["val_mean"]
+                record["val_loss"] = val_loss
+                score = record["val_mean"] if stage.select == "dice" else -val_loss
             else:
                 score = -record["loss"]
             record["best"] = score > state.best
             if record["best"]:
                 state.best = score
-                save_weights(run_dir, "best", _export(state).state_dict())
+                save_weights(state.run_dir, "best", state.exported.state_dict())
             record["seconds"] = round(time.perf_counter() - t0, 3)
             record["train_seconds"] = round(train_seconds, 3)
             record["data_wait_fraction"] = round(wait / max(train_seconds, 1e-9), 4)
-            if device.type == "cuda":
-                record["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
-            with open(run_dir / "metrics.jsonl", "a") as f:
+            if state.device.type == "cuda":
+                record["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(state.device)
+                                              / 2**20)
+            with open(state.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             save_checkpoint(state)
             progress.epoch(record)
         if distributed:
             dist.barrier()
 
-    if lead:
-        checksums = {"final": save_weights(run_dir, "final", _export(state).state_dict())}
-        best_file = run_dir / "weights_best.pt"
-        if best_file.exists():
-            from flarecli.core.io.bundle import sha256
 
-            checksums["best"] = sha256(best_file)
-        n_cases = len(cases)
-        write_bundle(run_dir, {
-            "architecture": arch, "stage": cfg.stage, "target": cfg.target,
-            "num_classes": n_classes, "label_map": label_map(cfg.target),
-            "preprocessing": {"intensity": intensity.to_json(), "stage": spec.to_json()},
-            "input_size_zyx": list(cfg.size),  # type: ignore[arg-type]
-            "fingerprint": {"cases": n_cases, "train_cases": len(train_cases),
-                            "kinds": {k: kinds.count(k) for k in ("FL", "CPL", "PL")},
-                            "intensity": intensity.to_json()},
-            "training": cfg.to_json(),
-            # the flips the network learned to be invariant to: the only honest TTA views
-            "mirror_axes": list(aug.flip_axes) if aug is not None else [],
-            "default_weights": "best" if val_paths else "final",
-            "exported": "ema_teacher" if state.teacher is not None else "model",
-        }, checksums)
-        checksum = checksums["final"]
-    result = {"run_dir": str(run_dir), "epochs": state.epoch, "best": state.best,
-              "validated": bool(val_paths),
-              "final_sha256": checksum,
-              "state_sha256": _state_hash(_export(state).state_dict())}
-    if distributed:
-        dist.barrier()
-    return result
+def export_bundle(state: RunState, run: TrainRun, stage: S.Stage, arch: dict[str, Any],
+                  intensity: I.Intensity, phases: list[Phase], by_id: dict[str, SourceCase],
+                  validated: bool) -> str:
+    from flarecli.core.io.bundle import save_weights, sha256, write_bundle
 
-
-def label_map(target: str) -> dict[str, int]:
-    """Network class -> FLARE id (abdomen: 1 = any foreground)."""
-    if target == "organs":
-        return {str(i): i for i in range(14)}
-    return {"0": 0, "1": 14 if target == "tumor" else 1}
-
-
-def _export(state: RunState):
-    return state.teacher if state.teacher is not None else state.module
+    run_dir = state.run_dir
+    checksums = {"final": save_weights(run_dir, "final", state.exported.state_dict())}
+    best_file = run_dir / "weights_best.pt"
+    if best_file.exists():
+        checksums["best"] = sha256(best_file)
+    last = phases[-1]
+    kinds = [by_id[i].kind for i in last.cases]
+    write_bundle(run_dir, {
+        "recipe": run.recipe.name, "preset": run.recipe.preset, "stage_name": run.stage,
+        "stage": to_json(stage), "architecture": arch, "intensity": intensity.to_json(),
+        "fingerprint": {"cases": len({i for p in phases for i in p.cases}),
+                        "kinds": {k: kinds.count(k) for k in dict.fromkeys(kinds)},
+                        "intensity": intensity.to_json()},
+        "training": run.options(),
+        "default_weights": "best" if last.val_cases else "final",
+        "exported": "ema_teacher" if state.exported is state.teacher else "model",
+    }, checksums)
+    return checksums["final"]
 
 
 def _state_hash(state_dict) -> str:

@@ -1,8 +1,9 @@
-"""Losses of the StMt recipe (torch): Dice + cross-entropy, per data kind, deep supervision.
+"""Losses (torch): Dice + cross-entropy, per data kind, deep supervision; 2-D or 3-D.
 
-``L = L_fl + l1 * L_cpl + l2 * L_pl`` (organ student; l1 = 1.0, l2 = 0.5 in the paper), each
-term Dice + CE over the samples of that kind in the batch; kinds absent from a batch add 0.
-Mean teacher (tumor): ``L = L_tl + l * L_cpl`` with the teacher's corrected prediction.
+``L = L_fl + l1 * L_cpl + l2 * L_pl`` (StMt's organ student; l1 = 1.0, l2 = 0.5 in the
+paper), each term Dice + CE over the samples of that kind in the batch; kinds absent from a
+batch add 0. Mean teacher (tumor): ``L = L_tl + l * L_cpl`` with the teacher's corrected
+prediction. Logits are ``(B, C, *spatial)``, targets ``(B, *spatial)`` class indices.
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-KINDS: tuple[str, ...] = ("FL", "CPL", "PL")
+from flarecli.core.labels import KINDS
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5
                    ) -> torch.Tensor:
     """1 - mean foreground soft Dice, classes pooled over the batch (nnU-Net 'batch dice').
 
-    logits (B, C, D, H, W), target (B, D, H, W) int64 in [0, C).
+    logits (B, C, *spatial), target (B, *spatial) int64 in [0, C).
     """
     probs = torch.softmax(logits.float(), dim=1)
     onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).to(probs.dtype)
-    dims = (0, 2, 3, 4)
+    dims = (0, *range(2, logits.ndim))
     tp = (probs * onehot).sum(dims)
     fp = (probs * (1 - onehot)).sum(dims)
     fn = ((1 - probs) * onehot).sum(dims)
@@ -79,7 +80,7 @@ def kind_losses(outputs, target: torch.Tensor, kinds: Sequence[str], balanced: b
                 ) -> dict[str, torch.Tensor]:
     """Dice + CE separately for the samples of each kind present in the batch."""
     out = {}
-    for kind in KINDS:
+    for kind in sorted(set(kinds), key=lambda k: (KINDS.index(k) if k in KINDS else 99, k)):
         index = torch.tensor([i for i, k in enumerate(kinds) if k == kind], dtype=torch.long,
                              device=target.device)
         if index.numel():
@@ -94,12 +95,11 @@ def combine(losses: Mapping[str, torch.Tensor], weights: Mapping[str, float]) ->
     return sum(weights[k] * v for k, v in losses.items())  # type: ignore[return-value]
 
 
-def corrected_pseudo_label(teacher_logits: torch.Tensor, annotated: torch.Tensor,
-                           positive_class: int = 1) -> torch.Tensor:
-    """Mean teacher's real-time correction: argmax of the teacher, with every annotated
-    voxel (``annotated`` bool, (B, D, H, W)) forced to ``positive_class``."""
+def corrected_pseudo_label(teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean teacher's real-time correction: argmax of the teacher, with every annotated voxel
+    (``target`` > 0, class indices (B, *spatial)) forced to its annotated class."""
     pseudo = teacher_logits.argmax(dim=1)
-    return torch.where(annotated, torch.full_like(pseudo, positive_class), pseudo)
+    return torch.where(target > 0, target.to(pseudo.dtype), pseudo)
 
 
 @torch.no_grad()

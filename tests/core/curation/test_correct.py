@@ -65,9 +65,9 @@ def test_cli_correct_kinds_manifest_and_errors(tmp_path, run_cli):
     out, _ = read_volume(tmp_path / "out" / "cpl.nii.gz")
     assert np.array_equal(out, correct(pseudo, partial))
     # the manifest trains: kinds come through
-    from flarecli.core.training.data import training_cases
+    from flarecli.core.curation.subsets import read_source
 
-    cases_, _ = training_cases(tmp_path / "out" / "manifest.json", "organs")
+    cases_, _ = read_source(tmp_path / "out" / "manifest.json")
     assert sorted(c.kind for c in cases_) == ["CPL", "FL", "PL"]
     res = run_cli("correct", tmp_path / "pseudo", tmp_path / "labels", tmp_path / "pseudo")
     assert res.code == 3

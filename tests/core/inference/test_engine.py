@@ -1,4 +1,5 @@
-"""infer / pseudolabel on tiny bundles trained in the test: geometry, resume, failures."""
+"""infer / pseudolabel on tiny bundles trained in the test: geometry, resume, failures,
+TTA views, bundles from before recipes."""
 
 import json
 import math
@@ -8,8 +9,7 @@ import pytest
 
 from flarecli.core.io.nifti import Geometry, read_volume, write_volume
 from flarecli.core.training.loop import train
-from tests.conftest import geom
-from tests.core.training.test_loop import blob_case, config
+from tests.conftest import blob_case, geom, tiny_recipe, train_run
 
 
 @pytest.fixture(scope="module")
@@ -18,32 +18,46 @@ def model_dir(tmp_path_factory):
     for i in range(3):
         blob_case(root / "data", f"b{i}", i, tumor=True)
     out = root / "model"
-    for stage, target in (("coarse", "abdomen"), ("fine", "organs"), ("fine", "tumor")):
+    for stage in ("coarse", "organs", "tumor"):
         # the organ model learns with augmentation, so it has mirror views for --tta
-        train(config(root / "data", out, stage=stage, target=target, epochs=1, iterations=2,
-                     augment=target == "organs"))
+        augment = {"mirror": ["SI", "AP"]} if stage == "organs" else None
+        train(train_run(root / "data", out, stage=stage,
+                        recipe=tiny_recipe(epochs=1, iterations=2, augmentation=augment)))
     return out
 
 
-def test_tta_views_are_the_mirrors_the_model_was_trained_on():
-    from flarecli.core.inference.engine import tta_flips
+def loaded(mirror, orientation="LPS", dims=3):
+    """A LoadedStage as far as its TTA views go."""
+    from flarecli.core.inference.stages import LoadedStage
+    from flarecli.core.recipes import spec as S
 
-    assert tta_flips({"mirror_axes": [0, 1]}) == [(), (2,), (3,), (2, 3)]
-    assert tta_flips({"mirror_axes": [1]}) == [(), (3,)]
-    assert tta_flips({"mirror_axes": []}) == [()]
-    # bundles from before the field: augmentation flipped S-I and A-P
-    assert tta_flips({"training": {"augment": True}}) == [(), (2,), (3,), (2, 3)]
-    assert tta_flips({"training": {"augment": False}}) == [()]
+    stage = tiny_recipe().stages["organs"]
+    stage = S.Stage(**{**stage.__dict__, "orientation": orientation,
+                       "augmentation": S.Augmentation(mirror=tuple(mirror)) if mirror is not
+                       None else None})
+    return LoadedStage("organs", None, {}, stage, None, None, dims, "final")
+
+
+def test_tta_views_are_the_mirrors_the_model_was_trained_on():
+    assert loaded(["SI", "AP"]).views(True) == [(), (0,), (1,), (0, 1)]
+    assert loaded(["AP"]).views(True) == [(), (1,)]
+    assert loaded([]).views(True) == [()]
+    assert loaded(None).views(True) == [()]
+    assert loaded(["SI", "AP"]).views(False) == [()]
+    # another orientation puts the anatomy on other array axes
+    assert loaded(["SI"], orientation="SLP").views(True) == [(), (2,)]
+    # slices: flipping the slice axis adds nothing
+    assert loaded(["SI", "AP"], dims=2).views(True) == [(), (1,)]
 
 
 def test_tta_adds_nothing_to_a_model_trained_without_mirroring(model_dir, tmp_path, run_cli):
     import shutil
 
     meta = json.loads((model_dir / "organs" / "model.json").read_text())
-    assert meta["mirror_axes"] == [0, 1]  # augmented training: S-I and A-P, never L-R
+    assert meta["stage"]["augmentation"]["mirror"] == ["SI", "AP"]  # never L-R in stmt
     plain = tmp_path / "model"
     shutil.copytree(model_dir, plain)
-    meta["mirror_axes"] = []
+    meta["stage"]["augmentation"] = None
     (plain / "organs" / "model.json").write_text(json.dumps(meta))
     scans(tmp_path / "in", np.random.default_rng(4))
     for name, extra in (("tta", ["--tta"]), ("plain", [])):
@@ -62,13 +76,21 @@ def test_tta_adds_nothing_to_a_model_trained_without_mirroring(model_dir, tmp_pa
     assert record["tta_views"] == {"organs": 1}
 
 
-def test_mirror_axes_are_checked():
-    from flarecli.core.errors import ModelError
-    from flarecli.core.inference.engine import tta_flips
+def test_mirror_axes_are_checked(model_dir, tmp_path):
+    import shutil
 
-    for bad in ([2], [0, 0], [5], "01"):  # left-right, repeated, out of range, not a list
-        with pytest.raises(ModelError, match="mirror_axes"):
-            tta_flips({"mirror_axes": bad})
+    from flarecli.core.errors import ModelError
+    from flarecli.core.inference.engine import Engine
+    from flarecli.core.runtime import resolve_device
+
+    bad = tmp_path / "model"
+    shutil.copytree(model_dir, bad)
+    meta = json.loads((bad / "organs" / "model.json").read_text())
+    for mirror in (["SI", "SI"], ["XY"], "SI"):  # repeated, unknown, not a list
+        meta["stage"]["augmentation"] = {"mirror": mirror}
+        (bad / "organs" / "model.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelError, match="mirror"):
+            Engine(bad, resolve_device("cpu"))
 
 
 def oblique(deg):
@@ -104,6 +126,7 @@ def test_infer_keeps_every_input_grid_and_resumes(model_dir, tmp_path, run_cli):
         assert label.max() <= 14
     record = json.loads((tmp_path / "out" / "infer.json").read_text())
     assert set(record["model_sha256"]) == {"coarse", "organs", "tumor"}
+    assert record["recipe"] == "stmt" and record["graph"] == "student"
     profile = json.loads((tmp_path / "p.json").read_text())
     scan = profile["scans"][0]
     for key in ("read", "compute", "write", "total", "coarse", "fine"):
@@ -143,7 +166,7 @@ def test_infer_bad_scans_are_reported_and_the_rest_written(model_dir, tmp_path, 
     res = run_cli("infer", tmp_path / "in", tmp_path / "in", "--model", model_dir)
     assert res.code == 3 and "output folder is the input folder" in res.stderr
     res = run_cli("infer", tmp_path / "in", tmp_path / "o2", "--model", tmp_path)
-    assert res.code == 5 and "no coarse/ model bundle" in res.stderr
+    assert res.code == 5 and "holds no complete model of recipe 'stmt'" in res.stderr
 
 
 def test_interrupted_write_leaves_no_partial_file(model_dir, tmp_path, monkeypatch):
@@ -220,3 +243,80 @@ def test_same_anatomy_in_another_storage_gets_the_same_labels(model_dir):
     a = engine.predict(image, lps).label
     b = engine.predict(np.ascontiguousarray(image[:, ::-1, ::-1]), ras).label
     assert np.array_equal(b, a[:, ::-1, ::-1])
+
+
+LEGACY = __import__("pathlib").Path(__file__).resolve().parents[2] / "data" / "legacy-bundles"
+
+
+def test_a_model_folder_from_before_recipes_loads_as_stmt(tmp_path, run_cli):
+    from flarecli.core.inference.engine import Engine
+    from flarecli.core.runtime import resolve_device
+
+    engine = Engine(LEGACY / "model", resolve_device("cpu"))
+    assert engine.recipe.name == "stmt" and engine.graph_name == "student"
+    assert engine.outputs == [("organs", "organs"), ("tumor", "tumor")]
+    assert len(engine.stages["organs"].views(True)) == 4  # trained with S-I and A-P mirrors
+    image, g = read_volume(LEGACY / "b0_0000.nii.gz")
+    expected, _ = read_volume(LEGACY / "b0_expected.nii.gz")
+    np.testing.assert_array_equal(engine.predict(image, g).label, expected)
+    import shutil
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(LEGACY / "b0_0000.nii.gz", tmp_path / "in")
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", LEGACY / "model",
+                  "--device", "cpu", "--no-postprocess")
+    assert res.code == 0, res.stderr
+    np.testing.assert_array_equal(read_volume(tmp_path / "out" / "b0.nii.gz")[0], expected)
+    record = json.loads((tmp_path / "out" / "infer.json").read_text())
+    assert record["recipe"] == "stmt" and record["postprocess"] is None
+
+
+def test_the_run_record_names_the_weights_that_ran(model_dir, tmp_path, run_cli):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    # give the organ bundle two different weights files, 'best' being the default
+    meta = json.loads((folder / "organs" / "model.json").read_text())
+    from flarecli.core.io.bundle import sha256
+
+    shutil.copy(folder / "tumor" / "weights_final.pt", folder / "organs" / "weights_best.pt")
+    meta["weights"]["best"] = {"file": "weights_best.pt",
+                               "sha256": sha256(folder / "organs" / "weights_best.pt")}
+    meta["default_weights"] = "best"
+    (folder / "organs" / "model.json").write_text(json.dumps(meta))
+    scans(tmp_path / "in", np.random.default_rng(6))
+    for which in ("final", "best"):
+        res = run_cli("infer", tmp_path / "in", tmp_path / which, "--model", folder,
+                      "--device", "cpu", "--weights", which)
+        # the tumor weights do not fit the organ network: 'best' is refused, naming the file
+        if which == "best":
+            assert res.code == 5 and "weights_best.pt" in res.stderr
+            continue
+        assert res.code == 0, res.stderr
+        record = json.loads((tmp_path / which / "infer.json").read_text())
+        assert record["stages"]["organs"] == {"sha256": meta["weights"]["final"]["sha256"],
+                                              "weights": "final"}
+        assert record["model_sha256"]["organs"] == meta["weights"]["final"]["sha256"]
+
+
+def test_a_case_rejected_on_a_rerun_loses_its_old_pseudo_label(model_dir, tmp_path, run_cli):
+    scans(tmp_path / "in", np.random.default_rng(7))
+    res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl", "--model", model_dir,
+                  "--device", "cpu")
+    assert res.code == 0 and len(list((tmp_path / "pl").glob("*.nii.gz"))) == 4
+    res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl", "--model", model_dir,
+                  "--device", "cpu", "--min-score", "0.9999", "--overwrite")
+    assert res.code == 0 and "4 below --min-score" in res.stdout
+    assert list((tmp_path / "pl").glob("*.nii.gz")) == []  # no stale pseudo-label left
+    rows = (tmp_path / "pl" / "scores.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[4] for r in rows] == ["0"] * 4
+    # correct then finds no pseudo-label for these cases instead of using a stale one
+    from flarecli.core.io.nifti import write_volume
+
+    for name, g in GRIDS.items():
+        write_volume(tmp_path / "labels" / f"{name}.nii.gz", np.zeros(g.shape_zyx, np.uint8)
+                     + (np.arange(g.shape_zyx[2]) < 3).astype(np.uint8), g)
+    res = run_cli("correct", tmp_path / "pl", tmp_path / "labels", tmp_path / "fixed",
+                  "--images", tmp_path / "in")
+    assert res.code == 4 and "without a pseudo-label" in res.stderr

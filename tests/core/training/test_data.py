@@ -1,4 +1,3 @@
-import json
 from collections import Counter
 
 import numpy as np
@@ -25,52 +24,48 @@ def test_sampler_balances_kinds_and_is_reproducible():
     assert all(i in (0, 1, 2) for b in only_fl for i, _ in b)
 
 
-def test_target_luts():
+def test_head_luts():
     ids = np.arange(15, dtype=np.uint8)
-    assert D.target_lut("abdomen")[ids].tolist() == [0] + [1] * 14
-    assert D.target_lut("organs")[ids].tolist() == list(range(14)) + [0]
-    assert D.target_lut("tumor")[ids].tolist() == [0] * 14 + [1]
-
-
-def test_cases_from_an_audit_manifest(tmp_path):
-    def entry(i, category, tumor, organs):
-        return {"id": f"c{i}", "image": f"/i/{i}", "label": f"/l/{i}", "organs": organs,
-                "tumor": tumor, "organ_category": category, "problems": []}
-
-    m = {"schema_version": 1, "cases": [
-        entry(0, "full", False, list(range(1, 14))), entry(1, "partial", True, [1, 2]),
-        entry(2, "none", True, []), entry(3, "full", True, list(range(1, 14))),
-        {**entry(4, "full", False, list(range(1, 14))), "problems": ["bad"]},
-        {"id": "u", "image": "/i/u", "label": None, "organs": [], "tumor": False,
-         "organ_category": "none", "problems": []}]}
-    (tmp_path / "m.json").write_text(json.dumps(m))
-    organs, notes = D.training_cases(tmp_path / "m.json", "organs")
-    assert [(c.id, c.kind) for c in organs] == [("c0", "FL"), ("c3", "FL")]
-    assert "4 manifest cases" in notes[0]
-    tumor, _ = D.training_cases(tmp_path / "m.json", "tumor")
-    assert [c.id for c in tumor] == ["c1", "c2", "c3"]
-
-
-def test_cases_from_a_correct_manifest(tmp_path):
-    m = {"cases": [
-        {"id": "a", "image": "/i/a", "label": "/l/a", "kind": "FL", "annotated": [1, 14]},
-        {"id": "b", "image": "/i/b", "label": "/l/b", "kind": "CPL", "annotated": [2]},
-        {"id": "c", "image": "/i/c", "label": "/l/c", "kind": "PL", "annotated": []}]}
-    (tmp_path / "m.json").write_text(json.dumps(m))
-    organs, _ = D.training_cases(tmp_path / "m.json", "organs")
-    assert [c.kind for c in organs] == ["FL", "CPL", "PL"]
-    assert [c.id for c in D.training_cases(tmp_path / "m.json", "tumor")[0]] == ["a"]
-    with pytest.raises(InputError, match="no such dataset folder or manifest"):
-        D.training_cases(tmp_path / "nope.json", "organs")
+    abdomen = [list(range(1, 15))]
+    assert D.head_lut(abdomen)[ids].tolist() == [0] + [1] * 14
+    assert D.head_lut(list(range(1, 14)))[ids].tolist() == list(range(14)) + [0]
+    assert D.head_lut([14])[ids].tolist() == [0] * 14 + [1]
+    assert D.head_lut([2, [7, 8], 13])[ids].tolist() == [0, 0, 1, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0,
+                                                         3, 0]
+    assert D.head_ids([2, [7, 8], 13])[:4].tolist() == [0, 2, 0, 13]
+    assert D.plain_classes([2, [7, 8], 13]) == {2, 13}
 
 
 def test_validation_split():
-    cases = [D.TrainCase(f"c{i}", "", "", "FL" if i < 10 else "PL") for i in range(20)]
-    tr, va = D.split_validation(cases, 0.2, 0)
-    assert len(va) == 2 and all(c.kind == "FL" for c in va) and len(tr) == 18
-    assert D.split_validation(cases, 0.2, 0) == (tr, va)
-    assert len(D.split_validation(cases[:3], 0.1, 0)[1]) == 1
-    assert D.split_validation(cases, 0.0, 0)[1] == []
+    ids = [f"c{i}" for i in range(20)]
+    candidates = {f"c{i}" for i in range(10)}
+    tr, va = D.split_validation(ids, candidates, 0.2, 0)
+    assert len(va) == 2 and set(va) <= candidates and len(tr) == 18
+    assert D.split_validation(ids, candidates, 0.2, 0) == (tr, va)
+    assert len(D.split_validation(ids[:3], set(ids[:3]), 0.1, 0)[1]) == 1
+    assert D.split_validation(ids, candidates, 0.0, 0)[1] == []
+    with pytest.raises(InputError, match="val_fraction"):
+        D.split_validation(ids, candidates, 1.0, 0)
+
+
+def test_patches_are_cut_and_padded():
+    arrays = {"image": np.arange(4 * 5 * 6, dtype=np.float16).reshape(4, 5, 6),
+              "label": np.ones((4, 5, 6), np.uint8), "roi": np.array([[0, 4], [0, 5], [0, 6]]),
+              "foreground": np.array([[1, 2, 3]], np.int32)}
+    patch = D.crop_patch(arrays["image"], np.array([-1, 0, 2]), (3, 3, 3), -1)
+    assert patch.shape == (3, 3, 3) and (patch[0] == -1).all()
+    assert patch[1, 0, 0] == arrays["image"][0, 0, 2]
+    rng = np.random.default_rng(0)
+    start = D.patch_start(arrays, rng, (3, 3, 3), foreground_fraction=1.0)
+    assert start.tolist() == [0, 1, 2]  # centred on the only labelled voxel
+
+    class Geometry:
+        size_zyx = None
+        patch_zyx = (1, 4, 4)
+        foreground_fraction = 0.0
+
+    image, label = D.make_sample(arrays, 3, Geometry, None, "cpu")
+    assert tuple(image.shape) == (1, 1, 4, 4) and tuple(label.shape) == (1, 4, 4)
 
 
 def test_box_grid_maps_the_box_onto_the_output():

@@ -42,11 +42,28 @@ def test_ema_update_is_exact():
 def test_real_time_pseudo_label_correction():
     teacher = torch.zeros(1, 2, 2, 2, 2)
     teacher[0, 1, 0] = 5.0  # the teacher sees tumor on slice 0
-    annotated = torch.zeros(1, 2, 2, 2, dtype=torch.bool)
-    annotated[0, 1, 1, 1] = True  # an annotated tumor voxel the teacher missed
+    annotated = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    annotated[0, 1, 1, 1] = 1  # an annotated tumor voxel the teacher missed
     pseudo = L.corrected_pseudo_label(teacher, annotated)
     assert pseudo[0, 0].eq(1).all() and pseudo[0, 1, 1, 1] == 1
     assert int(pseudo.sum()) == 5
+    # several classes: an annotated voxel keeps its own class
+    teacher3 = torch.zeros(1, 3, 2, 2, 2)
+    teacher3[0, 1] = 5.0
+    annotated = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    annotated[0, 0, 0, 0] = 2
+    pseudo = L.corrected_pseudo_label(teacher3, annotated)
+    assert pseudo[0, 0, 0, 0] == 2 and int((pseudo == 1).sum()) == 7
+
+
+def test_dice_loss_works_on_slices():
+    logits = torch.full((2, 3, 4, 4), -10.0)
+    target = torch.zeros(2, 4, 4, dtype=torch.long)
+    target[:, :2] = 1
+    target[:, 2:, :2] = 2
+    logits.scatter_(1, target[:, None], 10.0)
+    assert float(L.soft_dice_loss(logits, target)) < 1e-3
+    assert float(L.dice_ce(logits, target)) < 1e-3
 
 
 def test_deep_supervision_weights():

@@ -1,0 +1,138 @@
+"""Cases as training and pseudo-labelling see them, read from any source, and the subsets
+recipes name (:class:`flarecli.core.recipes.spec.Subset`).
+
+Sources:
+
+* a dataset folder (imagesTr/ + labelsTr/, optional imagesUn/): every case is audited;
+  a labelled case's label is taken as complete (kind FL) -- on partial labels this is the
+  "naive" baseline of StMt's ablation;
+* an audit manifest (``flare audit --json``): kind FL when all 13 organs are annotated, else
+  ``partial``; ``unlabeled`` without a label;
+* a corrected-label manifest (``flare correct``): each case carries its kind (FL, CPL, PL)
+  and the classes that came from annotation (``annotated``).
+
+A case's ``annotated`` classes are those of its real annotation (not of a pseudo-label);
+its audit group (``13_organs``, ``5_organs_tumor``, ...) follows from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flarecli.core.errors import InputError
+from flarecli.core.labels import ORGANS, TUMOR
+
+
+@dataclass(frozen=True)
+class SourceCase:
+    """One case of a source. ``label`` is None for an unlabeled scan."""
+
+    id: str
+    image: str
+    label: str | None
+    kind: str
+    annotated: tuple[int, ...] = ()
+
+    @property
+    def group(self) -> str:
+        from flarecli.core.curation.audit import label_group
+
+        organs = [c for c in self.annotated if c in ORGANS]
+        return label_group(self.kind != "unlabeled", organs, TUMOR in self.annotated)
+
+
+def _audit_kind(entry: dict[str, Any]) -> str:
+    if not entry.get("labeled", entry.get("label") is not None):
+        return "unlabeled"
+    return "FL" if entry.get("organ_category") == "full" else "partial"
+
+
+def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str]]:
+    """Cases of an audit or correct manifest; returns (cases, notes about skipped ones)."""
+    from flarecli.core.io.nifti import read_json
+
+    data = read_json(path, "manifest")
+    entries = data.get("cases") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise InputError(f"{path}: not a flare manifest (no 'cases' list)")
+    base = Path(path).resolve().parent
+    cases, skipped = [], []
+    for e in entries:
+        if not isinstance(e, dict) or not e.get("id") or not e.get("image"):
+            skipped.append(str(e.get("id") if isinstance(e, dict) else e))
+            continue
+        if e.get("problems"):
+            skipped.append(e["id"])
+            continue
+        if "kind" in e:  # flare correct
+            kind, annotated = str(e["kind"]), tuple(int(c) for c in e.get("annotated", []))
+        else:  # flare audit
+            kind = _audit_kind(e)
+            annotated = tuple(int(c) for c in e.get("organs", [])) + (
+                (TUMOR,) if e.get("tumor") else ())
+        label = e.get("label")
+        cases.append(SourceCase(str(e["id"]), str(base / e["image"]),
+                                None if not label else str(base / label), kind, annotated))
+    notes = [f"{len(skipped)} manifest cases have problems and are left out "
+             f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})"] if skipped else []
+    return cases, notes
+
+
+def cases_from_dataset(folder: Path, workers: int = 1) -> tuple[list[SourceCase], list[str]]:
+    """Every case of a dataset folder, audited; labels taken as complete (kind FL)."""
+    from flarecli.core.curation.audit import audit_case, dataset_cases
+    from flarecli.core.parallel import imap_ordered
+
+    found = dataset_cases(folder)
+    cases, problems = [], []
+    for a in imap_ordered(audit_case, found.cases, workers):
+        if a.problems:
+            problems.append(f"{a.id}: {a.problems[0]}")
+            continue
+        annotated = tuple(a.organs) + ((TUMOR,) if a.tumor else ())
+        kind = "FL" if a.labeled else "unlabeled"
+        cases.append(SourceCase(a.id, str(Path(a.image).resolve()),
+                                str(Path(a.label).resolve()) if a.label else None, kind,
+                                annotated))
+    notes = ["plain labels are taken as complete (FL); for partial labels use an audit or "
+             "correct manifest"]
+    notes += [f"left out: {p}" for p in problems]
+    return cases, notes
+
+
+def read_source(source: Path, workers: int = 1) -> tuple[list[SourceCase], list[str]]:
+    """Cases of a dataset folder or a manifest (see the module docstring)."""
+    source = Path(source)
+    if source.is_dir():
+        if not (source / "imagesTr").is_dir():
+            raise InputError(f"{source}: no imagesTr/ folder",
+                             hint="give a dataset folder or a manifest (.json)")
+        return cases_from_dataset(source, workers)
+    if source.is_file():
+        return cases_from_manifest(source)
+    raise InputError(f"{source}: no such dataset folder or manifest")
+
+
+def matches(case: SourceCase, subset: Any, named: dict[str, Any]) -> bool:
+    """Whether a case belongs to a subset (a name from ``named`` or a Subset)."""
+    if isinstance(subset, str):
+        return matches(case, named[subset], named)
+    if subset.any_of and not any(matches(case, s, named) for s in subset.any_of):
+        return False
+    if subset.kinds is not None and case.kind not in subset.kinds:
+        return False
+    if subset.groups is not None and case.group not in subset.groups:
+        return False
+    have = set(case.annotated)
+    if not set(subset.annotates_all) <= have:
+        return False
+    if subset.annotates_any and not have & set(subset.annotates_any):
+        return False
+    return subset.annotates_only is None or have <= set(subset.annotates_only)
+
+
+def select(cases: list[SourceCase], subset: Any, named: dict[str, Any]) -> list[SourceCase]:
+    """The cases of a subset, sorted by id."""
+    return sorted((c for c in cases if matches(c, subset, named)), key=lambda c: c.id)

@@ -1,0 +1,276 @@
+"""Running one trained stage on a region of a scan.
+
+A region (a box of the scan in the canonical orientation, possibly reaching past the scan
+when the stage pads) is cropped, turned to the stage's orientation, normalised, resampled
+to the stage's grid (its fixed size, or its inference spacing), and run through the network:
+in one pass for a fixed-size stage, by a Gaussian-weighted sliding window of the stage's
+patch otherwise (2-D networks take the patch's slices as a batch). Each head's argmax at grid
+resolution is resampled back by nearest neighbour -- a label map, never logits -- and the
+orientation undone.
+
+Mirror TTA averages the softmax over the flips the stage was trained with (its augmentation
+mirrors); a left-right flip also swaps the left/right organ classes of each head.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flarecli.core.preprocessing.boxes import Box, crop
+from flarecli.core.preprocessing.intensity import Intensity
+from flarecli.core.preprocessing.orientation import (
+    CANONICAL,
+    Reorientation,
+    array_axis,
+    direction_of,
+    to_orientation,
+)
+from flarecli.core.preprocessing.resample import resample, size_at_spacing
+from flarecli.core.recipes import spec as S
+
+#: Most tiles per forward pass of a sliding window (2-D slices are cheap, 3-D patches not).
+TILES_PER_BATCH = {2: 32, 3: 1}
+
+
+@dataclass
+class LoadedStage:
+    """A bundle ready to run: its stage as trained, backend, intensity and class maps."""
+
+    name: str
+    folder: Path
+    meta: dict[str, Any]
+    stage: S.Stage
+    intensity: Intensity
+    backend: Any
+    dims: int
+    which: str  # the weights used: 'best' or 'final'
+
+    @property
+    def sha256(self) -> str:
+        return self.meta["weights"][self.which]["sha256"]
+
+    @property
+    def orient(self) -> Reorientation:
+        """Canonical array order -> the stage's array order."""
+        return to_orientation(direction_of(CANONICAL).ravel(), self.stage.orientation)
+
+    def ids(self, head: str) -> np.ndarray:
+        """uint8 lookup head class -> FLARE id."""
+        from flarecli.core.training.data import head_ids
+
+        return head_ids(self.stage.network.heads[head])
+
+    def views(self, tta: bool) -> list[tuple[int, ...]]:
+        """The array axes (stage orientation) flipped by each TTA view; () = the scan."""
+        if not tta or self.stage.augmentation is None:
+            return [()]
+        axes = sorted(array_axis(self.stage.orientation, m)
+                      for m in self.stage.augmentation.mirror)
+        if self.dims == 2:  # slices: a flip along the slice axis changes nothing
+            axes = [a for a in axes if a != 0]
+        return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def load_stage(name: str, folder: Path, device, which: str | None = None) -> LoadedStage:
+    from flarecli.core.inference.backends import TorchBackend
+    from flarecli.core.io.bundle import bundle_stage, load_bundle, weights_entry
+
+    model, meta = load_bundle(folder, which, device=str(device))
+    stage, intensity = bundle_stage(folder, meta)
+    chosen, _ = weights_entry(folder, meta, which)
+    heads = tuple(stage.network.heads)
+    backend = TorchBackend(model, device, heads, stage.precision)
+    return LoadedStage(name, Path(folder), meta, stage, intensity, backend,
+                       getattr(model, "dims", 3), chosen)
+
+
+# ---------------------------------------------------------------------------------------------
+# network passes
+# ---------------------------------------------------------------------------------------------
+
+def _lr_permutation(stage: S.Stage, head: str) -> list[int]:
+    """Channel order of a head after a left-right mirror (left/right organs swapped)."""
+    from flarecli.core.labels import LR_SWAP
+
+    classes = stage.network.heads[head]
+    index = {c: k for k, c in enumerate(classes, start=1) if isinstance(c, int)}
+    perm = list(range(len(classes) + 1))
+    for c, k in index.items():
+        other = int(LR_SWAP[c])
+        if other in index:
+            perm[k] = index[other]
+    return perm
+
+
+def _forward(ls: LoadedStage, batch, view: tuple[int, ...], softmax: bool):
+    """Per-head outputs of one view of a (B, 1, D, H, W) batch, flipped back; softmax or
+    logits."""
+    import torch
+
+    x = batch[:, :, 0] if ls.dims == 2 else batch
+    dims = [a + 2 - (1 if ls.dims == 2 else 0) for a in view]
+    if dims:
+        x = torch.flip(x, dims)
+    out = ls.backend(x)
+    lr = array_axis(ls.stage.orientation, "LR") in view
+    result = {}
+    for head, y in out.items():
+        y = torch.softmax(y, dim=1) if softmax else y
+        if dims:
+            y = torch.flip(y, dims)
+            if lr:
+                y = y[:, _lr_permutation(ls.stage, head)]
+        result[head] = y[:, :, None] if ls.dims == 2 else y
+    return result
+
+
+def _gaussian(patch: tuple[int, ...]):
+    """nnU-Net's tile weighting: a Gaussian of sigma = patch / 8, smallest weights clamped."""
+    import torch
+
+    w = torch.ones(patch)
+    for axis, n in enumerate(patch):
+        if n == 1:
+            continue
+        x = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
+        g = torch.exp(-0.5 * (x / (n / 8)) ** 2)
+        shape = [1] * len(patch)
+        shape[axis] = n
+        w = w * g.reshape(shape)
+    w = w / w.max()
+    return w.clamp(min=1e-3)
+
+
+def tile_starts(n: int, p: int, overlap: float) -> list[int]:
+    """Start positions of tiles of size ``p`` covering ``n`` voxels with ``overlap``."""
+    if n <= p:
+        return [0]
+    steps = int(np.ceil((n - p) / (p * (1 - overlap)))) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, n - p, steps)})
+
+
+def sliding_window(ls: LoadedStage, volume, views: list[tuple[int, ...]]) -> dict[str, Any]:
+    """Softmax per head (C, Z, Y, X) on the CPU, averaged over tiles (Gaussian weights) and
+    views. ``volume``: the normalised region at the stage's grid (torch float32)."""
+    import torch
+    import torch.nn.functional as F
+
+    patch = tuple(ls.stage.geometry.patch_zyx)
+    shape = tuple(volume.shape)
+    padded = tuple(max(s, p) for s, p in zip(shape, patch, strict=True))
+    if padded != shape:
+        pad = []
+        for s, p in zip(reversed(shape), reversed(padded), strict=True):
+            pad += [(p - s) // 2, p - s - (p - s) // 2]
+        volume = F.pad(volume[None, None], pad, value=float(volume.min()))[0, 0]
+    starts = list(itertools.product(*(tile_starts(n, p, ls.stage.geometry.overlap)
+                                      for n, p in zip(padded, patch, strict=True))))
+    weight = _gaussian(patch)
+    sums: dict[str, Any] = {}
+    norm = torch.zeros(padded)
+    per_batch = TILES_PER_BATCH[ls.dims]
+    for i in range(0, len(starts), per_batch):
+        chunk = starts[i:i + per_batch]
+        batch = torch.stack([volume[tuple(slice(a, a + p) for a, p in zip(s, patch,
+                                                                           strict=True))]
+                             for s in chunk])[:, None]
+        for view in views:
+            out = _forward(ls, batch, view, softmax=True)
+            for head, probs in out.items():
+                probs = probs.float().cpu()
+                acc = sums.setdefault(head, torch.zeros((probs.shape[1], *padded)))
+                for j, s in enumerate(chunk):
+                    region = (slice(None), *(slice(a, a + p) for a, p in zip(s, patch,
+                                                                             strict=True)))
+                    acc[region] += probs[j] * weight
+        for s in chunk:
+            norm[tuple(slice(a, a + p) for a, p in zip(s, patch, strict=True))] += weight * len(
+                views)
+    inner = tuple(slice((p - s) // 2, (p - s) // 2 + s) for s, p in zip(shape, padded,
+                                                                        strict=True))
+    return {h: (acc / norm)[(slice(None), *inner)] for h, acc in sums.items()}
+
+
+def network_labels(ls: LoadedStage, net_in, tta: bool, stats: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """Argmax per head at the stage's grid (uint8 tensors on the CPU). ``stats`` (when given)
+    receives the first head's confidence and, with TTA, the views' agreement."""
+    import torch
+
+    views = ls.views(tta)
+    if ls.stage.geometry.size_zyx is None:
+        probs = sliding_window(ls, net_in, views)
+        view_labels: list[Any] = []
+    elif len(views) == 1 and stats is None:  # argmax of the logits: no softmax buffers
+        out = _forward(ls, net_in[None, None], (), softmax=False)
+        return {h: y[0].argmax(0).to(torch.uint8).cpu() for h, y in out.items()}
+    else:
+        total: dict[str, Any] = {}
+        view_labels = []
+        for view in views:
+            out = _forward(ls, net_in[None, None], view, softmax=True)
+            for h, p in out.items():
+                total[h] = p if h not in total else total[h] + p
+            if len(views) > 1:
+                view_labels.append(next(iter(out.values()))[0].argmax(0).to(torch.uint8).cpu())
+        probs = {h: (t / len(views))[0] for h, t in total.items()}
+    labels = {h: p.argmax(0).to(torch.uint8) for h, p in probs.items()}
+    if stats is not None:
+        first = next(iter(labels))
+        fg = labels[first] > 0
+        top = probs[first].max(0).values
+        stats["confidence"] = float(top[fg].mean()) if bool(fg.any()) else 0.0
+        if view_labels:
+            agree = []
+            for v in view_labels:
+                v = v.to(fg.device)
+                union = (v > 0) | fg
+                agree.append(float((v[union] == labels[first][union]).float().mean())
+                             if bool(union.any()) else 1.0)
+            stats["agreement"] = float(np.mean(agree))
+    return {h: v.cpu() for h, v in labels.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# a stage on a region
+# ---------------------------------------------------------------------------------------------
+
+def grid_shape(ls: LoadedStage, shape_zyx, spacing_zyx) -> tuple[int, int, int]:
+    """The stage's grid for a region of this shape and spacing (stage orientation)."""
+    g = ls.stage.geometry
+    if g.size_zyx is not None:
+        return tuple(g.size_zyx)  # type: ignore[return-value]
+    return size_at_spacing(shape_zyx, spacing_zyx, g.spacing(training=False))
+
+
+def prepare(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: float):
+    """(network input at the stage's grid, the region's shape and spacing in the stage's
+    orientation, the reorientation) for a canonical image and box."""
+    r = ls.orient
+    region = r.apply(crop(image, box, fill))
+    spacing = r.spacing(spacing_zyx)
+    net_in = resample(ls.intensity.apply(region), grid_shape(ls, region.shape, spacing),
+                      "linear")
+    return net_in, region.shape, r
+
+
+def segment(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: float,
+            tta: bool, stats: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Each head's labels (network classes, uint8) on ``box`` of the canonical image."""
+    net_in, shape, r = prepare(ls, image, box, spacing_zyx, fill)
+    labels = network_labels(ls, net_in, tta, stats)
+    return {h: r.invert(resample(v, shape, "nearest").numpy()) for h, v in labels.items()}
+
+
+def invert_box(box: Box, r: Reorientation, oriented_shape) -> Box:
+    """A box of an array reoriented by ``r`` (``r.apply``) as a box of the original array."""
+    out: list[tuple[int, int]] = [(0, 0)] * 3
+    for c, (a, b) in enumerate(box):
+        n = int(oriented_shape[c])
+        out[r.perm[c]] = (n - b, n - a) if r.flips[c] else (a, b)
+    return tuple(out)  # type: ignore[return-value]

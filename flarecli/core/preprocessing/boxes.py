@@ -1,0 +1,94 @@
+"""Boxes in voxel coordinates: [start, stop) per array axis (z, y, x), and the crops, pads and
+pastes that use them. A box may reach outside its array (a padded region); ``crop`` fills what
+lies outside, ``paste`` writes only what lies inside.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # [(start, stop)] per z, y, x
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Tight bounding box of a boolean mask as slices, or None when it is empty."""
+    if mask.size == 0:
+        return None
+    boxes = ndimage.find_objects(mask.astype(np.uint8, copy=False))
+    return boxes[0] if boxes and boxes[0] is not None else None
+
+
+def box_of(mask: np.ndarray) -> Box | None:
+    """Tight [start, stop) box of a mask, or None when empty."""
+    found = bounding_box(mask)
+    return None if found is None else tuple((s.start, s.stop) for s in found)  # type: ignore
+
+
+def whole(shape) -> Box:
+    return tuple((0, int(s)) for s in shape)  # type: ignore[return-value]
+
+
+def expand_box(box: Box, margin_vox, shape) -> Box:
+    """Grow a box by per-axis margins (voxels), clipped to the array shape."""
+    return tuple((max(0, a - int(m)), min(int(n), b + int(m)))
+                 for (a, b), m, n in zip(box, margin_vox, shape, strict=True))  # type: ignore
+
+
+def margin_voxels(margin_mm: float, spacing_zyx) -> tuple[int, int, int]:
+    return tuple(int(np.ceil(margin_mm / s)) for s in spacing_zyx)  # type: ignore[return-value]
+
+
+def pad_to_aspect(box: Box, spacing_zyx, size_zyx) -> Box:
+    """Grow a box symmetrically (possibly beyond the array) until its physical extent has the
+    aspect ratio of ``size_zyx``, so resampling it to that size scales every axis alike."""
+    extent = np.array([(b - a) * s for (a, b), s in zip(box, spacing_zyx, strict=True)])
+    size = np.asarray(size_zyx, dtype=np.float64)
+    scale = float(np.max(extent / size))
+    target = size * scale / np.asarray(spacing_zyx, dtype=np.float64)  # voxels per axis
+    out = []
+    for (a, b), t in zip(box, target, strict=True):
+        grow = max(0, int(np.ceil(t)) - (b - a))
+        out.append((a - grow // 2, b + grow - grow // 2))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def body_box(image: np.ndarray, threshold_hu: float = -500.0) -> Box:
+    """Box of the largest connected region above ``threshold_hu`` (the patient's body)."""
+    from flarecli.core.postprocessing.components import largest_component
+
+    body = largest_component(image > threshold_hu, connectivity=6)
+    if body is None:
+        return whole(image.shape)
+    return box_of(body)  # type: ignore[return-value]
+
+
+def inside(box: Box, shape) -> bool:
+    return all(0 <= a and b <= n for (a, b), n in zip(box, shape, strict=True))
+
+
+def crop(array: np.ndarray, box: Box, fill: float = 0) -> np.ndarray:
+    """``array[box]``; the parts of a box outside the array are ``fill``."""
+    if inside(box, array.shape):
+        return array[tuple(slice(a, b) for a, b in box)]
+    out = np.full(tuple(b - a for a, b in box), fill, array.dtype)
+    src = tuple(slice(max(0, a), min(n, b)) for (a, b), n in zip(box, array.shape, strict=True))
+    dst = tuple(slice(s.start - a, s.stop - a) for s, (a, _) in zip(src, box, strict=True))
+    if all(s.stop > s.start for s in src):
+        out[dst] = array[src]
+    return out
+
+
+def paste(target: np.ndarray, values: np.ndarray, box: Box, labelled_only: bool = False
+          ) -> None:
+    """Write ``values`` (the box's shape) into ``target``: only the part inside it, and with
+    ``labelled_only`` only where ``values`` > 0 (an overlay)."""
+    src = tuple(slice(max(0, a), min(n, b)) for (a, b), n in zip(box, target.shape, strict=True))
+    if any(s.stop <= s.start for s in src):
+        return
+    part = values[tuple(slice(s.start - a, s.stop - a) for s, (a, _) in zip(src, box,
+                                                                         strict=True))]
+    if labelled_only:
+        np.copyto(target[src], part, where=part > 0)
+    else:
+        target[src] = part

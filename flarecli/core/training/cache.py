@@ -1,0 +1,168 @@
+"""Preprocessed training arrays, cached once per case and stage geometry.
+
+A case is brought to the stage's orientation, its region cropped (the whole scan, or the
+ROI: the organ annotation's box plus the margin, with ``context`` of extra image around it so
+training can jitter the box), normalised, and resampled -- to the fixed size (the ROI maps to
+``size_zyx``) or to the training spacing. The cache holds float16 images, uint8 labels in
+FLARE ids, the ROI box in the cached grid, and for patch stages up to 10,000 labelled voxel
+positions to centre foreground patches on.
+
+Cache files are keyed by the geometry, orientation, intensity and the label file's identity
+(path, size, modification time), so a changed label or setting never reuses a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flarecli.core.errors import FlareError
+from flarecli.core.preprocessing.boxes import (
+    Box,
+    body_box,
+    box_of,
+    crop,
+    expand_box,
+    margin_voxels,
+    pad_to_aspect,
+    whole,
+)
+from flarecli.core.preprocessing.intensity import Intensity
+from flarecli.core.preprocessing.resample import resample, size_at_spacing
+from flarecli.core.recipes.typed import to_json
+
+CACHE_VERSION = 3
+MAX_FOREGROUND_POINTS = 10000
+
+
+def training_roi(label: np.ndarray, image: np.ndarray, spacing_zyx, margin_mm: float) -> Box:
+    """The ROI of a training case: box of the organ annotation (labels 1..13) plus the
+    margin -- what a trained ROI stage finds -- or, for a case without organs (tumor-only
+    labels), the body's box."""
+    organs = (label > 0) & (label < 14)
+    box = box_of(organs) if organs.any() else None
+    if box is None:
+        return body_box(image)
+    return expand_box(box, margin_voxels(margin_mm, spacing_zyx), label.shape)
+
+
+def _outer(base: Box, context: float, shape) -> Box:
+    """``base`` grown by ``context`` of its size per side, clipped to the array -- but never
+    inside ``base`` itself, which may reach beyond the array when padded."""
+    ctx = [int(np.ceil((b - a) * context)) for a, b in base]
+    return tuple((min(a, max(0, a - c)), max(b, min(int(n), b + c)))
+                 for (a, b), c, n in zip(base, ctx, shape, strict=True))  # type: ignore
+
+
+def _normalise(image: np.ndarray, region: Box, outer: Box, intensity: Intensity
+               ) -> np.ndarray:
+    """The outer crop normalised; a per-image z-score takes its statistics from ``region``
+    (what the network sees at inference), the crop itself otherwise."""
+    fill = float(image.min()) if image.size else 0.0
+    raw = crop(image, outer, fill)
+    if intensity.mode != "zscore_image":
+        return intensity.apply(raw)
+    seen = crop(image, region, fill).astype(np.float32)
+    mean, std = float(seen.mean(dtype=np.float64)), float(seen.std(dtype=np.float64))
+    fixed = Intensity("zscore_image_fixed", None, None, mean, max(std, 1e-3))
+    return fixed.apply(raw)
+
+
+def preprocess_case(image: np.ndarray, label: np.ndarray, geometry, intensity: Intensity,
+                    stage: Any, rng_seed: int = 0) -> dict[str, Any]:
+    """The arrays a stage trains on (see the module docstring); ``stage`` is a recipe Stage."""
+    from flarecli.core.preprocessing.orientation import to_orientation
+
+    r = to_orientation(geometry.direction, stage.orientation)
+    image, label = r.apply(image), r.apply(label)
+    spacing_zyx = r.spacing(geometry.spacing_zyx)
+    g = stage.geometry
+    if g.region == "whole":
+        base = whole(image.shape)
+        outer = base
+    else:
+        base = training_roi(label, image, spacing_zyx, g.margin_mm)
+        if g.pad == "aspect":
+            base = pad_to_aspect(base, spacing_zyx, g.size_zyx)
+        outer = _outer(base, g.context, image.shape)
+    norm = _normalise(image, base, outer, intensity)
+    lab = crop(label.astype(np.uint8, copy=False), outer, 0)
+    outer_shape = [b - a for a, b in outer]
+    if g.size_zyx is not None:
+        scale = [g.size_zyx[i] / (base[i][1] - base[i][0]) for i in range(3)]
+        shape = [max(1, round(outer_shape[i] * scale[i])) for i in range(3)]
+    else:
+        shape = list(size_at_spacing(outer_shape, spacing_zyx, g.spacing(training=True)))
+        scale = [shape[i] / outer_shape[i] for i in range(3)]
+    img = resample(norm, shape, "linear").numpy()
+    lab = resample(lab, shape, "nearest").numpy()
+    roi = tuple((round((base[i][0] - outer[i][0]) * scale[i]),
+                 round((base[i][1] - outer[i][0]) * scale[i])) for i in range(3))
+    arrays: dict[str, Any] = {"image": img.astype(np.float16), "label": lab,
+                              "roi": np.asarray(roi, np.int64)}
+    if g.size_zyx is None:
+        points = np.argwhere(lab > 0)
+        if len(points) > MAX_FOREGROUND_POINTS:
+            rng = np.random.default_rng(rng_seed)
+            points = points[np.sort(rng.choice(len(points), MAX_FOREGROUND_POINTS,
+                                               replace=False))]
+        arrays["foreground"] = points.astype(np.int32)
+    return arrays
+
+
+def cache_key(stage: Any, intensity: Intensity, label_path: Path) -> str:
+    """Changes whenever the geometry, orientation, normalisation or the label file changes."""
+    stat = label_path.stat()
+    data = {"geometry": to_json(stage.geometry), "orientation": stage.orientation,
+            "intensity": intensity.to_json(),
+            "label": [str(label_path), stat.st_size, stat.st_mtime_ns],
+            "version": CACHE_VERSION}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_cached(path: Path, arrays: dict[str, Any]) -> None:
+    from flarecli.core.io.nifti import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{k: v for k, v in arrays.items() if v is not None})
+
+
+def load_cached(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+@dataclass(frozen=True)
+class CacheJob:
+    """One case to preprocess into ``path`` (a picklable job for worker processes)."""
+
+    case_id: str
+    image: str
+    label: str
+    path: str
+    stage: Any
+    intensity: Intensity
+
+
+def build_cache_entry(job: CacheJob) -> str | None:
+    """Preprocess one case into the cache (skipped when present); returns an error or None."""
+    from flarecli.core.io.nifti import read_label_map, read_volume
+
+    path = Path(job.path)
+    if path.exists():
+        return None
+    try:
+        image, geometry = read_volume(Path(job.image))
+        label, label_geometry = read_label_map(Path(job.label))
+        mismatch = geometry.mismatches(label_geometry)
+        if mismatch:
+            return f"{job.case_id}: image vs label {'; '.join(mismatch)}"
+        save_cached(path, preprocess_case(image, label, geometry, job.intensity, job.stage))
+        return None
+    except FlareError as e:
+        return f"{job.case_id}: {e}"

@@ -1,0 +1,121 @@
+"""Recipes written here, not the built-ins, run end to end through the one engine: every
+stage trains, then ``flare infer`` labels scans of any grid with labels on that grid."""
+
+import json
+
+import numpy as np
+import pytest
+
+from flarecli.core.io.nifti import read_volume
+from flarecli.core.pipeline.runner import PipelineRun, run_pipeline
+from flarecli.core.recipes.load import load_recipe
+from tests.conftest import blob_case
+from tests.core.inference.test_engine import GRIDS, scans
+
+TINY = {"base_channels": 4, "n_down": 2, "blocks_down": 1, "blocks_up": 1}
+SHORT = {"epochs": 2, "iterations": 3, "batch_size": 2, "val_fraction": 0.0,
+         "optimizer": {"name": "adamw", "lr": 0.003, "warmup_epochs": 0}}
+
+
+def stage(role="segment", heads=None, region="whole", **fields):
+    return {"role": role, "network": {"arch": "resunet", "args": dict(TINY),
+                                      "heads": heads or {"organs": [1, 3, 13]}},
+            "geometry": {"region": region, "size_zyx": [16, 16, 16]}, **SHORT, **fields}
+
+
+def recipe(tmp_path, stages, outputs, roi=None, name="custom"):
+    steps = [{"kind": "train", "name": f"train-{s}", "stage": s, "model": "m",
+              "source": "dataset"} for s in stages]
+    data = {"schema_version": 1, "name": name, "title": "a recipe written by a test",
+            "stages": stages, "models": {"m": {"roi": roi, "outputs": outputs}},
+            "pipeline": {"final": "m", "steps": steps}}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for i in range(3):
+        blob_case(root, f"b{i}", i, tumor=True)
+    return root
+
+
+def run_end_to_end(tmp_path, dataset, recipe_path, run_cli):
+    result = run_pipeline(PipelineRun(load_recipe(recipe_path), dataset, tmp_path / "run",
+                                      device="cpu", workers=1))
+    scans(tmp_path / "in", np.random.default_rng(0))
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", result.final,
+                  "--device", "cpu", "--tta")
+    assert res.code == 0, res.stderr
+    for name, g in GRIDS.items():
+        label, g_out = read_volume(tmp_path / "out" / f"{name}.nii.gz")
+        assert label.dtype == np.uint8 and g_out.mismatches(g) == []
+        assert label.max() <= 14
+    return json.loads((tmp_path / "out" / "infer.json").read_text()), result
+
+
+def test_a_recipe_without_a_roi_stage(tmp_path, dataset, run_cli):
+    path = recipe(tmp_path, {"whole": stage(intensity={"scheme": "zscore_image"},
+                                            orientation="RAS")},
+                  [{"stage": "whole"}])
+    record, _ = run_end_to_end(tmp_path, dataset, path, run_cli)
+    assert record["graph"] == "m" and set(record["stages"]) == {"whole"}
+
+
+def test_a_recipe_with_three_stages(tmp_path, dataset, run_cli):
+    stages = {
+        "locate": stage(role="roi", heads={"body": [[1, 3, 13, 14]]},
+                        intensity={"scheme": "window", "hu": [-200, 300], "to": [0, 1]}),
+        "organs": stage(region="roi", geometry={"region": "roi", "size_zyx": [16, 16, 16],
+                                                "margin_mm": 5.0, "pad": "aspect"},
+                        orientation="LPI", augmentation={"mirror": ["AP"]}),
+        "lesions": stage(region="roi", heads={"tumor": [14]},
+                         method={"name": "mean_teacher", "ema_decay": 0.9},
+                         geometry={"region": "roi", "size_zyx": [16, 16, 16]}),
+    }
+    path = recipe(tmp_path, stages, [{"stage": "organs"}, {"stage": "lesions"}],
+                  roi={"stage": "locate", "min_fraction": 0.1})
+    record, _ = run_end_to_end(tmp_path, dataset, path, run_cli)
+    assert set(record["stages"]) == {"locate", "organs", "lesions"}
+    assert record["tta_views"] == {"organs": 2, "lesions": 1}
+
+
+def test_a_two_head_network(tmp_path, dataset, run_cli):
+    two = stage(heads={"organs": [1, 3, 13], "tumor": [14]})
+    two["network"]["args"]["split_levels"] = 1
+    path = recipe(tmp_path, {"dual": two}, [{"stage": "dual", "head": "organs"},
+                                            {"stage": "dual", "head": "tumor"}])
+    record, _ = run_end_to_end(tmp_path, dataset, path, run_cli)
+    assert record["with_tumor"] is True and set(record["stages"]) == {"dual"}
+
+
+def test_a_patch_stage_runs_by_sliding_window(tmp_path, dataset, run_cli):
+    patchy = stage(geometry={"region": "whole", "spacing_zyx": [2.0, 2.0, 2.0],
+                             "patch_zyx": [8, 16, 16], "overlap": 0.5},
+                   augmentation={"mirror": ["SI", "AP", "LR"]})
+    path = recipe(tmp_path, {"patches": patchy}, [{"stage": "patches"}])
+    record, _ = run_end_to_end(tmp_path, dataset, path, run_cli)
+    assert record["tta_views"] == {"patches": 8}
+
+
+def test_a_2d_network_runs_slice_by_slice(tmp_path, dataset, run_cli):
+    slices = stage(heads={"organs": [1, 3, 13], "tumor": [14]},
+                   geometry={"region": "whole", "spacing_zyx": [None, 2.0, 2.0],
+                             "infer_spacing_zyx": [4.0, 2.0, 2.0], "patch_zyx": [1, 16, 16]},
+                   augmentation={"mirror": ["AP"], "rotation_about": ["SI"]})
+    slices["network"]["args"].update(dims=2, split_levels=2, block="plain")
+    path = recipe(tmp_path, {"slices": slices}, [{"stage": "slices", "head": "organs"},
+                                                {"stage": "slices", "head": "tumor"}])
+    record, result = run_end_to_end(tmp_path, dataset, path, run_cli)
+    meta = json.loads((result.final / "slices" / "model.json").read_text())
+    assert meta["architecture"]["args"]["dims"] == 2
+    from flarecli.core.io.bundle import load_bundle
+
+    model, _ = load_bundle(result.final / "slices")
+    import torch
+
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d)]
+    assert convs and all(isinstance(m, torch.nn.Conv2d) for m in convs)
+    assert record["tta_views"] == {"slices": 2}
