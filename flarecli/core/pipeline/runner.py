@@ -211,7 +211,8 @@ def _audit(run: PipelineRun, out: Path) -> str | None:
     write_text_atomic(out / "audit.json", json.dumps(data, indent=2) + "\n")
     s = data["summary"]
     note = (f"{s['cases']} cases: {s['organ_full']} with all 13 organs, {s['organ_partial']} "
-            f"partial, {s['unlabeled']} unlabeled")
+            f"with some, {s['organ_none']} labelled without organs, {s['unlabeled']} "
+            "unlabeled")
     if s["problems"]:
         note += f"; {s['problems']} with problems (left out)"
     return note

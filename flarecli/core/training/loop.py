@@ -564,40 +564,64 @@ def write_model_recipe(model_dir: Path, recipe: S.Recipe) -> None:
     write_text_atomic(path, json.dumps(recipe_to_json(recipe), indent=2) + "\n")
 
 
-def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
-          ) -> dict[str, Any]:
-    """Run (or resume) the training of one stage. Returns a summary (paths, best score,
-    weights hash).
+@dataclass
+class Context:
+    """Where this process trains: its device and its place in a distributed run."""
 
-    Launched under ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel: every rank draws
-    its own samples, gradients are averaged, rank 0 alone writes files.
-    """
+    device: Any
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def lead(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def make_context(device_name: str) -> Context:
+    """Device, threads and, under ``torchrun`` (WORLD_SIZE > 1), the process group."""
     import torch
     import torch.distributed as dist
 
-    from flarecli.core.parallel import imap_ordered
     from flarecli.core.runtime import resolve_device, setup_torch
 
-    progress = progress or Progress()
     rank, world, local_rank = _dist_info()
-    distributed = world > 1
-    run, stage, run_dir, meta = open_run(run, resume)
-    lead = rank == 0
-    device = resolve_device(run.device)
-    if distributed:
+    device = resolve_device(device_name)
+    if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     setup_torch(device, benchmark=True)
-    torch.manual_seed(run.seed)
-    module, arch = build_network(stage)
-    if isinstance(stage.method, S.Staged):  # a bad parameter group fails before any work
-        for step in stage.method.steps:
-            trainable_mask(module, tuple(step.train))
+    return Context(device, rank, world)
 
-    # -- data
+
+@dataclass
+class Prepared:
+    """The run's data: cases by id, phases, intensity numbers, cached arrays, notes."""
+
+    cases: dict[str, SourceCase]
+    phases: list[Phase]
+    intensity: I.Intensity
+    paths: dict[str, Path]
+    notes: list[str]
+
+
+def prepare_data(run: TrainRun, stage: S.Stage, meta: dict | None, ctx: Context,
+                 progress: Progress) -> Prepared:
+    """Read the source, plan the phases, resolve the intensity, fill the cache."""
+    from flarecli.core.parallel import imap_ordered
+
     workers = run.workers if run.workers is not None else 1
     source_cases, notes = read_source(Path(run.source), max(1, workers))
     by_id = {c.id: c for c in source_cases}
@@ -624,7 +648,7 @@ def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
     jobs = [CacheJob(i, by_id[i].image, str(by_id[i].label),
                      str(cache_dir / f"{i}-{cache_key(stage, intensity, Path(by_id[i].label))}"
                                      ".npz"), stage, intensity) for i in used]
-    if lead:
+    if ctx.lead:
         cache_dir.mkdir(parents=True, exist_ok=True)
         errors = []
         for n, err in enumerate(imap_ordered(build_cache_entry, jobs, workers)):
@@ -633,68 +657,114 @@ def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
                 errors.append(err)
         if errors:
             raise InputError(f"{len(errors)} cases could not be preprocessed: {errors[0]}")
-    if distributed:
-        dist.barrier()
-    path_of = {j.case_id: Path(j.path) for j in jobs}
+    ctx.barrier()
+    return Prepared(by_id, phases, intensity, {j.case_id: Path(j.path) for j in jobs}, notes)
 
-    # -- state
+
+def start_state(run: TrainRun, stage: S.Stage, run_dir: Path, meta: dict | None, module,
+                arch: dict[str, Any], data: Prepared, ctx: Context) -> RunState:
+    """The network (warm-started), its EMA teacher, and either the checkpoint's state
+    (resume) or a fresh run folder with its config.json."""
     if run.init and meta is None:
         warm_start(module, Path(run.init))
-    module = module.to(device)
+    module = module.to(ctx.device)
     teacher = None
     if isinstance(stage.method, S.MeanTeacher):
         teacher = copy.deepcopy(module).requires_grad_(False)
-    state = RunState(stage, run_dir, device, module, module, teacher)
+    state = RunState(stage, run_dir, ctx.device, module, module, teacher)
     if meta is not None:
-        load_checkpoint(state, phases, distributed)
-    else:
-        if lead:
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True)
-            write_model_recipe(Path(run.out), run.recipe)
-            write_text_atomic(run_dir / "config.json", json.dumps({
-                "schema": RUN_SCHEMA, "recipe": run.recipe.name, "preset": run.recipe.preset,
-                "stage_name": run.stage, "stage": to_json(stage), "run": run.options(),
-                "intensity": intensity.to_json(), "architecture": arch,
-                "phases": [to_json(p) for p in phases], "notes": notes,
-                "world_size": world}, indent=2) + "\n")
-        if phases:
-            start_phase(state, phases[0], distributed)
-    luts = {h: torch.as_tensor(D.head_lut(c), device=device).long()
-            for h, c in stage.network.heads.items()}
-    aug, swap = _augment_config(stage)
-    dims = getattr(module, "dims", 3)
-    on_device = device.type == "cuda"  # augment on the GPU; workers only load arrays
-    loader_workers = run.workers if run.workers is not None else (
-        min(4, usable_cpus()) if on_device else 0)
+        load_checkpoint(state, data.phases, ctx.distributed)
+        return state
+    if ctx.lead:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        write_model_recipe(Path(run.out), run.recipe)
+        write_text_atomic(run_dir / "config.json", json.dumps({
+            "schema": RUN_SCHEMA, "recipe": run.recipe.name, "preset": run.recipe.preset,
+            "stage_name": run.stage, "stage": to_json(stage), "run": run.options(),
+            "intensity": data.intensity.to_json(), "architecture": arch,
+            "phases": [to_json(p) for p in data.phases], "notes": data.notes,
+            "world_size": ctx.world}, indent=2) + "\n")
+    start_phase(state, data.phases[0], ctx.distributed)
+    return state
 
-    # -- phases and epochs
-    validated = any(p.val_cases for p in phases)
+
+@dataclass
+class Feed:
+    """How samples reach the network: per-head lookup tables, augmentation (and the
+    left-right label swap), 2-D or 3-D input, loader workers, augmentation on the GPU."""
+
+    luts: dict[str, Any]
+    aug: Any
+    swap: Any
+    dims: int
+    loader_workers: int
+    on_device: bool
+
+
+def make_feed(stage: S.Stage, module, run: TrainRun, ctx: Context) -> Feed:
+    import torch
+
+    aug, swap = _augment_config(stage)
+    on_device = ctx.device.type == "cuda"  # augment on the GPU; workers only load arrays
+    return Feed({h: torch.as_tensor(D.head_lut(c), device=ctx.device).long()
+                 for h, c in stage.network.heads.items()}, aug, swap,
+                getattr(module, "dims", 3),
+                run.workers if run.workers is not None else (min(4, usable_cpus())
+                                                             if on_device else 0), on_device)
+
+
+def run_phases(state: RunState, data: Prepared, feed: Feed, ctx: Context, seed: int,
+               progress: Progress) -> None:
+    """Every remaining phase; a staged step starts from the previous step's best weights."""
+    phases = data.phases
     while state.phase < len(phases):
         phase = phases[state.phase]
-        train_phase(state, phase, [path_of[i] for i in phase.cases],
-                    [path_of[i] for i in phase.val_cases], [by_id[i].kind for i in phase.cases],
-                    luts, aug, swap, dims, run.seed, rank, lead, loader_workers, on_device,
-                    distributed, progress, multi=len(phases) > 1)
+        train_phase(state, phase, [data.paths[i] for i in phase.cases],
+                    [data.paths[i] for i in phase.val_cases],
+                    [data.cases[i].kind for i in phase.cases], feed, ctx, seed, progress,
+                    multi=len(phases) > 1)
         state.phase += 1
         state.epoch = 0
         if state.phase < len(phases):
             best = _continue_from_selected(state)
             state.best = -math.inf
-            start_phase(state, phases[state.phase], distributed)
-            if lead:
+            start_phase(state, phases[state.phase], ctx.distributed)
+            if ctx.lead:
                 save_checkpoint(state)
                 best.unlink(missing_ok=True)  # after the checkpoint: a crash replays the load
 
+
+def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
+          ) -> dict[str, Any]:
+    """Run (or resume) the training of one stage. Returns a summary (paths, best score,
+    weights hash).
+
+    Launched under ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel: every rank draws
+    its own samples, gradients are averaged, rank 0 alone writes files.
+    """
+    import torch
+
+    progress = progress or Progress()
+    run, stage, run_dir, meta = open_run(run, resume)
+    ctx = make_context(run.device)
+    torch.manual_seed(run.seed)
+    module, arch = build_network(stage)
+    if isinstance(stage.method, S.Staged):  # a bad parameter group fails before any work
+        for step in stage.method.steps:
+            trainable_mask(module, tuple(step.train))
+    data = prepare_data(run, stage, meta, ctx, progress)
+    state = start_state(run, stage, run_dir, meta, module, arch, data, ctx)
+    run_phases(state, data, make_feed(stage, module, run, ctx), ctx, run.seed, progress)
+    validated = any(p.val_cases for p in data.phases)
     checksum = ""
-    if lead:
-        checksum = export_bundle(state, run, stage, arch, intensity, phases, by_id, validated)
-    result = {"run_dir": str(run_dir), "epochs": sum(p.epochs for p in phases),
+    if ctx.lead:
+        checksum = export_bundle(state, run, stage, arch, data)
+    result = {"run_dir": str(run_dir), "epochs": sum(p.epochs for p in data.phases),
               "best": state.best, "validated": validated, "final_sha256": checksum,
               "state_sha256": _state_hash(state.exported.state_dict())}
-    if distributed:
-        dist.barrier()
+    ctx.barrier()
     return result
 
 
@@ -713,11 +783,10 @@ def _continue_from_selected(state: RunState) -> Path:
 
 
 def train_phase(state: RunState, phase: Phase, train_paths: list[Path], val_paths: list[Path],
-                kinds: list[str], luts, aug, swap, dims: int, seed: int, rank: int, lead: bool,
-                loader_workers: int, on_device: bool, distributed: bool, progress: Progress,
+                kinds: list[str], feed: Feed, ctx: Context, seed: int, progress: Progress,
                 multi: bool) -> None:
+    """The epochs of one phase: sample, step, validate, keep the best, checkpoint."""
     import torch
-    import torch.distributed as dist
 
     from flarecli.core.io.bundle import save_weights
 
@@ -725,28 +794,28 @@ def train_phase(state: RunState, phase: Phase, train_paths: list[Path], val_path
     balance = isinstance(stage.method, S.SelfTraining) and stage.method.balance_kinds
     sampler = D.KindBalancedSampler(kinds if balance else ["all"] * len(kinds),
                                     stage.batch_size, phase.iterations,
-                                    seed if not multi else seed + 1000 * state.phase, rank)
-    dataset = _Samples(train_paths, stage, aug, swap, prepare=not on_device)
+                                    seed if not multi else seed + 1000 * state.phase, ctx.rank)
+    dataset = _Samples(train_paths, stage, feed.aug, feed.swap, prepare=not feed.on_device)
     while state.epoch < phase.epochs:
         epoch = state.epoch
         t0 = time.perf_counter()
         batches = sampler.epoch(epoch)
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=batches, num_workers=loader_workers, collate_fn=_collate,
-            pin_memory=on_device)
+            dataset, batch_sampler=batches, num_workers=feed.loader_workers,
+            collate_fn=_collate, pin_memory=feed.on_device)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         wait = 0.0
         t_data = time.perf_counter()
         for step, (batch, items) in enumerate(zip(batches, loader, strict=True)):
             wait += time.perf_counter() - t_data
-            if on_device:
-                items = [D.make_sample(arr, s, stage.geometry, aug, state.device, swap_lr=swap)
-                         for arr, s in items]
+            if feed.on_device:
+                items = [D.make_sample(arr, s, stage.geometry, feed.aug, state.device,
+                                       swap_lr=feed.swap) for arr, s in items]
             images = torch.stack([x for x, _ in items]).to(state.device, non_blocking=True)
             labels = torch.stack([y for _, y in items]).to(state.device, non_blocking=True)
             batch_kinds = [kinds[i] for i, _ in batch]
-            metrics = train_step(state, phase, images, labels, batch_kinds, luts, dims)
+            metrics = train_step(state, phase, images, labels, batch_kinds, feed.luts, feed.dims)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
@@ -760,9 +829,9 @@ def train_phase(state: RunState, phase: Phase, train_paths: list[Path], val_path
                                      for k in sums}}
         if multi:
             record = {"phase": phase.name, **record}
-        if lead:
+        if ctx.lead:
             if val_paths:
-                dice, val_loss = validate(state, phase, val_paths, luts, dims)
+                dice, val_loss = validate(state, phase, val_paths, feed.luts, feed.dims)
                 record["val_dice"] = dice
                 record["val_mean"] = float(np.mean(list(dice.values()))) if dice else 0.0
                 record["val_loss"] = val_loss
@@ -783,13 +852,13 @@ def train_phase(state: RunState, phase: Phase, train_paths: list[Path], val_path
                 f.write(json.dumps(record) + "\n")
             save_checkpoint(state)
             progress.epoch(record)
-        if distributed:
-            dist.barrier()
+        ctx.barrier()
 
 
 def export_bundle(state: RunState, run: TrainRun, stage: S.Stage, arch: dict[str, Any],
-                  intensity: I.Intensity, phases: list[Phase], by_id: dict[str, SourceCase],
-                  validated: bool) -> str:
+                  data: Prepared) -> str:
+    """Write the bundle: the final (and best) weights of the exported network, model.json.
+    Returns the final weights' SHA-256."""
     from flarecli.core.io.bundle import save_weights, sha256, write_bundle
 
     run_dir = state.run_dir
@@ -797,8 +866,9 @@ def export_bundle(state: RunState, run: TrainRun, stage: S.Stage, arch: dict[str
     best_file = run_dir / "weights_best.pt"
     if best_file.exists():
         checksums["best"] = sha256(best_file)
+    phases, intensity = data.phases, data.intensity
     last = phases[-1]
-    kinds = [by_id[i].kind for i in last.cases]
+    kinds = [data.cases[i].kind for i in last.cases]
     write_bundle(run_dir, {
         "recipe": run.recipe.name, "preset": run.recipe.preset, "stage_name": run.stage,
         "stage": to_json(stage), "architecture": arch, "intensity": intensity.to_json(),

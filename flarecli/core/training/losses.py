@@ -22,13 +22,17 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
 
     logits (B, C, *spatial), target (B, *spatial) int64 in [0, C).
     """
+    n_classes = logits.shape[1]
     probs = torch.softmax(logits.float(), dim=1)
-    onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).to(probs.dtype)
-    dims = (0, *range(2, logits.ndim))
-    tp = (probs * onehot).sum(dims)
-    fp = (probs * (1 - onehot)).sum(dims)
-    fn = ((1 - probs) * onehot).sum(dims)
-    dice = (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
+    target = target.long()
+    # tp = sum of each voxel's probability of its own class, per class; 2 tp + fp + fn is
+    # the predicted plus the true volume. No one-hot tensor: it cost a third of a CPU step.
+    own = probs.gather(1, target[:, None]).reshape(-1)
+    tp = torch.zeros(n_classes, dtype=probs.dtype, device=probs.device).index_add_(
+        0, target.reshape(-1), own)
+    volume = probs.sum((0, *range(2, logits.ndim))) + torch.bincount(
+        target.reshape(-1), minlength=n_classes)[:n_classes].to(probs.dtype)
+    dice = (2 * tp + smooth) / (volume + smooth)
     return 1 - dice[1:].mean()
 
 

@@ -91,3 +91,26 @@ def test_balanced_weights_favour_small_classes_and_keep_the_scale():
     logits.grad = None
     dice_ce(logits, target).backward()
     assert balanced < logits.grad[0, 1, 0].mean() < 0
+
+
+def test_dice_loss_equals_the_one_hot_definition():
+    import torch.nn.functional as F
+
+    def one_hot_dice(logits, target, smooth=1e-5):
+        probs = torch.softmax(logits, dim=1)
+        onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).float()
+        dims = (0, *range(2, logits.ndim))
+        tp = (probs * onehot).sum(dims)
+        fp = (probs * (1 - onehot)).sum(dims)
+        fn = ((1 - probs) * onehot).sum(dims)
+        return 1 - ((2 * tp + smooth) / (2 * tp + fp + fn + smooth))[1:].mean()
+
+    torch.manual_seed(0)
+    for shape in [(2, 14, 6, 7, 8), (3, 2, 9, 9), (1, 5, 4, 4, 4)]:
+        logits = torch.randn(*shape, requires_grad=True)
+        target = torch.randint(0, shape[1], (shape[0], *shape[2:]))
+        ours, theirs = L.soft_dice_loss(logits, target), one_hot_dice(logits, target)
+        assert float(ours.detach()) == pytest.approx(float(theirs.detach()), abs=1e-6)
+        g1, = torch.autograd.grad(ours, logits)
+        g2, = torch.autograd.grad(theirs, logits)
+        assert torch.allclose(g1, g2, atol=1e-7)
