@@ -42,3 +42,20 @@ def test_help_does_not_import_torch():
             "print('torch' in sys.modules, 'SimpleITK' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_commands_never_import_the_cli():
+    """The table of contents imports the commands, never the other way round: demo and the
+    examples run pipelines through the core's API, not through argv."""
+    for path in (PKG / "commands").rglob("*.py"):
+        assert "flarecli.cli" not in imported_modules(path), path
+    for path in (PKG.parent / "examples").rglob("*.py"):
+        mods = imported_modules(path)
+        assert "flarecli.cli" not in mods and not any(
+            m.startswith("flarecli.commands") for m in mods), path
+
+
+def test_the_public_api_is_core_only():
+    mods = imported_modules(PKG / "api.py")
+    flare = {m for m in mods if m.startswith("flarecli")}
+    assert flare and all(m.startswith("flarecli.core") for m in flare), flare
