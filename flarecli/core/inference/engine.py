@@ -15,7 +15,9 @@ transpose and flips, undone at the end):
 2. each output stage sees the ROI plus its own margin (or the whole scan); its head's classes
    become FLARE ids, and the outputs are merged in order, later over earlier where they
    label a voxel (StMt: tumor over organs);
-3. the merged labels are pasted into a volume of the scan's size; the caller post-processes.
+3. each output is post-processed on its region (largest component per organ, small tumor
+   specks dropped) before the merge, and the merged labels are pasted into a volume of the
+   scan's size.
 
 Resampling runs on the CPU and only network-size tensors go to the device, so device memory
 does not grow with the slice count (measured: ../shared/PERFORMANCE.md).
@@ -34,6 +36,7 @@ from flarecli.core.errors import ModelError
 from flarecli.core.inference import stages as ST
 from flarecli.core.io.nifti import Geometry
 from flarecli.core.labels import TUMOR
+from flarecli.core.postprocessing.components import postprocess as clean
 from flarecli.core.preprocessing.boxes import (
     Box,
     box_of,
@@ -181,7 +184,11 @@ class Engine:
         return box
 
     def predict(self, image: np.ndarray, geometry: Geometry, tta: bool = False,
-                stats: bool = False) -> Prediction:
+                stats: bool = False, postprocess: S.Postprocess | None = None) -> Prediction:
+        """Labels of one scan (see the module docstring). ``postprocess`` cleans each output
+        before the outputs are merged: an organ's largest component is found before tumors
+        are overlaid, so a tumor across an organ does not cut it into pieces that are then
+        thrown away."""
         from flarecli.core.preprocessing.orientation import to_canonical
 
         t0 = time.perf_counter()
@@ -201,7 +208,11 @@ class Engine:
                 done[name] = (box, ST.segment(ls, image, box, spacing, fill, tta,
                                               info if stats and not done else None))
             box, labels = done[name]
-            paste(out, ls.ids(head)[labels[head]], box, labelled_only=True)
+            ids = ls.ids(head)[labels[head]]
+            if postprocess is not None:
+                ids, _ = clean(ids, geometry.voxel_volume_mm3, postprocess.connectivity,
+                               postprocess.min_tumor_mm3, tuple(postprocess.largest_component))
+            paste(out, ids, box, labelled_only=True)
         out = reorient.invert(out)
         t2 = time.perf_counter()
         return Prediction(out, roi if roi is not None else whole(image.shape),

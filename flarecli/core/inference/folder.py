@@ -23,7 +23,6 @@ from flarecli.core.inference.profiling import GpuMemorySampler
 from flarecli.core.io.cases import Case, check_output_dir, discover_cases
 from flarecli.core.io.nifti import read_volume, write_volume
 from flarecli.core.labels import ORGANS
-from flarecli.core.postprocessing.components import postprocess as clean
 
 
 @dataclass
@@ -131,12 +130,9 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
                 torch.cuda.reset_peak_memory_stats(engine.device)
             with GpuMemorySampler(engine.device) as sampler:
                 pred = engine.predict(image, geometry, tta=tta,
-                                      stats=scores or min_score is not None)
+                                      stats=scores or min_score is not None,
+                                      postprocess=postprocess)
                 label = pred.label
-                if postprocess is not None:
-                    label, _ = clean(label, geometry.voxel_volume_mm3, postprocess.connectivity,
-                                     postprocess.min_tumor_mm3,
-                                     tuple(postprocess.largest_component))
                 if engine.device.type == "cuda":
                     torch.cuda.synchronize(engine.device)
             del image

@@ -320,3 +320,34 @@ def test_a_case_rejected_on_a_rerun_loses_its_old_pseudo_label(model_dir, tmp_pa
     res = run_cli("correct", tmp_path / "pl", tmp_path / "labels", tmp_path / "fixed",
                   "--images", tmp_path / "in")
     assert res.code == 4 and "without a pseudo-label" in res.stderr
+
+
+def test_outputs_are_cleaned_before_they_are_merged(model_dir, monkeypatch):
+    """A tumor band across the liver must not make post-processing drop half of the liver:
+    each output keeps its largest components before the tumor is overlaid."""
+    from flarecli.core.inference import stages as ST
+    from flarecli.core.inference.engine import Engine
+    from flarecli.core.recipes.spec import Postprocess
+    from flarecli.core.runtime import resolve_device
+
+    engine = Engine(model_dir, resolve_device("cpu"))
+    shape = (12, 20, 20)
+    organs = np.zeros(shape, np.uint8)
+    organs[2:10, 2:18, 2:18] = 1  # the liver (network class 1 = FLARE id 1)
+    organs[0, 0, 0] = 1  # a speck of liver: not its largest component
+    tumor = np.zeros(shape, np.uint8)
+    tumor[:, 9:11, :] = 1  # a tumor band cutting the liver in two
+
+    def fake_segment(ls, image, box, spacing, fill, tta, stats=None):
+        head = next(iter(ls.stage.network.heads))
+        return {head: tumor if head == "tumor" else organs}
+
+    monkeypatch.setattr(ST, "segment", fake_segment)
+    monkeypatch.setattr(Engine, "roi", lambda self, image, spacing, fill: tuple(
+        (0, s) for s in image.shape))
+    monkeypatch.setattr(Engine, "region", lambda self, ls, roi, shape_, spacing: roi)
+    label = engine.predict(np.zeros(shape, np.int16), geom(shape),
+                           postprocess=Postprocess()).label
+    assert label[0, 0, 0] == 0  # the speck is gone
+    assert (label[2:10, 2:9, 2:18] == 1).all() and (label[2:10, 11:18, 2:18] == 1).all()
+    assert (label[:, 9:11, :] == 14).all()
