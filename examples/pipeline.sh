@@ -11,7 +11,7 @@
 #
 # DATA uses the FLARE / nnU-Net layout: imagesTr/<case>_0000.nii.gz + labelsTr/<case>.nii.gz
 # (partial labels), imagesUn/ (unlabeled scans), and optionally imagesTs/ + labelsTs/ to score.
-# Re-running retrains the models (--overwrite) and keeps the other finished outputs.
+# Re-running redoes every step (--overwrite): a retrained teacher makes new pseudo-labels.
 set -euo pipefail
 
 FLARE=${FLARE:-flare}
@@ -54,16 +54,16 @@ train "$OUT/audit.json" --out "$OUT/teacher" --stage teacher $TEACHER_OPT
 
 # 3. Pseudo-labels of the partially labelled and the unlabeled scans (clean-up, quality scores
 #    in OUT/pseudo/scores.csv).
-ok4 $FLARE pseudolabel "$DATA/imagesTr" "$OUT/pseudo" --model "$OUT/teacher" $TTA \
+ok4 $FLARE pseudolabel "$DATA/imagesTr" "$OUT/pseudo" --model "$OUT/teacher" $TTA --overwrite \
     --device "$DEVICE"
 if [ -d "$DATA/imagesUn" ]; then
-    ok4 $FLARE pseudolabel "$DATA/imagesUn" "$OUT/pseudo" --model "$OUT/teacher" $TTA \
+    ok4 $FLARE pseudolabel "$DATA/imagesUn" "$OUT/pseudo" --model "$OUT/teacher" $TTA --overwrite \
         --device "$DEVICE"
 fi
 
 # 4. Correct the pseudo-labels with the partial annotations (the annotation always wins).
 #    -> OUT/corrected/*.nii.gz + OUT/corrected/manifest.json (each case FL, CPL or PL)
-ok4 $FLARE correct "$OUT/pseudo" "$DATA/labelsTr" "$OUT/corrected"
+ok4 $FLARE correct "$OUT/pseudo" "$DATA/labelsTr" "$OUT/corrected" --overwrite
 
 # 5. Student: coarse model and organ model on FL/CPL/PL (L = L_fl + 1.0 L_cpl + 0.5 L_pl), and
 #    the mean-teacher tumor model on the tumor-annotated cases.

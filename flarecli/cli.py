@@ -8,6 +8,7 @@ dependencies inside the command, so ``flare --help`` stays instant and never imp
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 
@@ -45,12 +46,30 @@ def _help(func) -> str:
     return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
+def _interruptible(func):
+    """Ctrl-C inside a command becomes flare's Interrupted (one line, exit code 130) instead
+    of whatever the installed Typer/Click version does with KeyboardInterrupt."""
+
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        from flarecli.core.errors import Interrupted
+
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+
+    return run
+
+
 # in the order of the StMt loop
 for _name, _func in (("synth", synth.synth), ("audit", audit.audit), ("train", train.train),
                      ("pseudolabel", pseudolabel.pseudolabel), ("correct", correct.correct),
                      ("infer", infer.infer), ("postprocess", postprocess.postprocess),
                      ("evaluate", evaluate.evaluate), ("demo", demo.demo)):
-    app.command(_name, help=_help(_func))(_func)
+    app.command(_name, help=_help(_func))(_interruptible(_func))
+for _command in recipes.app.registered_commands:
+    _command.callback = _interruptible(_command.callback)
 app.add_typer(recipes.app, name="recipes", help=_help(recipes.recipes))
 
 
@@ -72,15 +91,19 @@ def _root(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, map flare errors to a one-line message and an exit code.
 
-    Usage errors (exit 2), --help/--version and Ctrl-C ("Aborted!", exit 1) are handled by
-    Typer's standalone mode; everything flare raises on purpose is a FlareError.
+    Usage errors (exit 2) and --help/--version are handled by Typer's standalone mode;
+    everything flare raises on purpose is a FlareError, Ctrl-C included (exit 130).
     """
-    from flarecli.core.errors import FlareError
+    from flarecli.core.errors import FlareError, Interrupted
 
     try:
-        app(args=argv, standalone_mode=True)
+        try:
+            app(args=argv, standalone_mode=True)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
     except FlareError as e:
-        print(f"flare: error: {e.message}", file=sys.stderr)
+        prefix = "flare: " if isinstance(e, Interrupted) else "flare: error: "
+        print(f"{prefix}{e.message}", file=sys.stderr)
         if e.hint:
             print(f"  hint: {e.hint}", file=sys.stderr)
         sys.exit(e.exit_code)

@@ -5,19 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flarecli.commands._ui import err, problem, progress_bar
+from flarecli.commands._ui import err, note, problem, progress_bar
 
 
-def predict_folder(input_dir: Path, run: Any) -> tuple[list[Any], dict[str, Any]]:
+def predict_folder(input_dir: Path, run: Any, reports: dict[str, Path | None] | None = None
+                   ) -> tuple[list[Any], dict[str, Any]]:
     """Predict every scan of ``input_dir`` (core.inference.folder.predict); prints notes and
-    problems; raises CasesFailed after the loop if any scan failed."""
+    problems. ``reports``: option name -> file the command writes after the run (checked
+    before any work). The caller raises CasesFailed after the loop if any scan failed."""
     from flarecli.core.inference.folder import input_cases, predict
     from flarecli.core.io.cases import require_dir
+    from flarecli.core.io.outputs import check_output_file
 
     require_dir(input_dir, "input")
-    cases, stray = input_cases(input_dir, run.output_dir)
-    for path, message in stray:
-        problem(str(path), message)
+    cases, found = input_cases(input_dir, run.output_dir, run.model)
+    reads = [c.image for c in cases]
+    for what, path in (reports or {}).items():
+        check_output_file(path, what, reads=reads, case_dirs=[input_dir, run.model])
+    for path, message in found.stray:
+        note(str(path), message)
     with progress_bar(len(cases), run.command) as advance:
         def on_result(r) -> None:
             if r.error:

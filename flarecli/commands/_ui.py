@@ -63,8 +63,14 @@ def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
 
 
 def problem(where: str, message: str) -> None:
-    """One line per problem, on stderr, naming the file or case."""
+    """One line per problem, on stderr, naming the file or case (the run ends with exit
+    code 4)."""
     err.print(f"[red]error[/red]: {where}: {message}", markup=True, highlight=False)
+
+
+def note(where: str, message: str) -> None:
+    """One line about something ignored, on stderr (no effect on the exit code)."""
+    err.print(f"[yellow]note[/yellow]: {where}: {message}", markup=True, highlight=False)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -10,6 +10,7 @@ from flarecli.commands._ui import (
     CSV_OUT,
     JSON_OUT,
     WORKERS,
+    note,
     out,
     problem,
     track,
@@ -37,23 +38,31 @@ def audit(
     from flarecli.core.curation import audit as core
     from flarecli.core.errors import CasesFailed, InputError
     from flarecli.core.io.cases import discover_cases
+    from flarecli.core.io.outputs import check_output_file
     from flarecli.core.parallel import imap_ordered
 
     if dataset is not None and (images is not None or labels is not None):
         raise InputError("give either DATASET or --images/--labels, not both")
     if dataset is not None:
         found = core.dataset_cases(dataset)
+        folders = [Path(dataset) / s for s in ("imagesTr", "labelsTr", "imagesUn")]
         source = {"dataset": str(Path(dataset).resolve())}
     elif images is not None or labels is not None:
         found = discover_cases(images, labels)
+        folders = [f for f in (images, labels) if f is not None]
         source = {"images": str(images.resolve()) if images else None,
                   "labels": str(labels.resolve()) if labels else None}
     else:
         raise InputError("no input", hint="flare audit DATASET, or --images DIR --labels DIR")
     if not found.cases and not found.stray:
         raise InputError(f"no NIfTI files found in {source}")
+    reads = [f for c in found.cases for f in (c.image, c.label) if f is not None]
+    for path, what in ((json_path, "--json"), (csv_path, "--csv")):
+        check_output_file(path, what, reads=reads, case_dirs=folders)
 
     for path, message in found.stray:
+        note(str(path), message)
+    for path, message in found.problems:
         problem(str(path), message)
     cases = []
     for result in track(imap_ordered(core.audit_case, found.cases, workers), len(found.cases),
@@ -62,7 +71,7 @@ def audit(
             problem(result.id, message)
         cases.append(result)
 
-    data = core.manifest(cases, found.stray, source)
+    data = core.manifest(cases, found, source)
     render_summary(data["summary"])
     if json_path:
         write_json(json_path, data)
@@ -70,7 +79,7 @@ def audit(
         write_csv(csv_path, core.CSV_COLUMNS, core.csv_rows(cases))
     n_bad = data["summary"]["problems"]
     if n_bad:
-        raise CasesFailed(n_bad, len(cases) + len(found.stray), "cases/files")
+        raise CasesFailed(n_bad, len(cases) + len(found.problems), "cases/files")
 
 
 def render_summary(summary: dict) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
 import typer
 
-from flarecli.commands._ui import WORKERS, out, problem, track, write_json
+from flarecli.commands._ui import WORKERS, note, out, problem, track, write_json
 
 
 def correct(
@@ -30,12 +31,18 @@ def correct(
     """
     from flarecli.core.curation import correct as core
     from flarecli.core.errors import CasesFailed, check_choice
+    from flarecli.core.io.outputs import check_output_file
     from flarecli.core.parallel import imap_ordered
 
     check_choice("--rule", rule, tuple(core.RULES))
-    jobs = core.plan(pseudo_dir, labels_dir, output_dir, images, overwrite, rule)
+    manifest_path = check_output_file(manifest_path, "--manifest",
+                                      case_dirs=[pseudo_dir, labels_dir, *images])
+    plan = core.plan(pseudo_dir, labels_dir, output_dir, images, overwrite, rule)
+    for path, message in plan.stray:
+        note(str(path), message)
     results = []
-    for r in track(imap_ordered(core.correct_case, jobs, workers), len(jobs), "correct"):
+    for r in chain(plan.failed, track(imap_ordered(core.correct_case, plan.jobs, workers),
+                                      len(plan.jobs), "correct")):
         if r.error:
             problem(r.case, r.error)
         results.append(r)

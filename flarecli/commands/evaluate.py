@@ -10,7 +10,7 @@ from flarecli.commands._ui import (
     CSV_OUT,
     JSON_OUT,
     WORKERS,
-    err,
+    note,
     out,
     problem,
     track,
@@ -47,23 +47,34 @@ def evaluate(
     from flarecli.core.curation.audit import read_manifest
     from flarecli.core.errors import CasesFailed, check_choice
     from flarecli.core.io.cases import require_dir
+    from flarecli.core.io.outputs import check_output_file
     from flarecli.core.metrics import evaluate as core
     from flarecli.core.parallel import imap_ordered
 
     check_choice("protocol", protocol, core.PROTOCOLS)
     require_dir(pred_dir, "predictions")
     require_dir(gt_dir, "ground-truth")
+    reads = [manifest] if manifest else []
+    for path, what in ((json_path, "--json"), (csv_path, "--csv")):
+        check_output_file(path, what, reads=reads, case_dirs=[pred_dir, gt_dir])
     man = read_manifest(manifest) if manifest else None
-    jobs, extra = core.plan_jobs(pred_dir, gt_dir, protocol, nsd_threshold, man)
-    for case in extra:
-        err.print(f"note: prediction '{case}' has no ground truth (ignored)", highlight=False)
-    results = []
-    for r in track(imap_ordered(core.evaluate_case, jobs, workers), len(jobs), "evaluate"):
+    plan = core.plan_jobs(pred_dir, gt_dir, protocol, nsd_threshold, man)
+    for path, message in plan.stray:
+        note(str(path), message)
+    for case in plan.extra:
+        note(case, "prediction has no ground truth (ignored)")
+    results = list(plan.failed)
+    for r in plan.failed:
+        for message in r.problems:
+            problem(r.case, message)
+    for r in track(imap_ordered(core.evaluate_case, plan.jobs, workers), len(plan.jobs),
+                   "evaluate"):
         if r.missing_prediction:
-            err.print(f"note: {r.case}: no prediction, scored as empty", highlight=False)
+            note(r.case, "no prediction, scored as empty")
         for message in r.problems:
             problem(r.case, message)
         results.append(r)
+    results.sort(key=lambda r: r.case)
     summary = core.summarize(results, protocol, nsd_threshold)
     render(summary)
     if csv_path:

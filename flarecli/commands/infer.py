@@ -47,7 +47,7 @@ def infer(
     run = PredictRun("infer", model, output_dir, device=device, weights=weights, tta=tta,
                      postprocess=postprocess, connectivity=connectivity,
                      min_tumor_mm3=min_tumor_mm3, overwrite=overwrite, graph=graph)
-    results, record = predict_folder(input_dir, run)
+    results, record = predict_folder(input_dir, run, {"--profile": profile})
     if profile:
         write_json(profile, {k: record[k] for k in ("scans", "summary", "device",
                                                     "model_load_seconds")})

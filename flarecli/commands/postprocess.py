@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
 import typer
 
-from flarecli.commands._ui import WORKERS, err, out, problem, track
+from flarecli.commands._ui import WORKERS, note, out, problem, track
 
 
 def postprocess(
@@ -28,10 +29,13 @@ def postprocess(
     from flarecli.core.parallel import imap_ordered
     from flarecli.core.postprocessing import folder as core
 
-    jobs = core.plan(input_dir, output_dir, connectivity, min_tumor_mm3, overwrite)
+    plan = core.plan(input_dir, output_dir, connectivity, min_tumor_mm3, overwrite)
+    for path, message in plan.stray:
+        note(str(path), message)
     failed = done = skipped = 0
     removed_total: dict[int, int] = {}
-    for r in track(imap_ordered(core.run_case, jobs, workers), len(jobs), "postprocess"):
+    for r in chain(plan.failed, track(imap_ordered(core.run_case, plan.jobs, workers),
+                                      len(plan.jobs), "postprocess")):
         if r.error:
             failed += 1
             problem(r.case, r.error)
@@ -45,5 +49,4 @@ def postprocess(
     out.print(f"postprocessed {done} cases into {output_dir} (skipped {skipped} existing); "
               f"voxels removed per class: {removed}", highlight=False)
     if failed:
-        err.print(f"{failed} cases failed", highlight=False)
-        raise CasesFailed(failed, len(jobs))
+        raise CasesFailed(failed, len(plan.jobs) + len(plan.failed))

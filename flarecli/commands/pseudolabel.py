@@ -38,9 +38,10 @@ def pseudolabel(
     run = PredictRun("pseudolabel", model, output_dir, device=device, weights=weights,
                      tta=tta, with_tumor=with_tumor, postprocess=True, overwrite=overwrite,
                      scores=True, min_score=min_score)
-    results, record = predict_folder(input_dir, run)
+    scores = scores or Path(output_dir) / "scores.csv"
+    results, record = predict_folder(input_dir, run, {"--scores": scores})
     header, rows = scores_table(record)
-    write_csv(scores or Path(output_dir) / "scores.csv", header, rows)
+    write_csv(scores, header, rows)
     written = sum(1 for r in results if not (r.rejected or r.error or r.skipped))
     rejected = sum(1 for r in results if r.rejected)
     out.print(f"pseudo-labelled {written} scans into {output_dir}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from flarecli.commands._ui import DEVICE, PRESET, RECIPE, SET, err, out
+from flarecli.commands._ui import DEVICE, PRESET, RECIPE, SET, err, out, problem
 
 
 def train(
@@ -74,6 +74,11 @@ def train(
              else f"best training loss {-result['best']:.4f}")
     out.print(f"trained {result['epochs']} epochs -> {result['run_dir']} ({score})",
               highlight=False)
+    if result["problems"]:
+        from flarecli.core.errors import CasesFailed
+
+        raise CasesFailed(len(result["problems"]), len(result["problems"]) + len(
+            result["cases"]), "cases (left out of training)")
 
 
 def train_progress(bar=None):
@@ -97,4 +102,4 @@ def train_progress(bar=None):
             bar.update(task, description=f"epoch {e + 1}", info=f"loss {loss:.4f}")
 
     return core.Progress(stage=lambda text: err.print(text, highlight=False), cache=on_cache,
-                         step=on_step, epoch=on_epoch)
+                         step=on_step, epoch=on_epoch, problem=problem)

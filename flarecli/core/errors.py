@@ -6,14 +6,15 @@ optional hint and the exit code below. Exit codes (also in the README):
 ====  ===========================================================================
 code  meaning
 ====  ===========================================================================
-0     success
-1     unexpected internal error (a bug: please report it), or Ctrl-C ("Aborted!"); an
-      interrupted run leaves only complete outputs and resumes when run again
+0     success (notes about ignored files may have been printed)
+1     unexpected internal error (a bug: please report it)
 2     bad command line (unknown option, invalid value) -- Click/Typer's usage error
-3     input error: a missing/unreadable folder or file, wrong naming, bad option value
-4     data problems: the run finished, but some cases had problems or failed
-      (each one was reported on its own line; the other cases were processed)
-5     model or configuration error: an invalid or tampered model bundle / config
+3     input error: a missing/unreadable folder or file, wrong naming, bad option value, an
+      output that would overwrite an input or cannot be written
+4     data problems: the run finished, but some cases had problems or failed (each one was
+      reported on its own line; the other cases were processed), or the disk filled up
+5     model or configuration error: an invalid or tampered model bundle, recipe or value
+130   interrupted (Ctrl-C); the run left only complete outputs and resumes when run again
 ====  ===========================================================================
 """
 
@@ -25,6 +26,7 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_DATA = 4
 EXIT_MODEL = 5
+EXIT_INTERRUPTED = 130
 
 
 class FlareError(Exception):
@@ -57,6 +59,24 @@ class ModelError(FlareError):
     """An invalid, incompatible or tampered model bundle or configuration."""
 
     exit_code = EXIT_MODEL
+
+
+class Interrupted(FlareError):
+    """Ctrl-C: outputs are whole or absent, so the same command resumes."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self) -> None:
+        super().__init__("interrupted", hint="finished outputs are kept: run the same command "
+                         "again to resume")
+
+
+class WriteFailed(DataError):
+    """An output could not be written: that case fails, the others go on."""
+
+
+class DiskFull(WriteFailed):
+    """No space left on the device: the run stops, since every later write would fail too."""
 
 
 class CasesFailed(DataError):

@@ -157,7 +157,7 @@ def _short(e: FlareError, path: Path) -> str:
 def dataset_cases(dataset: Path) -> Discovery:
     """The training cases of a dataset folder: imagesTr + labelsTr, plus imagesUn (unlabeled).
 
-    A ``dataset.json`` whose label ids are not FLARE's is reported as a stray-file problem.
+    A ``dataset.json`` whose label ids are not FLARE's is a problem of the dataset.
     """
     dataset = require_dir(dataset, "dataset")
     images_tr, labels_tr = dataset / "imagesTr", dataset / "labelsTr"
@@ -179,14 +179,14 @@ def dataset_cases(dataset: Path) -> Discovery:
     ds_json = dataset / "dataset.json"
     if ds_json.is_file():
         try:
-            found.stray += [(ds_json, m) for m in check_flare_labels(
+            found.problems += [(ds_json, m) for m in check_flare_labels(
                 read_dataset_json(ds_json)["label_ids"])]
         except InputError as e:
-            found.stray.append((ds_json, str(e).removeprefix(f"{ds_json}: ")))
+            found.problems.append((ds_json, str(e).removeprefix(f"{ds_json}: ")))
     return found
 
 
-def summarize(cases: list[CaseAudit], n_stray: int = 0) -> dict[str, Any]:
+def summarize(cases: list[CaseAudit], n_dataset_problems: int = 0) -> dict[str, Any]:
     labeled = [c for c in cases if c.labeled]
     cat = Counter(c.organ_category for c in labeled)
     n_classes = Counter(c.n_classes for c in labeled)
@@ -201,25 +201,28 @@ def summarize(cases: list[CaseAudit], n_stray: int = 0) -> dict[str, Any]:
         "organ_none": cat.get("none", 0),
         "tumor": sum(1 for c in labeled if c.tumor),
         "no_tumor": sum(1 for c in labeled if not c.tumor),
-        "problems": sum(1 for c in cases if c.problems) + n_stray,
+        "problems": sum(1 for c in cases if c.problems) + n_dataset_problems,
         "groups": {g: groups.get(g, 0) for g in GROUPS},
         "n_classes_histogram": {str(k): n_classes[k] for k in sorted(n_classes)},
         "cases_per_class": {str(k): per_class.get(k, 0) for k in CLASSES},
     }
 
 
-def manifest(
-    cases: list[CaseAudit], stray: list[tuple[Path, str]], source: dict[str, Any]
-) -> dict[str, Any]:
-    """The audit manifest (schema version 1; see README 'Audit manifest')."""
+def manifest(cases: list[CaseAudit], found: Discovery, source: dict[str, Any]
+             ) -> dict[str, Any]:
+    """The audit manifest (schema version 1; see README 'Audit manifest'). Ignored files
+    are listed under ``stray_files``; problems of the dataset itself (its dataset.json)
+    under ``dataset_problems``, and they count among the problems."""
     return {
         "schema_version": SCHEMA_VERSION,
         "flare_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source": source,
         "cases": [c.to_json() for c in cases],
-        "stray_files": [{"path": str(p), "problem": m} for p, m in stray],
-        "summary": summarize(cases, len(stray)),
+        "stray_files": [{"path": str(p.resolve()), "note": m} for p, m in found.stray],
+        "dataset_problems": [{"path": str(p.resolve()), "problem": m}
+                             for p, m in found.problems],
+        "summary": summarize(cases, len(found.problems)),
     }
 
 

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from flarecli.core.errors import FlareError, InputError
-from flarecli.core.io.cases import check_output_dir, discover_cases, label_files, require_dir
-from flarecli.core.io.nifti import read_label_map, write_volume
+from flarecli.core.errors import DiskFull, FlareError, InputError
+from flarecli.core.io.cases import discover_cases, label_files, require_dir
+from flarecli.core.io.nifti import read_label_map, remove_stale_parts, write_volume
+from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.labels import CLASSES, KINDS, ORGANS
 
 MANIFEST_SCHEMA = "flare-correct"
@@ -112,6 +113,8 @@ def correct_case(job: Job) -> Result:
         result.from_teacher = [c for c in present if c not in result.annotated]
         if job.overwrite or not Path(job.target).exists():
             write_volume(Path(job.target), out, geometry)
+    except DiskFull:
+        raise  # every later write would fail too: the run stops
     except FlareError as e:
         result.error = str(e)
         result.kind = None
@@ -135,21 +138,38 @@ def image_paths(pseudo_dir: Path, images: list[Path]) -> dict[str, str]:
     return paths
 
 
+@dataclass
+class Plan:
+    jobs: list[Job]
+    stray: list[tuple[Path, str]]  # ignored files
+    failed: list[Result]  # cases that cannot be corrected (a duplicate file)
+
+
 def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path],
-         overwrite: bool, rule: str = "stmt") -> list[Job]:
+         overwrite: bool, rule: str = "stmt") -> Plan:
     pseudo_dir = require_dir(pseudo_dir, "pseudo-label")
     labels_dir = require_dir(labels_dir, "labels")
-    check_output_dir(output_dir, pseudo_dir, labels_dir)
-    pseudo = {c.id: c.label for c in label_files(pseudo_dir).cases}
-    labels = {c.id: c.label for c in label_files(labels_dir).cases}
+    found_pseudo, found_labels = label_files(pseudo_dir), label_files(labels_dir)
+    pseudo = {c.id: c for c in found_pseudo.cases}
+    labels = {c.id: c for c in found_labels.cases}
     if not pseudo and not labels:
         raise InputError(f"{pseudo_dir}, {labels_dir}: no label maps found")
+    check_output_dir(output_dir, "output folder", case_dirs=[pseudo_dir, labels_dir, *images])
+    remove_stale_parts(output_dir)
     image_of = image_paths(pseudo_dir, images)
     out = Path(output_dir).resolve()
-    return [Job(cid, image_of.get(cid), str(pseudo[cid]) if cid in pseudo else None,
-                str(labels[cid]) if cid in labels else None, str(out / f"{cid}.nii.gz"),
-                overwrite, rule)
-            for cid in sorted(set(pseudo) | set(labels))]
+    jobs, failed = [], []
+    for cid in sorted(set(pseudo) | set(labels)):
+        problems = [p for c in (pseudo.get(cid), labels.get(cid)) if c for p in c.problems]
+        if problems:
+            failed.append(Result(cid, image_of.get(cid), str(out / f"{cid}.nii.gz"),
+                                 error="; ".join(problems)))
+            continue
+        jobs.append(Job(cid, image_of.get(cid),
+                        str(pseudo[cid].label) if cid in pseudo else None,
+                        str(labels[cid].label) if cid in labels else None,
+                        str(out / f"{cid}.nii.gz"), overwrite, rule))
+    return Plan(jobs, found_pseudo.stray + found_labels.stray, failed)
 
 
 def plan_cases(cases: list[Any], pseudo_dir: Path, output_dir: Path, overwrite: bool,
@@ -158,6 +178,8 @@ def plan_cases(cases: list[Any], pseudo_dir: Path, output_dir: Path, overwrite: 
     ``pseudo_dir/<id>.nii.gz`` where present. A case without label or pseudo-label is
     left out (nothing to correct)."""
     pseudo = {c.id: c.label for c in label_files(require_dir(pseudo_dir, "pseudo-label")).cases}
+    check_output_dir(output_dir, "output folder", case_dirs=[pseudo_dir])
+    remove_stale_parts(output_dir)
     out = Path(output_dir).resolve()
     return [Job(c.id, c.image, str(pseudo[c.id]) if c.id in pseudo else None, c.label,
                 str(out / f"{c.id}.nii.gz"), overwrite, rule)

@@ -49,8 +49,16 @@ def _audit_kind(entry: dict[str, Any]) -> str:
     return "FL" if entry.get("organ_category") == "full" else "partial"
 
 
-def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str]]:
-    """Cases of an audit or correct manifest; returns (cases, notes about skipped ones)."""
+#: (case id, problem) of a case a source holds but cannot give.
+Problems = list[tuple[str, str]]
+
+
+def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str], Problems]:
+    """Cases of an audit or correct manifest; returns (cases, notes, problems). Entries
+    the audit found problems in are left out with a note (the audit reported them); an
+    entry that is not a usable case (no image, an id that cannot name a file) is a
+    problem. Relative paths are relative to the manifest's folder."""
+    from flarecli.core.io.cases import case_id_problem
     from flarecli.core.io.nifti import read_json
 
     data = read_json(path, "manifest")
@@ -58,10 +66,14 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str]]:
     if not isinstance(entries, list):
         raise InputError(f"{path}: not a flare manifest (no 'cases' list)")
     base = Path(path).resolve().parent
-    cases, skipped = [], []
-    for e in entries:
-        if not isinstance(e, dict) or not e.get("id") or not e.get("image"):
-            skipped.append(str(e.get("id") if isinstance(e, dict) else e))
+    cases, skipped, problems = [], [], []
+    for n, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("id"), str):
+            problems.append((f"{path.name} entry {n}", "not a case (no id)"))
+            continue
+        bad_id = case_id_problem(e["id"])
+        if bad_id or not isinstance(e.get("image"), str) or not e["image"]:
+            problems.append((e["id"][:60], bad_id or "no image"))
             continue
         if e.get("problems"):
             skipped.append(e["id"])
@@ -77,11 +89,14 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str]]:
                                 None if not label else str(base / label), kind, annotated))
     notes = [f"{len(skipped)} manifest cases have problems and are left out "
              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})"] if skipped else []
-    return cases, notes
+    return cases, notes, problems
 
 
-def cases_from_dataset(folder: Path, workers: int = 1) -> tuple[list[SourceCase], list[str]]:
-    """Every case of a dataset folder, audited; labels taken as complete (kind FL)."""
+def cases_from_dataset(folder: Path, workers: int = 1
+                       ) -> tuple[list[SourceCase], list[str], Problems]:
+    """Every case of a dataset folder, audited as ``flare audit`` does (readable, 3-D, labels
+    integers in 0..14 on the image's grid); labels taken as complete (kind FL). A case
+    with a problem is left out and reported."""
     from flarecli.core.curation.audit import audit_case, dataset_cases
     from flarecli.core.parallel import imap_ordered
 
@@ -89,7 +104,7 @@ def cases_from_dataset(folder: Path, workers: int = 1) -> tuple[list[SourceCase]
     cases, problems = [], []
     for a in imap_ordered(audit_case, found.cases, workers):
         if a.problems:
-            problems.append(f"{a.id}: {a.problems[0]}")
+            problems.append((a.id, "; ".join(a.problems)))
             continue
         annotated = tuple(a.organs) + ((TUMOR,) if a.tumor else ())
         kind = "FL" if a.labeled else "unlabeled"
@@ -98,12 +113,14 @@ def cases_from_dataset(folder: Path, workers: int = 1) -> tuple[list[SourceCase]
                                 annotated))
     notes = ["plain labels are taken as complete (FL); for partial labels use an audit or "
              "correct manifest"]
-    notes += [f"left out: {p}" for p in problems]
-    return cases, notes
+    problems += [(str(p), m) for p, m in found.problems]
+    return cases, notes, problems
 
 
-def read_source(source: Path, workers: int = 1) -> tuple[list[SourceCase], list[str]]:
-    """Cases of a dataset folder or a manifest (see the module docstring)."""
+def read_source(source: Path, workers: int = 1
+                ) -> tuple[list[SourceCase], list[str], Problems]:
+    """Cases of a dataset folder or a manifest (see the module docstring): (cases, notes,
+    problems)."""
     source = Path(source)
     if source.is_dir():
         if not (source / "imagesTr").is_dir():

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from flarecli.core.errors import FlareError, InputError
+from flarecli.core.errors import DiskFull, FlareError, InputError
 from flarecli.core.inference.engine import Engine, produces_tumor
 from flarecli.core.inference.profiling import GpuMemorySampler
-from flarecli.core.io.cases import Case, check_output_dir, discover_cases
-from flarecli.core.io.nifti import read_volume, write_volume
+from flarecli.core.io.cases import Case, discover_cases
+from flarecli.core.io.nifti import read_volume, remove_stale_parts, write_volume
+from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.labels import ORGANS
 
 
@@ -55,13 +56,17 @@ class ScanResult:
         return d
 
 
-def input_cases(input_dir: Path, output_dir: Path) -> tuple[list[Case], list[tuple[Path, str]]]:
+def input_cases(input_dir: Path, output_dir: Path, model_dir: Path | None = None
+                ) -> tuple[list[Case], Any]:
+    """The scans of a folder, and its Discovery (stray files, cases with problems); checks
+    that the output folder is neither an input folder nor inside one, and writable."""
     found = discover_cases(input_dir)
-    check_output_dir(output_dir, input_dir)
     cases = [c for c in found.cases if c.image is not None]
     if not cases and not found.stray:
         raise InputError(f"{input_dir}: no NIfTI images found")
-    return cases, found.stray
+    check_output_dir(output_dir, "output folder",
+                     case_dirs=[input_dir] + ([model_dir] if model_dir else []))
+    return cases, found
 
 
 def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool = False,
@@ -78,10 +83,14 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(output_dir)
     todo = []
     for c in cases:
         target = output_dir / f"{c.id}.nii.gz"
-        if target.exists() and not overwrite:
+        if c.problems:  # e.g. two files for one case: which one was meant is not ours to pick
+            yield ScanResult(c.id, str(Path(c.image).resolve()), str(target),
+                             error="; ".join(c.problems))
+        elif target.exists() and not overwrite:
             yield ScanResult(c.id, str(Path(c.image).resolve()), str(target), skipped=True)
         else:
             todo.append((c, target))
@@ -106,6 +115,8 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
         future, result = pending
         try:
             result.seconds["write"] = future.result()
+        except DiskFull:
+            raise  # every later write would fail too: the run stops
         except FlareError as e:
             result.error = str(e)
         result.seconds["total"] = sum(result.seconds.get(k, 0.0)
@@ -232,13 +243,14 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     from flarecli.core.io.nifti import write_text_atomic
     from flarecli.core.labels import LABELS
     from flarecli.core.postprocessing.components import structure
+    from flarecli.core.postprocessing.folder import check_min_tumor_mm3
     from flarecli.core.recipes.typed import to_json
     from flarecli.core.runtime import resolve_device, setup_torch
 
     if run.connectivity is not None:
         structure(run.connectivity)
-    if run.min_tumor_mm3 is not None and not run.min_tumor_mm3 >= 0:
-        raise InputError(f"--min-tumor-mm3 {run.min_tumor_mm3}: must be a number >= 0")
+    if run.min_tumor_mm3 is not None:
+        check_min_tumor_mm3(run.min_tumor_mm3)
     if run.min_score is not None and not 0 <= run.min_score <= 1:
         raise InputError(f"--min-score {run.min_score}: must be within 0..1")
     dev = resolve_device(run.device)
@@ -248,6 +260,9 @@ def predict(run: PredictRun, cases: list[Case], source: str,
                     graph=run.graph)
     t_load = time.perf_counter() - t0
     post = resolved_postprocess(engine, run)
+    record_path = Path(run.output_dir) / f"{run.command}.json"
+    if not run.overwrite:
+        check_same_model(record_path, engine)
     views = engine.views(run.tta)
     if notes is not None:
         notes(f"{len(cases)} scans, model '{engine.graph_name}' of recipe "
@@ -262,7 +277,6 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         results.append(r)
         if on_result is not None:
             on_result(r)
-    record_path = Path(run.output_dir) / f"{run.command}.json"
     record = {
         "command": run.command, "flare_version": __version__, "argv": run.argv or sys.argv[1:],
         "input": source, "model": str(Path(run.model).resolve()),
@@ -281,6 +295,24 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     record["scans"] = merge_scans(record_path, results)
     write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
     return results, record
+
+
+def check_same_model(record_path: Path, engine: Engine) -> None:
+    """Refuse to add to a folder whose outputs another model made: its run record would
+    then name a model that did not make them all."""
+    import json
+
+    if not record_path.is_file():
+        return
+    try:
+        before = json.loads(record_path.read_text()).get("model_sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(before, dict) and before and before != engine.checksums():
+        raise InputError(f"{record_path.parent}: holds outputs of another model "
+                         f"(see {record_path.name})",
+                         hint="choose another output folder, or --overwrite to redo every "
+                         "output with this model")
 
 
 def merge_scans(record_path: Path, results: list[ScanResult]) -> list[dict[str, Any]]:

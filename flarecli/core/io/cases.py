@@ -6,8 +6,9 @@ carry a ``_NNNN`` channel suffix is read as plain ``<case>.nii.gz`` names (commo
 inputs), so ``case_0001.nii.gz`` there is the case ``case_0001``. Names starting with '.'
 are ignored (flare's own temporary files), and so are ``.json`` and ``.csv`` files (run
 records, score tables, ``dataset.json``, nnU-Net's ``plans.json`` in prediction folders).
-Everything else becomes a problem attached to the case (or a stray-file problem), never an
-exception, so one bad file does not stop a run.
+Other files are *stray*: ignored, and reported as a note (a README.txt beside the scans, a
+sub-folder, an extra channel). A problem with a case itself (a duplicate, a label without an
+image) is attached to the case, never raised, so one bad file does not stop a run.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ class Case:
 @dataclass
 class Discovery:
     cases: list[Case]
-    #: files that are not cases at all: (path, message)
+    #: files that are not cases and are ignored: (path, why) -- notes, not errors
     stray: list[tuple[Path, str]] = field(default_factory=list)
+    #: problems of the folder itself (a dataset.json with foreign label ids): (path, message)
+    problems: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def n_problems(self) -> int:
-        return len(self.stray) + sum(1 for c in self.cases if c.problems)
+        return len(self.problems) + sum(1 for c in self.cases if c.problems)
 
 
 def require_dir(path: Path | None, what: str) -> Path:
@@ -61,13 +64,14 @@ def require_dir(path: Path | None, what: str) -> Path:
     return path
 
 
-def check_output_dir(output_dir: Path, *input_dirs: Path) -> None:
-    """Refuse an output folder that is one of the input folders (inputs are never
-    overwritten)."""
-    for given in input_dirs:
-        if Path(output_dir).resolve() == Path(given).resolve():
-            raise InputError(f"{output_dir}: output folder is the input folder",
-                             hint="flare never overwrites its inputs; choose another folder")
+def case_id_problem(case_id: str) -> str | None:
+    """Why a case id cannot name a file (it becomes ``<id>.nii.gz``, cache and record names),
+    or None: no path separators, not '.' or '..', no leading dot, no control characters."""
+    if not case_id or case_id in (".", "..") or case_id.startswith("."):
+        return f"case id '{case_id}' cannot name a file"
+    if any(c in case_id for c in ("/", "\\", "\0")) or not case_id.isprintable():
+        return f"case id {case_id!r} holds a path separator or a control character"
+    return None
 
 
 def _nifti_files(folder: Path, stray: list[tuple[Path, str]]) -> list[Path]:
@@ -76,9 +80,9 @@ def _nifti_files(folder: Path, stray: list[tuple[Path, str]]) -> list[Path]:
         if p.name.startswith(".") or p.suffix.lower() in REPORT_SUFFIXES:
             continue  # flare's temporary files; run records, reports, dataset.json
         if p.is_dir():
-            stray.append((p, "unexpected sub-folder (flare reads flat folders)"))
+            stray.append((p, "a sub-folder, ignored (flare reads flat folders)"))
         elif nifti_suffix(p) is None:
-            stray.append((p, "not a NIfTI file (expected .nii.gz or .nii)"))
+            stray.append((p, "not a NIfTI file (.nii.gz or .nii), ignored"))
         else:
             files.append(p)
     return files
@@ -97,9 +101,9 @@ def discover_cases(images: Path | None, labels: Path | None = None) -> Discovery
     """Pair the images of a folder with the labels of another.
 
     Either folder may be None (labels only: e.g. predictions or ground truth). Returns the cases
-    sorted by id. Problems recorded: extra channels, duplicate case ids (the first file in
-    name order is used), labels without an image, non-NIfTI files. Raises InputError only
-    when a given folder does not exist.
+    sorted by id. Case problems recorded: duplicate case ids (the case keeps the first file
+    in name order), labels without an image; stray files: extra channels, sub-folders,
+    non-NIfTI files. Raises InputError only when a given folder does not exist.
     """
     stray: list[tuple[Path, str]] = []
     by_id: dict[str, Case] = {}
@@ -113,12 +117,13 @@ def discover_cases(images: Path | None, labels: Path | None = None) -> Discovery
         for p in files:
             cid, channel = image_case_id(p) if with_channel else (strip_nifti_suffix(p), None)
             if channel not in (None, "0000"):
-                stray.append((p, f"channel _{channel}: flare uses a single CT channel (_0000)"))
+                stray.append((p, f"channel _{channel}, ignored: flare uses a single CT channel "
+                                 "(_0000)"))
                 continue
             case = by_id.setdefault(cid, Case(cid))
             if case.image is not None:
                 case.problems.append(f"duplicate image for case '{cid}': {case.image.name}, "
-                                     f"{p.name} (using the first)")
+                                     f"{p.name}")
                 continue
             case.image = p
 
@@ -135,7 +140,7 @@ def discover_cases(images: Path | None, labels: Path | None = None) -> Discovery
                     case = by_id.setdefault(cid, Case(cid))
             if case.label is not None:
                 case.problems.append(f"duplicate label for case '{cid}': {case.label.name}, "
-                                     f"{p.name} (using the first)")
+                                     f"{p.name}")
                 continue
             case.label = p
 

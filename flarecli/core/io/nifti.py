@@ -15,9 +15,13 @@ spacing must line up with array axes. The physical point of ``array[k, j, i]`` i
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import json
 import os
+import re
+import shutil
+import socket
 import struct
 import tempfile
 import zlib
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from flarecli.core.errors import DataError, FlareError, InputError
+from flarecli.core.errors import DataError, DiskFull, FlareError, InputError, WriteFailed
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
@@ -460,26 +464,90 @@ def count_nonfinite(path: Path, header: NiftiHeader) -> int:
 # writing (atomic)
 # ---------------------------------------------------------------------------------------------
 
+def _umask() -> int:
+    """The process's umask (read once: setting it back at once is the only way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+_HOST = socket.gethostname().replace(".", "_") or "host"
+_PART = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.part(\..+)?$")
+
+
+def _write_error(path: Path, error: OSError) -> WriteFailed:
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{path}: no space left on the device ({reason}); stopped",
+                        hint="free some space and run the same command again: finished "
+                        "outputs are kept")
+    return WriteFailed(f"{path}: cannot be written ({reason})")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path in the same folder; on success rename it onto ``path``.
 
-    The temporary name starts with '.' (so case discovery ignores it) and keeps the file's
-    suffix (SimpleITK picks the format from it). On any error the temporary file is removed,
-    so an interrupted run never leaves a half-written output under the final name.
+    The temporary name starts with '.' (so case discovery ignores it), names this host and
+    process (so :func:`remove_stale_parts` knows an abandoned one) and keeps the file's
+    suffix (SimpleITK picks the format from it). The final file gets the permissions any
+    new file of this process would (0666 less the umask), not the private 0600 of a
+    temporary file. On any error the temporary file is removed, so an interrupted run never
+    leaves a half-written output under the final name. An OSError becomes WriteFailed
+    (DiskFull when the device is full).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = nifti_suffix(path) or "".join(path.suffixes[-1:])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = nifti_suffix(path) or "".join(path.suffixes[-1:])
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.",
+                                   suffix=f".part{suffix}", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _write_error(path, e) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
+    except OSError as e:
+        raise _write_error(path, e) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_stale_parts(folder: Path) -> int:
+    """Remove temporary files that an interrupted run of this host left in ``folder`` (their
+    process is gone); another process's file in progress is kept. Returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for p in folder.iterdir():
+        m = _PART.match(p.name)
+        if not m or m.group("host") != _HOST:
+            continue
+        pid = int(m.group("pid"))
+        if pid != os.getpid() and _alive(pid):
+            continue
+        try:
+            p.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_json(path: Path, what: str, error: type[FlareError] = InputError) -> Any:
@@ -513,4 +581,12 @@ def write_volume(path: Path, array: np.ndarray, geometry: Geometry, compress: bo
     image.SetOrigin([float(v) for v in geometry.origin_xyz])
     image.SetDirection([float(v) for v in geometry.direction])
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
+        except RuntimeError as e:  # ITK hides the errno: a full disk is told by the space left
+            free = shutil.disk_usage(tmp.parent).free
+            if free < 2 * array.nbytes + (1 << 20):
+                raise DiskFull(f"{path}: no space left on the device; stopped",
+                               hint="free some space and run the same command again: "
+                               "finished outputs are kept") from None
+            raise WriteFailed(f"{path}: cannot be written ({_itk_reason(e)})") from None

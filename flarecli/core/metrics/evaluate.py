@@ -166,21 +166,34 @@ def evaluate_case(job: EvalJob) -> CaseResult:
     return result
 
 
+@dataclass
+class EvalPlan:
+    """What ``evaluate`` will score: the jobs, predictions without ground truth, ignored
+    files, and cases that cannot be scored at all (a duplicate file)."""
+
+    jobs: list[EvalJob]
+    extra: list[str]
+    stray: list[tuple[Path, str]]
+    failed: list[CaseResult]
+
+
 def plan_jobs(
     pred_dir: Path,
     gt_dir: Path,
     protocol: str,
     nsd_threshold: float,
     manifest: dict[str, Any] | None = None,
-) -> tuple[list[EvalJob], list[str]]:
-    """Pair GT and prediction files. Returns (jobs, predictions without GT)."""
+) -> EvalPlan:
+    """Pair GT and prediction files. A case with two files of one kind (``x.nii`` beside
+    ``x.nii.gz``) is not scored: which one was meant is the user's to say."""
     from flarecli.core.io.cases import label_files
 
     check_choice("protocol", protocol, PROTOCOLS)
     if not 0.0 <= nsd_threshold <= 1.0:
         raise InputError(f"--nsd-threshold {nsd_threshold}: must be within 0..1")
     gts = label_files(gt_dir)
-    preds = {c.id: c.label for c in label_files(pred_dir).cases}
+    found = label_files(pred_dir)
+    preds = {c.id: c for c in found.cases}
     if not gts.cases:
         raise InputError(f"{gt_dir}: no ground-truth NIfTI files")
     annotated_by_case: dict[str, tuple[int, ...]] = {}
@@ -188,15 +201,21 @@ def plan_jobs(
         for entry in manifest["cases"]:
             classes = list(entry.get("organs", [])) + ([TUMOR] if entry.get("tumor") else [])
             annotated_by_case[entry["id"]] = tuple(classes)
-    jobs = []
+    jobs, failed = [], []
     for case in gts.cases:
         if manifest is not None and case.id not in annotated_by_case:
             raise InputError(f"case '{case.id}' is not in the manifest",
                              hint="audit the same ground-truth folder to make it")
-        jobs.append(EvalJob(case.id, case.label, preds.get(case.id), protocol, nsd_threshold,
+        pred = preds.get(case.id)
+        problems = case.problems + (pred.problems if pred is not None else [])
+        if problems:
+            failed.append(CaseResult(case.id, problems=problems))
+            continue
+        jobs.append(EvalJob(case.id, case.label, pred.label if pred else None, protocol,
+                            nsd_threshold,
                             annotated_by_case.get(case.id) if manifest is not None else None))
     extra = sorted(set(preds) - {c.id for c in gts.cases})
-    return jobs, extra
+    return EvalPlan(jobs, extra, gts.stray + found.stray, failed)
 
 
 def summarize(results: list[CaseResult], protocol: str, nsd_threshold: float) -> dict[str, Any]:

@@ -55,8 +55,8 @@ def evaluate_folder(pred_dir: Path, gt_dir: Path, workers: int) -> tuple[dict[st
     from flarecli.core.metrics import evaluate
     from flarecli.core.parallel import imap_ordered
 
-    jobs, _ = evaluate.plan_jobs(pred_dir, gt_dir, "exact", 0.2)
-    results = list(imap_ordered(evaluate.evaluate_case, jobs, workers))
+    plan = evaluate.plan_jobs(pred_dir, gt_dir, "exact", 0.2)
+    results = plan.failed + list(imap_ordered(evaluate.evaluate_case, plan.jobs, workers))
     return evaluate.summarize(results, "exact", 0.2), results
 
 
@@ -76,7 +76,7 @@ def run_demo(run: DemoRun, progress: PipelineProgress | None = None) -> DemoResu
                                       workers=run.workers, overwrite=run.overwrite), progress)
     progress.step("infer", f"inference on the test split with {result.final}")
     pred = out / "predictions"
-    cases, _ = input_cases(data / "imagesTs", pred)
+    cases, _ = input_cases(data / "imagesTs", pred, result.final)
     predict(PredictRun("infer", result.final, pred, device=run.device, overwrite=True,
                        graph=recipe.pipeline.final_graph, argv=["demo"]), cases,
             str((data / "imagesTs").resolve()),

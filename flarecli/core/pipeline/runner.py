@@ -207,7 +207,7 @@ def _audit(run: PipelineRun, out: Path) -> str | None:
 
     found = audit.dataset_cases(Path(run.dataset))
     cases = list(imap_ordered(audit.audit_case, found.cases, run.workers))
-    data = audit.manifest(cases, found.stray, {"dataset": str(Path(run.dataset).resolve())})
+    data = audit.manifest(cases, found, {"dataset": str(Path(run.dataset).resolve())})
     write_text_atomic(out / "audit.json", json.dumps(data, indent=2) + "\n")
     s = data["summary"]
     note = (f"{s['cases']} cases: {s['organ_full']} with all 13 organs, {s['organ_partial']} "
@@ -241,7 +241,9 @@ def _train(run: PipelineRun, step: S.TrainStep, out: Path, progress: PipelinePro
     summary = loop.train(train, resume=resume, progress=progress.train)
     score = (f"best validation score {summary['best']:.3f}" if summary["validated"]
              else f"final training loss {-summary['best']:.3f}")
-    return f"{summary['epochs']} epochs, {score}" + (" (resumed)" if resume else "")
+    left_out = (f"; {len(summary['problems'])} cases left out" if summary["problems"]
+                else "")
+    return f"{summary['epochs']} epochs, {score}{left_out}" + (" (resumed)" if resume else "")
 
 
 def _same_stage(run_dir: Path, stage: S.Stage) -> bool:
@@ -256,7 +258,7 @@ def _same_stage(run_dir: Path, stage: S.Stage) -> bool:
 def _audit_cases(out: Path) -> list[Any]:
     from flarecli.core.curation.subsets import cases_from_manifest
 
-    cases, _ = cases_from_manifest(out / "audit.json")
+    cases, _, _ = cases_from_manifest(out / "audit.json")
     return cases
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flarecli.core.errors import FlareError, InputError
-from flarecli.core.io.cases import check_output_dir, label_files, require_dir
-from flarecli.core.io.nifti import write_volume
+from flarecli.core.errors import DiskFull, FlareError, InputError
+from flarecli.core.io.cases import label_files, require_dir
+from flarecli.core.io.nifti import remove_stale_parts, write_volume
+from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.postprocessing.components import postprocess, structure
 
 
@@ -29,21 +31,39 @@ class Result:
     error: str | None = None
 
 
+@dataclass
+class Plan:
+    jobs: list[Job]
+    stray: list[tuple[Path, str]]  # ignored files
+    failed: list[Result]  # cases that cannot be processed (a duplicate file)
+
+
+def check_min_tumor_mm3(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise InputError(f"--min-tumor-mm3 {value}: must be a finite number >= 0")
+    return value
+
+
 def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: float,
-         overwrite: bool) -> list[Job]:
+         overwrite: bool) -> Plan:
     input_dir = require_dir(input_dir, "input")
     structure(connectivity)  # validates
-    if min_tumor_mm3 < 0:
-        raise InputError(f"--min-tumor-mm3 {min_tumor_mm3}: must be >= 0")
-    check_output_dir(output_dir, input_dir)
+    check_min_tumor_mm3(min_tumor_mm3)
     found = label_files(input_dir)
     if not found.cases:
         raise InputError(f"{input_dir}: no NIfTI label maps found")
-    return [Job(c.id, c.label, Path(output_dir) / f"{c.id}.nii.gz", connectivity, min_tumor_mm3,
-                overwrite) for c in found.cases if c.label is not None]
+    check_output_dir(output_dir, "output folder", case_dirs=[input_dir])
+    remove_stale_parts(output_dir)
+    jobs = [Job(c.id, c.label, Path(output_dir) / f"{c.id}.nii.gz", connectivity,
+                min_tumor_mm3, overwrite) for c in found.cases
+            if c.label is not None and not c.problems]
+    failed = [Result(c.id, error="; ".join(c.problems)) for c in found.cases if c.problems]
+    return Plan(jobs, found.stray, failed)
 
 
 def run_case(job: Job) -> Result:
+    """Clean one label map; a problem is the case's error, except a full disk, which stops
+    the run (every later write would fail too)."""
     from flarecli.core.io.nifti import read_label_map
 
     if job.target.exists() and not job.overwrite:
@@ -54,5 +74,7 @@ def run_case(job: Job) -> Result:
                                        job.min_tumor_mm3)
         write_volume(job.target, cleaned, geometry)
         return Result(job.case, removed=removed)
+    except DiskFull:
+        raise
     except FlareError as e:
         return Result(job.case, error=str(e))

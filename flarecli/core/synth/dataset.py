@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from flarecli import __version__
 from flarecli.core.errors import InputError
-from flarecli.core.io.nifti import Geometry, write_text_atomic, write_volume
+from flarecli.core.io.nifti import Geometry, remove_stale_parts, write_text_atomic, write_volume
 from flarecli.core.labels import CLASSES, FIVE_ORGANS, ORGANS, TUMOR, dataset_json
 
 #: FLARE23 training label patterns and their shares (StMt Fig. 1, FLARE23 data description).
@@ -199,7 +199,11 @@ def params_of(config: SynthConfig) -> dict[str, Any]:
 
 
 def prepare(config: SynthConfig, out: Path, overwrite: bool) -> list[CaseJob]:
-    """Check OUT (resume only the same dataset), write dataset.json, return the jobs."""
+    """Check everything (the settings, OUT: resume only the same dataset, writable), then
+    write dataset.json and return the jobs: a refused command leaves nothing behind."""
+    from flarecli.core.io.outputs import check_output_dir
+
+    config.validate()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
@@ -218,7 +222,9 @@ def prepare(config: SynthConfig, out: Path, overwrite: bool) -> list[CaseJob]:
     elif out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out}: folder is not empty", hint="choose an empty folder or "
                          "pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out, "output folder")
+    for sub in ("imagesTr", "labelsTr", "imagesUn", "labelsFull", "imagesTs", "labelsTs"):
+        remove_stale_parts(out / sub)
     ds = dataset_json(
         "flare-synth", config.n_train,
         description="Synthetic FLARE-like abdominal CT phantoms with FLARE23 partial labels",

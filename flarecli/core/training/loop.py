@@ -35,8 +35,14 @@ from typing import Any
 import numpy as np
 
 from flarecli.core.curation.subsets import SourceCase, read_source, select
-from flarecli.core.errors import InputError, ModelError
-from flarecli.core.io.nifti import read_label_map, read_volume, write_text_atomic
+from flarecli.core.errors import DataError, FlareError, InputError, ModelError
+from flarecli.core.io.nifti import (
+    read_label_map,
+    read_volume,
+    remove_stale_parts,
+    write_text_atomic,
+)
+from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.preprocessing import intensity as I
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.load import BUILTIN_SUBSETS, recipe_to_json
@@ -73,11 +79,18 @@ class TrainRun:
                 "device": self.device, "workers": self.workers, "cache": self.cache}
 
 
+#: A run goes on without the cases it cannot read when at least this share of the cases it
+#: would use remains (and every phase keeps a training case); otherwise it stops before
+#: training, since the source is more likely wrong than a few of its cases.
+MIN_USABLE_FRACTION = 0.5
+
+
 @dataclass
 class Progress:
     """Callbacks the CLI renders; core never prints."""
 
     stage: Callable[[str], None] = lambda text: None
+    problem: Callable[[str, str], None] = lambda case, message: None
     cache: Callable[[int, int], None] = lambda done, total: None
     step: Callable[[int, int, float], None] = lambda epoch, step, loss: None
     epoch: Callable[[dict[str, Any]], None] = lambda record: None
@@ -145,13 +158,18 @@ def plan_phases(cases: list[SourceCase], stage: S.Stage, subset, recipe: S.Recip
 
 
 def compute_intensity(cases: list[SourceCase], stage: S.Stage, seed: int) -> I.Intensity:
+    """The stage's intensity numbers; the foreground scheme samples the labelled voxels of
+    the cases that read (an unreadable one is reported when it is cached)."""
     if stage.intensity.scheme != "foreground":
         return I.resolve(stage.intensity)
     rng = np.random.default_rng(seed)
     samples = []
     for c in cases:
-        image, _ = read_volume(Path(c.image))
-        label, _ = read_label_map(Path(c.label))  # type: ignore[arg-type]
+        try:
+            image, _ = read_volume(Path(c.image))
+            label, _ = read_label_map(Path(c.label))  # type: ignore[arg-type]
+        except FlareError:
+            continue
         if image.shape == label.shape:
             samples.append(I.foreground_samples(image, label, rng))
     return I.resolve(stage.intensity, np.concatenate(samples) if samples else None)
@@ -521,6 +539,9 @@ def open_run(run: TrainRun, resume: bool) -> tuple[TrainRun, S.Stage, Path, dict
         from flarecli.core.recipes.load import check_subset
 
         check_subset(run.recipe, run.data, "--data")
+    if run.init and Path(run.init).resolve() == run_dir.resolve():
+        raise InputError(f"--init {run.init}: is the run folder this training would replace",
+                         hint="train into another --out, or start from a copy")
     if run_dir.exists() and any(run_dir.iterdir()) and not run.overwrite:
         raise InputError(f"{run_dir}: a training run is already there",
                          hint="--resume to continue it, or --overwrite to replace it")
@@ -608,13 +629,35 @@ def make_context(device_name: str) -> Context:
 
 @dataclass
 class Prepared:
-    """The run's data: cases by id, phases, intensity numbers, cached arrays, notes."""
+    """The run's data: cases by id, phases, intensity numbers, cached arrays, notes, and the
+    cases left out because they could not be read (case id, problem)."""
 
     cases: dict[str, SourceCase]
     phases: list[Phase]
     intensity: I.Intensity
     paths: dict[str, Path]
     notes: list[str]
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _without(phases: list[Phase], bad: set[str]) -> list[Phase]:
+    return [Phase(p.name, tuple(i for i in p.cases if i not in bad),
+                  tuple(i for i in p.val_cases if i not in bad), p.heads, p.train, p.lr,
+                  p.epochs, p.iterations) for p in phases]
+
+
+def check_enough(n_bad: int, n_cases: int, phases: list[Phase] = ()) -> None:
+    """Raise DataError unless enough cases remain (MIN_USABLE_FRACTION of ``n_cases``, and
+    a training case in every phase)."""
+    if n_cases - n_bad < MIN_USABLE_FRACTION * n_cases or any(not p.cases for p in phases):
+        raise DataError(f"{n_bad} of {n_cases} cases cannot be used (see the lines above): "
+                        "too few left to train on", hint="fix the cases, or give a source "
+                        "without them (a manifest lists which to use)")
+
+
+def case_folders(cases: list[SourceCase]) -> list[Path]:
+    """The folders holding a source's images and labels (outputs must not land there)."""
+    return sorted({Path(f).parent for c in cases for f in (c.image, c.label) if f})
 
 
 def prepare_data(run: TrainRun, stage: S.Stage, meta: dict | None, ctx: Context,
@@ -623,11 +666,21 @@ def prepare_data(run: TrainRun, stage: S.Stage, meta: dict | None, ctx: Context,
     from flarecli.core.parallel import imap_ordered
 
     workers = run.workers if run.workers is not None else 1
-    source_cases, notes = read_source(Path(run.source), max(1, workers))
+    source_cases, notes, problems = read_source(Path(run.source), max(1, workers))
+    for case, message in problems:
+        progress.problem(case, message)
     by_id = {c.id: c for c in source_cases}
     labelled = [c for c in source_cases if c.label is not None]
     phases = plan_phases(labelled, stage, run.data if run.data is not None else stage.data,
                          run.recipe, run.seed)
+    check_enough(len(problems), len(labelled) + len(problems))
+    cache_dir = Path(run.cache) if run.cache else Path(run.out) / "cache"
+    if ctx.lead:
+        folders = case_folders(source_cases)
+        if Path(run.source).is_dir():
+            folders.append(Path(run.source))
+        check_output_dir(Path(run.out), "--out", case_dirs=folders)
+        check_output_dir(cache_dir, "--cache", case_dirs=folders)
     for p in phases:
         kinds = [by_id[i].kind for i in p.cases]
         counts = ", ".join(f"{k} {kinds.count(k)}" for k in dict.fromkeys(kinds))
@@ -644,21 +697,24 @@ def prepare_data(run: TrainRun, stage: S.Stage, meta: dict | None, ctx: Context,
     else:
         progress.stage("intensity statistics")
         intensity = compute_intensity([by_id[i] for i in used], stage, run.seed)
-    cache_dir = Path(run.cache) if run.cache else Path(run.out) / "cache"
     jobs = [CacheJob(i, by_id[i].image, str(by_id[i].label),
                      str(cache_dir / f"{i}-{cache_key(stage, intensity, Path(by_id[i].label))}"
                                      ".npz"), stage, intensity) for i in used]
+    failed: list[tuple[str, str]] = []
     if ctx.lead:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        errors = []
-        for n, err in enumerate(imap_ordered(build_cache_entry, jobs, workers)):
+        remove_stale_parts(cache_dir)
+        for n, (job, err) in enumerate(zip(jobs, imap_ordered(build_cache_entry, jobs, workers),
+                                           strict=True)):
             progress.cache(n + 1, len(jobs))
             if err:
-                errors.append(err)
-        if errors:
-            raise InputError(f"{len(errors)} cases could not be preprocessed: {errors[0]}")
+                failed.append((job.case_id, err))
+                progress.problem(job.case_id, err)
+        if failed:
+            phases = _without(phases, {c for c, _ in failed})
+            check_enough(len(failed), len(used), phases)
     ctx.barrier()
-    return Prepared(by_id, phases, intensity, {j.case_id: Path(j.path) for j in jobs}, notes)
+    return Prepared(by_id, phases, intensity, {j.case_id: Path(j.path) for j in jobs}, notes,
+                    problems + failed)
 
 
 def start_state(run: TrainRun, stage: S.Stage, run_dir: Path, meta: dict | None, module,
@@ -777,7 +833,9 @@ def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
         checksum = export_bundle(state, run, stage, arch, data)
     result = {"run_dir": str(run_dir), "epochs": sum(p.epochs for p in data.phases),
               "best": state.best, "validated": validated, "final_sha256": checksum,
-              "state_sha256": _state_hash(state.exported.state_dict())}
+              "state_sha256": _state_hash(state.exported.state_dict()),
+              "problems": data.problems,
+              "cases": sorted({i for p in data.phases for i in (*p.cases, *p.val_cases)})}
     ctx.barrier()
     return result
 

@@ -143,9 +143,9 @@ def test_dataset_json_with_foreign_labels_is_reported(tmp_path):
     write_case(tmp_path, "a", label_with([1]))
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "bowel": 20}}))
     found = dataset_cases(tmp_path)
-    assert [m for _, m in found.stray] == ["label id 20 ('bowel') is not a FLARE id (0..14)"]
+    assert [m for _, m in found.problems] == ["label id 20 ('bowel') is not a FLARE id (0..14)"]
     (tmp_path / "dataset.json").write_text("{")
-    assert "unreadable dataset.json" in dataset_cases(tmp_path).stray[0][1]
+    assert "unreadable dataset.json" in dataset_cases(tmp_path).problems[0][1]
 
 
 def test_label_group_unlabeled():

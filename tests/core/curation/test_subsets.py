@@ -25,7 +25,7 @@ def test_cases_from_an_audit_manifest(tmp_path):
         {"id": "u", "image": "/i/u", "label": None, "organs": [], "tumor": False,
          "organ_category": "none", "labeled": False, "problems": []}]}
     (tmp_path / "m.json").write_text(json.dumps(m))
-    cases, notes = cases_from_manifest(tmp_path / "m.json")
+    cases, notes, _ = cases_from_manifest(tmp_path / "m.json")
     kinds = {c.id: c.kind for c in cases}
     assert kinds == {"c0": "FL", "c1": "partial", "c2": "partial", "c3": "FL",
                      "u": "unlabeled"}
@@ -46,7 +46,7 @@ def test_relative_paths_are_relative_to_the_manifest(tmp_path):
     m = {"cases": [{"id": "a", "image": "img/a.nii.gz", "label": "lab/a.nii.gz", "kind": "PL",
                     "annotated": []}]}
     (tmp_path / "sub" / "m.json").write_text(json.dumps(m))
-    (case,), _ = cases_from_manifest(tmp_path / "sub" / "m.json")
+    (case,), _, _ = cases_from_manifest(tmp_path / "sub" / "m.json")
     assert case.image == str(tmp_path.resolve() / "sub" / "img" / "a.nii.gz")
 
 

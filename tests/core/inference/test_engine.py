@@ -165,7 +165,8 @@ def test_infer_bad_scans_are_reported_and_the_rest_written(model_dir, tmp_path, 
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
     res = run_cli("infer", tmp_path / "in", tmp_path / "in", "--model", model_dir)
     assert res.code == 3 and "output folder is the input folder" in res.stderr
-    res = run_cli("infer", tmp_path / "in", tmp_path / "o2", "--model", tmp_path)
+    (tmp_path / "empty").mkdir()
+    res = run_cli("infer", tmp_path / "in", tmp_path / "o2", "--model", tmp_path / "empty")
     assert res.code == 5 and "holds no complete model of recipe 'stmt'" in res.stderr
 
 

@@ -166,7 +166,7 @@ def test_cli_evaluate_outputs_and_bad_input(tmp_path, run_cli):
     assert "error: d: prediction vs ground truth spacing" in res.stderr
     assert "error: e: e.nii.gz: prediction has non-integer values" in res.stderr
     assert "c: no prediction, scored as empty" in res.stderr
-    assert "'zzz' has no ground truth" in res.stderr
+    assert "note: zzz: prediction has no ground truth" in res.stderr
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0].startswith("case,label,name,dsc,nsd")
     assert len(lines) == 1 + 3 * 14  # a, b, c scored

@@ -1,0 +1,98 @@
+"""Where a command's outputs may go, checked before any work starts.
+
+* An output never replaces or modifies a file the command reads: files are compared as
+  files (``os.path.samefile``), so symlinks, hard links and ``..`` paths are caught too.
+* An output never lands inside a folder of cases being read (imagesTr/, labelsTr/, an infer
+  input folder, a model folder), where it would later be taken for a case -- except the
+  command's own run record in its own output folder, and reports beside a dataset.
+* The place must be writable: its folder exists or can be made, no file sits where a folder
+  is expected, and a probe file can be created there (root ignores permission bits, so
+  only trying tells).
+
+Each problem is one InputError (exit code 3) naming the path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from flarecli.core.errors import InputError
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both resolved)."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _first_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def probe_folder(folder: Path, what: str) -> None:
+    """Make ``folder`` (and its parents) and create and remove a probe file in it; raises
+    InputError naming the path when anything stands in the way."""
+    folder = Path(folder)
+    existing = _first_existing(folder)
+    if existing.exists() and not existing.is_dir():
+        raise InputError(f"{existing}: is a file, but {what} needs a folder there")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".flare-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"{folder}: {what} cannot be written there "
+                         f"({e.strerror or e})") from None
+
+
+def check_output_file(path: Path | None, what: str, *, reads: Iterable[Path] = (),
+                      case_dirs: Iterable[Path] = ()) -> Path | None:
+    """Check a report or record path (``--json``, ``--csv``, ``--profile``, ...): not a file
+    the command reads, not inside a folder of cases it reads, writable. None passes."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: {what} is a folder; give a file name")
+    for source in reads:
+        if _same_file(path, Path(source)):
+            raise InputError(f"{path}: {what} is an input of this command",
+                             hint="flare never writes its inputs; choose another file")
+    for folder in case_dirs:
+        if _inside(path, Path(folder)):
+            raise InputError(f"{path}: {what} would land among the cases of {folder}",
+                             hint="write reports beside the case folders, not inside them")
+    probe_folder(path.parent, what)
+    return path
+
+
+def check_output_dir(path: Path, what: str, *, case_dirs: Iterable[Path] = ()) -> Path:
+    """Check an output folder: not a folder of cases the command reads, nor inside one
+    (outputs would mix with inputs), and writable."""
+    path = Path(path)
+    for folder in case_dirs:
+        folder = Path(folder)
+        if _inside(path, folder):
+            where = ("the input folder" if path.resolve() == folder.resolve()
+                     else f"inside the input folder {folder}")
+            raise InputError(f"{path}: {what} is {where}",
+                             hint="flare never writes among its inputs; choose another folder")
+    probe_folder(path, what)
+    return path
