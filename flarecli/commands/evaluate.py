@@ -54,7 +54,8 @@ def evaluate(
     check_choice("protocol", protocol, core.PROTOCOLS)
     require_dir(pred_dir, "predictions")
     require_dir(gt_dir, "ground-truth")
-    reads = [manifest] if manifest else []
+    reads = [p for folder in (pred_dir, gt_dir) for p in Path(folder).iterdir()]
+    reads += [manifest] if manifest else []
     for path, what in ((json_path, "--json"), (csv_path, "--csv")):
         check_output_file(path, what, reads=reads, case_dirs=[pred_dir, gt_dir])
     man = read_manifest(manifest) if manifest else None

@@ -67,10 +67,10 @@ def require_dir(path: Path | None, what: str) -> Path:
 def case_id_problem(case_id: str) -> str | None:
     """Why a case id cannot name a file (it becomes ``<id>.nii.gz``, cache and record names),
     or None: no path separators, not '.' or '..', no leading dot, no control characters."""
-    if not case_id or case_id in (".", "..") or case_id.startswith("."):
-        return f"case id '{case_id}' cannot name a file"
     if any(c in case_id for c in ("/", "\\", "\0")) or not case_id.isprintable():
         return f"case id {case_id!r} holds a path separator or a control character"
+    if not case_id or case_id in (".", "..") or case_id.startswith("."):
+        return f"case id '{case_id}' cannot name a file"
     return None
 
 

@@ -445,7 +445,7 @@ def train_step(state: RunState, phase: Phase, images, labels, kinds: list[str],
                                  step=state.scheduler.last_epoch,
                                  total=phase.epochs * phase.iterations)
     if not torch.isfinite(loss.detach()):
-        raise ModelError(f"the loss is not finite ({float(loss)}) at step "
+        raise ModelError(f"the loss is not finite ({float(loss.detach())}) at step "
                          f"{state.scheduler.last_epoch + 1} of phase '{phase.name}'",
                          hint="lower the learning rate; the last good checkpoint is kept")
     state.scaler.scale(loss).backward()
@@ -683,6 +683,15 @@ def prepare_data(run: TrainRun, stage: S.Stage, meta: dict | None, ctx: Context,
         check_output_dir(cache_dir, "--cache", case_dirs=folders)
     for p in phases:
         kinds = [by_id[i].kind for i in p.cases]
+        if isinstance(stage.method, S.SelfTraining):
+            unweighted = sorted(set(kinds) - set(stage.method.weights))
+            if unweighted:
+                kind = unweighted[0]
+                raise RecipeError(f"stages.{run.stage}.method.weights",
+                                  f"{kinds.count(kind)} training cases are of kind '{kind}', "
+                                  "which has no self-training weight",
+                                  hint="train on another --data subset (e.g. FL), or give "
+                                  f"kind '{kind}' a weight")
         counts = ", ".join(f"{k} {kinds.count(k)}" for k in dict.fromkeys(kinds))
         progress.stage(f"{p.name}: {len(p.cases)} training ({counts}) / {len(p.val_cases)} "
                        "validation cases")
