@@ -47,14 +47,26 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def save_weights(folder: Path, which: str, state_dict: dict) -> str:
-    """Write ``weights_<which>.pt`` atomically; return its SHA-256."""
+def torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` of ``obj`` as bytes. Saved to a file, torch names its archive records
+    after the file (flare's temporary names are unique) and stamps a random id; saved to
+    memory, the same tensors give the same bytes -- so equal weights have equal checksums."""
+    import io
+
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def save_weights(folder: Path, which: str, state_dict: dict) -> str:
+    """Write ``weights_<which>.pt`` atomically; return its SHA-256."""
     path = Path(folder) / f"weights_{which}.pt"
+    data = torch_bytes({k: v.detach().cpu() for k, v in state_dict.items()})
     with atomic_path(path) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
-    return sha256(path)
+        tmp.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_bundle(folder: Path, meta: dict[str, Any], checksums: dict[str, str]) -> None:

@@ -500,6 +500,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_parts(path.parent, path.name)
         suffix = nifti_suffix(path) or "".join(path.suffixes[-1:])
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.",
                                    suffix=f".part{suffix}", dir=path.parent)
@@ -518,16 +519,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def remove_stale_parts(folder: Path) -> int:
-    """Remove temporary files that an interrupted run of this host left in ``folder`` (their
-    process is gone); another process's file in progress is kept. Returns how many."""
+def remove_stale_parts(folder: Path, name: str | None = None) -> int:
+    """Remove temporary files that an interrupted run of this host left in ``folder`` (of
+    the output ``name`` only, when given); a live process's file in progress is kept.
+    Returns how many."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
-    for p in folder.iterdir():
+    pattern = f".{name}.{_HOST}-*" if name else ".*"
+    for p in folder.glob(pattern):
         m = _PART.match(p.name)
-        if not m or m.group("host") != _HOST:
+        if not m or m.group("host") != _HOST or (name and m.group("name") != name):
             continue
         pid = int(m.group("pid"))
         if pid != os.getpid() and _alive(pid):

@@ -337,6 +337,7 @@ def start_phase(state: RunState, phase: Phase, distributed: bool) -> None:
 def save_checkpoint(state: RunState) -> None:
     import torch
 
+    from flarecli.core.io.bundle import torch_bytes
     from flarecli.core.io.nifti import atomic_path
 
     ckpt = {
@@ -350,8 +351,9 @@ def save_checkpoint(state: RunState) -> None:
         "best": state.best,
         "torch_rng": torch.get_rng_state(),
     }
+    data = torch_bytes(ckpt)
     with atomic_path(state.run_dir / "checkpoint_last.pt") as tmp:
-        torch.save(ckpt, tmp)
+        tmp.write_bytes(data)
 
 
 def load_checkpoint(state: RunState, phases: list[Phase], distributed: bool) -> None:
@@ -375,6 +377,26 @@ def load_checkpoint(state: RunState, phases: list[Phase], distributed: bool) -> 
     except (RuntimeError, KeyError, EOFError, ValueError) as e:
         raise ModelError(f"{path}: unusable checkpoint ({str(e).splitlines()[0]})") from e
     state.best = float(ckpt["best"])
+    trim_metrics(state, phases)
+
+
+def trim_metrics(state: RunState, phases: list[Phase]) -> None:
+    """Drop the metrics lines of epochs after the checkpoint (written before a kill could
+    save it): the resumed run writes them again, once."""
+    path = state.run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    index = {p.name: i for i, p in enumerate(phases)}
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            at = (index.get(record.get("phase", phases[0].name), 0), int(record["epoch"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by the kill
+        if at <= (state.phase, state.epoch):
+            kept.append(line)
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -742,6 +764,7 @@ def start_state(run: TrainRun, stage: S.Stage, run_dir: Path, meta: dict | None,
         teacher = copy.deepcopy(module).requires_grad_(False)
     state = RunState(stage, run_dir, ctx.device, module, module, teacher)
     if meta is not None:
+        remove_stale_parts(run_dir)
         load_checkpoint(state, data.phases, ctx.distributed)
         return state
     if ctx.lead:

@@ -1,0 +1,130 @@
+"""kill -9 in the middle of a run, then the same command again: it resumes, and the outputs
+are exactly those of an uninterrupted run (infer, pseudolabel, correct, train)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flarecli.core.io.nifti import read_volume, write_volume
+from tests.conftest import blob_case, geom
+from tests.core.inference.test_engine import model_dir  # noqa: F401 (a fixture)
+
+FLARE = [sys.executable, "-m", "flarecli"]
+
+
+def run_killed(args: list, ready, timeout: float = 120.0) -> None:
+    """Start ``flare ARGS``, SIGKILL it as soon as ``ready()`` holds (or it ends first)."""
+    proc = subprocess.Popen([*FLARE, *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    end = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < end:
+        if ready():
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+
+
+def run(args: list) -> None:
+    subprocess.run([*FLARE, *map(str, args)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def volumes(folder: Path) -> dict[str, tuple]:
+    out = {}
+    for p in sorted(folder.glob("*.nii.gz")):
+        array, g = read_volume(p)
+        out[p.name] = (array.tobytes(), g)
+    return out
+
+
+def scans(folder: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        write_volume(folder / f"s{i:02d}_0000.nii.gz",
+                     rng.normal(0, 200, (20, 30, 28)).astype(np.int16),
+                     geom((20, 30, 28), spacing_xyz=(1.5, 1.5, 2.0)))
+
+
+def test_infer_and_pseudolabel_resume_exactly(model_dir, tmp_path):  # noqa: F811
+    scans(tmp_path / "in", 12)
+    for command in ("infer", "pseudolabel"):
+        ref, cut = tmp_path / f"{command}-ref", tmp_path / f"{command}-cut"
+        args = [command, tmp_path / "in", None, "--model", model_dir, "--device", "cpu"]
+        run([a if a is not None else ref for a in args])
+        run_killed([a if a is not None else cut for a in args],
+                   lambda cut=cut: len(list(cut.glob("*.nii.gz"))) >= 3)
+        done = len(list(cut.glob("*.nii.gz")))
+        assert 0 < done < 12
+        run([a if a is not None else cut for a in args])
+        assert volumes(cut) == volumes(ref)
+        assert not [p for p in cut.iterdir() if p.name.startswith(".")]
+
+
+def test_correct_resumes_exactly(tmp_path):
+    rng = np.random.default_rng(1)
+    g = geom((16, 40, 40))
+    for i in range(30):
+        pseudo = rng.integers(0, 14, g.shape_zyx).astype(np.uint8)
+        partial = np.where(pseudo == 1, 1, 0).astype(np.uint8)
+        write_volume(tmp_path / "pseudo" / f"c{i:02d}.nii.gz", pseudo, g)
+        write_volume(tmp_path / "labels" / f"c{i:02d}.nii.gz", partial, g)
+        write_volume(tmp_path / "img" / f"c{i:02d}_0000.nii.gz", np.zeros(g.shape_zyx, np.int16),
+                     g)
+    base = ["correct", tmp_path / "pseudo", tmp_path / "labels"]
+    run([*base, tmp_path / "ref", "--images", tmp_path / "img"])
+    cut = tmp_path / "cut"
+    run_killed([*base, cut, "--images", tmp_path / "img"],
+               lambda: len(list(cut.glob("*.nii.gz"))) >= 5)
+    assert len(list(cut.glob("*.nii.gz"))) < 30
+    run([*base, cut, "--images", tmp_path / "img"])
+    assert volumes(cut) == volumes(tmp_path / "ref")
+    ref = json.loads((tmp_path / "ref" / "manifest.json").read_text())
+    again = json.loads((cut / "manifest.json").read_text())
+    assert [(c["id"], c["kind"]) for c in again["cases"]] == [(c["id"], c["kind"])
+                                                             for c in ref["cases"]]
+
+
+def test_train_resumes_exactly_after_kill_9(tmp_path):
+    for i in range(3):
+        blob_case(tmp_path / "data", f"b{i}", i)
+    common = ["train", tmp_path / "data", "--stage", "organs", "--preset", "smoke", "--device",
+              "cpu", "--epochs", "6", "--iterations", "4", "--set",
+              'stages.organs.augmentation={"mirror": ["SI", "AP"]}']
+    run([*common, "--out", tmp_path / "ref"])
+    metrics = tmp_path / "cut" / "organs" / "metrics.jsonl"
+    run_killed([*common, "--out", tmp_path / "cut"],
+               lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2)
+    assert not (tmp_path / "cut" / "organs" / "weights_final.pt").exists()
+    run(["train", tmp_path / "data", "--out", tmp_path / "cut", "--stage", "organs",
+         "--resume"])
+    ref = json.loads((tmp_path / "ref" / "organs" / "model.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "organs" / "model.json").read_text())
+    assert cut["weights"]["final"]["sha256"] == ref["weights"]["final"]["sha256"]
+    epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 6
+
+
+def test_ctrl_c_is_one_line_and_exit_130_and_the_run_resumes(tmp_path):
+    args = ["synth", tmp_path / "d", "--train", "12", "--unlabeled", "0", "--test", "0"]
+    proc = subprocess.Popen([*FLARE, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 60
+    while time.monotonic() < end and len(list((tmp_path / "d").rglob("*.nii.gz"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[0] == "flare: interrupted"
+    assert "Traceback" not in stderr and "Aborted" not in stderr
+    assert not [p for p in (tmp_path / "d").rglob(".*") if p.is_file()]  # no partial file
+    run(args)  # resumes to the full dataset
+    assert len(list((tmp_path / "d" / "imagesTr").glob("*.nii.gz"))) == 12
