@@ -87,10 +87,11 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 def amp_dtype(device, precision: str = "auto"):
     """The autocast dtype for ``device`` (None = full precision). 'auto': bf16 (or fp16 with a
     gradient scaler) on CUDA, full precision on the CPU (bf16 autocast on CPUs without
-    AVX-512 bf16 is far slower: ../shared/PERFORMANCE.md)."""
+    AVX-512 bf16 is far slower: ../shared/PERFORMANCE.md). 'fp16' is a GPU setting (seed 004
+    trains in fp16 on CUDA): the CPU has no fast fp16 and runs it in full precision."""
     import torch
 
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+    if precision == "fp32" or (precision in ("auto", "fp16") and device.type != "cuda"):
         return None
     if precision == "fp16":
         return torch.float16

@@ -69,24 +69,25 @@ class ResBlock(nn.Module):
         return self.act(x + self.norm2(self.conv2(self.conv1(x))))
 
 
-def _blocks(kind: str, n: int, channels: int, dims: int) -> nn.Sequential:
+def _blocks(kind: str, n: int, channels: int, dims: int,
+            kernel: int | Sequence[int] = 3) -> nn.Sequential:
     if kind == "residual":
-        return nn.Sequential(*[ResBlock(channels, dims) for _ in range(n)])
+        return nn.Sequential(*[ResBlock(channels, dims, kernel) for _ in range(n)])
     # a plain block: two conv-norm-act, no shortcut (the classic U-Net level)
     return nn.Sequential(*[layer for _ in range(n) for layer in
-                           (ConvNormAct(channels, channels, dims),
-                            ConvNormAct(channels, channels, dims))])
+                           (ConvNormAct(channels, channels, dims, kernel=kernel),
+                            ConvNormAct(channels, channels, dims, kernel=kernel))])
 
 
 class _Level(nn.Module):
     """One decoder level: up-sample, concatenate the skip, fuse, refine."""
 
     def __init__(self, cin: int, cout: int, stride: tuple[int, ...], dims: int, block: str,
-                 n_blocks: int) -> None:
+                 n_blocks: int, kernel: int | Sequence[int] = 3) -> None:
         super().__init__()
         self.up = _UP[dims](cin, cout, stride, stride=stride, bias=False)
-        self.fuse = ConvNormAct(2 * cout, cout, dims)
-        self.blocks = _blocks(block, n_blocks, cout, dims)
+        self.fuse = ConvNormAct(2 * cout, cout, dims, kernel=kernel)
+        self.blocks = _blocks(block, n_blocks, cout, dims, kernel)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.fuse(torch.cat([self.up(x), skip], dim=1)))
@@ -119,6 +120,9 @@ class ResUNet(nn.Module):
         heads: named heads, head name -> classes (background included); replaces
             ``num_classes``.
         split_levels: how many of the last decoder levels each named head has to itself.
+        kernels: the convolution kernel of each level (``n_down + 1`` entries, full
+            resolution first; an int or a per-axis tuple): anisotropic networks use (1, 3, 3)
+            where the slices are thick, with strides (1, 2, 2) there (seed 004).
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class ResUNet(nn.Module):
         block: str = "residual",
         heads: dict[str, int] | None = None,
         split_levels: int = 0,
+        kernels: Sequence[int | Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         if dims not in _CONV:
@@ -155,6 +160,12 @@ class ResUNet(nn.Module):
         strides = [2] * n_down if strides is None else list(strides)
         if len(strides) != n_down:
             raise ValueError(f"strides needs {n_down} entries, got {len(strides)}")
+        kernels = [3] * (n_down + 1) if kernels is None else list(kernels)
+        if len(kernels) != n_down + 1:
+            raise ValueError(f"kernels needs {n_down + 1} entries, got {len(kernels)}")
+        kern = [_tuple(k, dims) for k in kernels]
+        if any(k % 2 == 0 or k < 1 for ks in kern for k in ks):
+            raise ValueError("kernel sizes must be odd and positive")
         self.dims = dims
         self.strides = [_tuple(s, dims) for s in strides]
         self.deep_supervision = deep_supervision
@@ -163,15 +174,16 @@ class ResUNet(nn.Module):
         self.channels = ch
         conv = _CONV[dims]
 
-        self.stem = ConvNormAct(in_channels, ch[0], dims)
+        self.stem = ConvNormAct(in_channels, ch[0], dims, kernel=kern[0])
         self.down = nn.ModuleList()
-        self.encoder = nn.ModuleList([_blocks(block, blocks[0], ch[0], dims)])
+        self.encoder = nn.ModuleList([_blocks(block, blocks[0], ch[0], dims, kern[0])])
         for i in range(1, n_down + 1):
-            self.down.append(ConvNormAct(ch[i - 1], ch[i], dims, stride=self.strides[i - 1]))
-            self.encoder.append(_blocks(block, blocks[i], ch[i], dims))
+            self.down.append(ConvNormAct(ch[i - 1], ch[i], dims, stride=self.strides[i - 1],
+                                         kernel=kern[i]))
+            self.encoder.append(_blocks(block, blocks[i], ch[i], dims, kern[i]))
 
         def level(i: int) -> _Level:
-            return _Level(ch[i + 1], ch[i], self.strides[i], dims, block, blocks_up)
+            return _Level(ch[i + 1], ch[i], self.strides[i], dims, block, blocks_up, kern[i])
 
         order = list(range(n_down - 1, -1, -1))  # decoder levels, coarse to fine
         n_shared = n_down - split_levels

@@ -379,6 +379,7 @@ def check_recipe(recipe: S.Recipe) -> None:
             check_subset(recipe, step.cases, f"{path}.cases")
             pseudo_steps.add(step.name)
         elif isinstance(step, S.CorrectStep):
+            check_subset(recipe, step.cases, f"{path}.cases")
             if step.pseudo not in pseudo_steps:
                 raise RecipeError(f"{path}.pseudo", f"'{step.pseudo}' is not an earlier "
                                   "pseudolabel step", hint=did_you_mean(step.pseudo,

@@ -221,11 +221,14 @@ class Augmentation:
     ``p_flip``), which are also the model's mirror TTA views; a left-right mirror swaps the
     left/right organ pairs with it. ``rotation_about``: anatomical axes rotated about.
     ``settings``: any other field of :class:`flarecli.core.training.augment.AugmentConfig`
-    (probabilities and ranges), checked when training starts."""
+    (probabilities and ranges), checked when training starts, on top of ``base``: 'nnunet'
+    (AugmentConfig's nnU-Net-like defaults) or 'none' (every probability 0 but the flips',
+    so only what ``settings`` names runs: a paper's own augmentation list)."""
 
     mirror: tuple[Literal["SI", "AP", "LR"], ...] = ("SI", "AP")
     rotation_about: tuple[Literal["SI", "AP", "LR"], ...] = ("SI", "AP", "LR")
     settings: dict[str, Any] = field(default_factory=dict)
+    base: Literal["nnunet", "none"] = "nnunet"
 
     def __post_init__(self) -> None:
         for name in ("mirror", "rotation_about"):
@@ -341,25 +344,32 @@ class Loss:
 @dataclass(frozen=True)
 class Optimizer:
     """Optimiser and learning-rate schedule. ``poly``: (1 - t)^poly_power; ``cosine``;
-    ``step``: times ``step_factor`` every ``step_epochs``; ``constant``; all after
-    ``warmup_epochs`` of linear warm-up."""
+    ``step``: times ``step_factor`` every ``step_epochs``; ``constant``; ``plateau``: times
+    ``plateau_factor`` when the validation loss (the training loss without validation) has
+    not improved by 1e-3 for ``plateau_patience`` epochs (nnU-Net v1's ReduceLROnPlateau);
+    all after ``warmup_epochs`` of linear warm-up."""
 
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
     momentum: float = 0.99
     nesterov: bool = True
     weight_decay: float = 3e-5
-    schedule: Literal["poly", "cosine", "step", "constant"] = "poly"
+    schedule: Literal["poly", "cosine", "step", "constant", "plateau"] = "poly"
     poly_power: float = 0.9
     warmup_epochs: int = 0
     step_epochs: int = 200
     step_factor: float = 0.5
+    plateau_patience: int = 30
+    plateau_factor: float = 0.2
     grad_clip: float = 12.0
 
     def __post_init__(self) -> None:
         _positive("lr", self.lr)
         _positive("step_epochs", self.step_epochs)
+        _positive("plateau_patience", self.plateau_patience)
         _positive("grad_clip", self.grad_clip)
+        if not 0 < self.plateau_factor < 1 or not 0 < self.step_factor <= 1:
+            raise ValueError("plateau_factor must lie in (0, 1), step_factor in (0, 1]")
         if self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ValueError("weight_decay and warmup_epochs must be >= 0")
         _fraction("momentum", self.momentum, upper_open=True)
@@ -372,7 +382,8 @@ class Stage:
     ``role``: 'roi' (locates the region of interest; its classes are foreground) or 'segment'
     (its heads give output labels). ``data``: the subset it trains on by default (a pipeline
     step may name another). ``heads``: the heads its loss trains (default all). ``select``:
-    which weights are 'best': the highest validation Dice, or the lowest validation loss.
+    which weights are 'best': the highest validation Dice, the lowest validation loss
+    (Dice + CE), or the lowest validation Dice loss.
     """
 
     role: Literal["roi", "segment"]
@@ -389,7 +400,7 @@ class Stage:
     batch_size: int = 2
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     val_fraction: float = 0.1
-    select: Literal["dice", "loss"] = "dice"
+    select: Literal["dice", "loss", "dice_loss"] = "dice"
     data: str | Subset = "all"
     heads: tuple[str, ...] | None = None
     description: str = ""
@@ -543,14 +554,17 @@ class PseudolabelStep:
 @dataclass(frozen=True)
 class CorrectStep:
     """Correct the pseudo-labels of step ``pseudo`` with the dataset's partial labels by
-    ``rule`` ('stmt': the annotation wins; 'supplement': seed 004's rule, the same result)
-    into ``RUN/<name>/`` with its manifest (each case FL, CPL or PL)."""
+    ``rule`` ('stmt': the annotation wins; 'supplement': seed 004's rule, the same result;
+    'none': the pseudo-label as it is, the partial annotation unused) into ``RUN/<name>/``
+    with its manifest (each case FL, CPL or PL). Only the ``cases`` subset is corrected; the
+    other labelled cases go into the manifest as they are (FL, or ``partial``)."""
 
     TAG: ClassVar[str] = "correct"
     TAG_FIELD: ClassVar[str] = "kind"
     name: str
     pseudo: str
-    rule: Literal["stmt", "supplement"] = "stmt"
+    rule: Literal["stmt", "supplement", "none"] = "stmt"
+    cases: str | Subset = "all"
 
     def __post_init__(self) -> None:
         _folder_name("name", self.name)

@@ -31,7 +31,7 @@ Order of operations in :func:`apply`
    afterwards with ``torch.flip`` (exact, and free when no other spatial transform is active).
    With no rotation / scaling / elastic sampled, ``grid_sample`` is not called at all.
 2. Intensity (image only), in the nnU-Net order: Gaussian noise, Gaussian blur, brightness
-   (multiplicative), contrast, low-resolution simulation, gamma.
+   (multiplicative) and shift (additive), contrast, low-resolution simulation, gamma.
 
 Rotation happens in physical space when ``spacing_zyx`` is given to :func:`sample_params`
 (voxel indices are converted to millimetres, rotated, and converted back), so anisotropic
@@ -111,6 +111,8 @@ class AugmentConfig:
         blur_per_axis: draw an independent sigma per axis instead of one isotropic sigma.
         p_brightness: probability of multiplying the image by a factor.
         brightness: range of the multiplicative brightness factor.
+        p_shift: probability of adding an offset to the image (after the brightness factor).
+        shift: range of the additive offset, in image intensity units.
         p_contrast: probability of a contrast change.
         contrast: range of the contrast factor; intensities are stretched around the per-channel
             mean and clipped to the pre-transform per-channel ``[min, max]``.
@@ -144,6 +146,8 @@ class AugmentConfig:
     blur_per_axis: bool = False
     p_brightness: float = 0.15
     brightness: tuple[float, float] = (0.75, 1.25)
+    p_shift: float = 0.0
+    shift: tuple[float, float] = (-0.1, 0.1)
     p_contrast: float = 0.15
     contrast: tuple[float, float] = (0.75, 1.25)
     p_lowres: float = 0.25
@@ -155,14 +159,14 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         for name in (
             "p_rotation", "p_scale", "p_elastic", "p_flip", "p_noise", "p_blur",
-            "p_brightness", "p_contrast", "p_lowres", "p_gamma", "p_gamma_invert",
+            "p_brightness", "p_shift", "p_contrast", "p_lowres", "p_gamma", "p_gamma_invert",
         ):  # fmt: skip
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {p}")
         for name in (
             "scale", "elastic_sigma_vox", "elastic_magnitude_vox", "noise_std",
-            "blur_sigma_vox", "brightness", "contrast", "lowres_zoom", "gamma",
+            "blur_sigma_vox", "brightness", "shift", "contrast", "lowres_zoom", "gamma",
         ):  # fmt: skip
             low, high = getattr(self, name)
             if low > high:
@@ -236,6 +240,7 @@ class AugmentParams:
         noise: additive Gaussian noise.
         blur_sigma_vox: Gaussian blur sigma per axis ``(z, y, x)`` in voxels.
         brightness: multiplicative factor.
+        shift: additive offset.
         contrast: contrast factor around the per-channel mean.
         lowres_zoom: zoom factor of the intermediate low-resolution volume, in ``(0, 1]``.
         gamma: gamma transform.
@@ -251,6 +256,7 @@ class AugmentParams:
     noise: NoiseParams | None = None
     blur_sigma_vox: Vec3 | None = None
     brightness: float | None = None
+    shift: float | None = None
     contrast: float | None = None
     lowres_zoom: float | None = None
     gamma: GammaParams | None = None
@@ -366,6 +372,11 @@ def sample_params(
     invert = bool(rng.random() < c.p_gamma_invert)
     gamma = GammaParams(gamma=value, invert=invert) if do else None
 
+    # drawn last, so adding it left every earlier transform's draws as they were
+    do = rng.random() < c.p_shift
+    value = _uniform(rng, c.shift)
+    shift = value if do else None
+
     return AugmentParams(
         shape_zyx=tuple(int(s) for s in shape_zyx),  # type: ignore[arg-type]
         spacing_zyx=spacing,  # type: ignore[arg-type]
@@ -377,6 +388,7 @@ def sample_params(
         noise=noise,
         blur_sigma_vox=blur,  # type: ignore[arg-type]
         brightness=brightness,
+        shift=shift,
         contrast=contrast,
         lowres_zoom=lowres,
         gamma=gamma,
@@ -651,6 +663,8 @@ def _apply_intensity(x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         x = _gaussian_smooth(x, params.blur_sigma_vox)
     if params.brightness is not None:
         x = x * params.brightness
+    if params.shift is not None:
+        x = x + params.shift
     if params.contrast is not None:
         x = _contrast(x, params.contrast)
     if params.lowres_zoom is not None:

@@ -121,11 +121,16 @@ def _named_subsets(recipe: S.Recipe) -> dict[str, Any]:
 def _validation_candidates(cases: list[SourceCase], stage: S.Stage, heads) -> set[str]:
     """Cases whose labels are complete for the trained heads: kind FL (complete by
     definition), or annotating every class the heads predict one by one (a tumor-annotated
-    case for a tumor head)."""
+    case for a tumor head). A phase without any trains on pseudo-labels only (seed 002's
+    first two steps): its corrected and pseudo-labelled cases are the reference then."""
     need: set[int] = set()
     for h in heads:
         need |= D.plain_classes(stage.network.heads[h])
-    return {c.id for c in cases if c.kind == "FL" or (need and need <= set(c.annotated))}
+    complete = {c.id for c in cases if c.kind == "FL" or (need and need <= set(c.annotated))}
+    if complete:
+        return complete
+    # a phase on pseudo-labels only (seed 002's first steps): they are its reference
+    return {c.id for c in cases if c.kind in ("PL", "CPL")}
 
 
 def plan_phases(cases: list[SourceCase], stage: S.Stage, subset, recipe: S.Recipe,
@@ -279,6 +284,8 @@ class RunState:
     epoch: int = 0  # epochs completed in the current phase
     best: float = -math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
+    plateau: dict[str, float] = field(default_factory=lambda: {"scale": 1.0,
+                                                                "best": math.inf, "bad": 0})
 
     @property
     def exported(self):
@@ -287,7 +294,8 @@ class RunState:
             else self.module
 
 
-def lr_factor(opt: S.Optimizer, step: int, total: int, iterations: int) -> float:
+def lr_factor(opt: S.Optimizer, step: int, total: int, iterations: int,
+              plateau_scale: float = 1.0) -> float:
     warm = opt.warmup_epochs * iterations
     if step < warm:
         return (step + 1) / warm
@@ -298,7 +306,21 @@ def lr_factor(opt: S.Optimizer, step: int, total: int, iterations: int) -> float
         return 0.5 * (1 + math.cos(math.pi * t))
     if opt.schedule == "step":
         return opt.step_factor ** ((step // iterations) // opt.step_epochs)
+    if opt.schedule == "plateau":
+        return plateau_scale
     return 1.0
+
+
+def plateau_update(state: RunState, monitored: float) -> None:
+    """Reduce-on-plateau bookkeeping after an epoch (schedule 'plateau')."""
+    opt = state.stage.optimizer
+    p = state.plateau
+    if monitored < p["best"] - 1e-3:
+        p["best"], p["bad"] = monitored, 0
+    else:
+        p["bad"] += 1
+        if p["bad"] > opt.plateau_patience:
+            p["scale"], p["bad"] = p["scale"] * opt.plateau_factor, 0
 
 
 def start_phase(state: RunState, phase: Phase, distributed: bool) -> None:
@@ -319,8 +341,10 @@ def start_phase(state: RunState, phase: Phase, distributed: bool) -> None:
         optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=opt.weight_decay)
     total = phase.epochs * phase.iterations
     state.optimizer = optimizer
+    state.plateau = {"scale": 1.0, "best": math.inf, "bad": 0}
     state.scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(opt, s, total, phase.iterations))
+        optimizer, lambda s: lr_factor(opt, s, total, phase.iterations,
+                                       state.plateau["scale"]))
     state.scaler = torch.amp.GradScaler(
         state.device.type, enabled=amp_dtype(state.device, state.stage.precision) ==
         torch.float16)
@@ -349,6 +373,7 @@ def save_checkpoint(state: RunState) -> None:
         "phase": state.phase,
         "epoch": state.epoch,
         "best": state.best,
+        "plateau": [state.plateau["scale"], state.plateau["best"], state.plateau["bad"]],
         "torch_rng": torch.get_rng_state(),
     }
     data = torch_bytes(ckpt)
@@ -370,6 +395,8 @@ def load_checkpoint(state: RunState, phases: list[Phase], distributed: bool) -> 
             state.teacher.load_state_dict(ckpt["teacher"])
         if state.phase < len(phases):
             start_phase(state, phases[state.phase], distributed)
+            scale, best, bad = (float(v) for v in ckpt["plateau"])
+            state.plateau = {"scale": scale, "best": best, "bad": int(bad)}
             state.optimizer.load_state_dict(ckpt["optimizer"])
             state.scheduler.load_state_dict(ckpt["scheduler"])
             state.scaler.load_state_dict(ckpt["scaler"])
@@ -484,9 +511,10 @@ def train_step(state: RunState, phase: Phase, images, labels, kinds: list[str],
 
 
 def validate(state: RunState, phase: Phase, paths: list[Path], luts: dict[str, Any],
-             dims: int) -> tuple[dict[str, float], float]:
+             dims: int) -> tuple[dict[str, float], float, float]:
     """Mean Dice per class (network resolution) of the exported network on held-out cases,
-    and its mean loss. Classes are keyed by FLARE id (a merged class by its head's name)."""
+    its mean loss (Dice + CE) and mean soft Dice loss. Classes are keyed by FLARE id (a
+    merged class by its head's name)."""
     import torch
 
     from flarecli.core.runtime import autocast
@@ -497,7 +525,7 @@ def validate(state: RunState, phase: Phase, paths: list[Path], luts: dict[str, A
     stage = state.stage
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
-    loss_sum = 0.0
+    loss_sum = dice_loss_sum = 0.0
     with torch.no_grad():
         for path in paths:
             image, label = D.make_sample(load_cached(path), 0, stage.geometry, None,
@@ -509,6 +537,7 @@ def validate(state: RunState, phase: Phase, paths: list[Path], luts: dict[str, A
                                          dims).items():
                 logits = outputs[head][0] if isinstance(outputs[head], list) else outputs[head]
                 loss_sum += float(L.dice_ce(logits.float(), target))
+                dice_loss_sum += float(L.soft_dice_loss(logits.float(), target))
                 pred = logits.argmax(1)[0]
                 classes = stage.network.heads[head]
                 for k, entry in enumerate(classes, start=1):
@@ -518,7 +547,8 @@ def validate(state: RunState, phase: Phase, paths: list[Path], luts: dict[str, A
                     if total:
                         sums[key] = sums.get(key, 0.0) + 2 * int((g & p).sum()) / total
                         counts[key] = counts.get(key, 0) + 1
-    return {k: sums[k] / counts[k] for k in sums}, loss_sum / max(1, len(paths))
+    n = max(1, len(paths))
+    return {k: sums[k] / counts[k] for k in sums}, loss_sum / n, dice_loss_sum / n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -581,11 +611,11 @@ def _augment_config(stage: S.Stage):
 
     a = stage.augmentation
     axes = {name: array_axis(stage.orientation, name) for name in S.ANATOMICAL_AXES}
+    fields = {**a.settings, "flip_axes": tuple(sorted(axes[m] for m in a.mirror)),
+              "rotation_axes": tuple(sorted(axes[r] for r in a.rotation_about))}
     try:
-        config = AugmentConfig(**{**a.settings,
-                                  "flip_axes": tuple(sorted(axes[m] for m in a.mirror)),
-                                  "rotation_axes": tuple(sorted(axes[r] for r in
-                                                                a.rotation_about))})
+        config = (AugmentConfig(**fields) if a.base == "nnunet" else
+                  AugmentConfig.none(**{"p_flip": AugmentConfig.p_flip, **fields}))
     except (TypeError, ValueError) as e:
         raise RecipeError("augmentation.settings", str(e)) from None
     swap = (axes["LR"], LR_SWAP) if "LR" in a.mirror else None
@@ -937,11 +967,14 @@ def train_phase(state: RunState, phase: Phase, train_paths: list[Path], val_path
             record = {"phase": phase.name, **record}
         if ctx.lead:
             if val_paths:
-                dice, val_loss = validate(state, phase, val_paths, feed.luts, feed.dims)
+                dice, val_loss, val_dice_loss = validate(state, phase, val_paths, feed.luts,
+                                                         feed.dims)
                 record["val_dice"] = dice
                 record["val_mean"] = float(np.mean(list(dice.values()))) if dice else 0.0
                 record["val_loss"] = val_loss
-                score = record["val_mean"] if stage.select == "dice" else -val_loss
+                record["val_dice_loss"] = val_dice_loss
+                score = {"dice": record["val_mean"], "loss": -val_loss,
+                         "dice_loss": -val_dice_loss}[stage.select]
             else:
                 score = -record["loss"]
             record["best"] = score > state.best
@@ -954,6 +987,8 @@ def train_phase(state: RunState, phase: Phase, train_paths: list[Path], val_path
             if state.device.type == "cuda":
                 record["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(state.device)
                                               / 2**20)
+            if stage.optimizer.schedule == "plateau":
+                plateau_update(state, record.get("val_loss", record["loss"]))
             with open(state.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             save_checkpoint(state)
