@@ -54,8 +54,11 @@ def supplement(partial: np.ndarray, pseudo: np.ndarray) -> np.ndarray:
     return out
 
 
-#: Correction rules by name: (pseudo-label, partial label) -> corrected label.
-RULES = {"stmt": correct, "supplement": lambda pseudo, partial: supplement(partial, pseudo)}
+#: Correction rules by name: (pseudo-label, partial label) -> corrected label. 'none' keeps
+#: the pseudo-label as it is: seed 003 counts every scan without complete labels as
+#: unlabeled, its partial annotation unused.
+RULES = {"stmt": correct, "supplement": lambda pseudo, partial: supplement(partial, pseudo),
+         "none": lambda pseudo, partial: pseudo}
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Job:
     target: str
     overwrite: bool
     rule: str = "stmt"
+    passthrough: bool = False  # not to be corrected: its label is used as it is
 
 
 @dataclass
@@ -94,6 +98,11 @@ def correct_case(job: Job) -> Result:
             partial, geometry = read_label_map(job.label, "partial label")
             result.annotated = annotated_classes(partial)
         full_organs = set(ORGANS) <= set(result.annotated)
+        if job.passthrough and not full_organs:
+            if partial is None:
+                raise InputError("a case kept as it is needs a label")
+            result.kind, result.label = "partial", str(Path(job.label).resolve())
+            return result  # the annotation as it is, nothing written
         if full_organs:
             result.kind, out = "FL", partial
         elif job.pseudo is None:
@@ -105,10 +114,10 @@ def correct_case(job: Job) -> Result:
                 if mismatch:
                     raise InputError("pseudo-label vs label " + "; ".join(mismatch))
             geometry = pseudo_geometry
-            if result.annotated:
+            if result.annotated and job.rule != "none":
                 result.kind, out = "CPL", RULES[job.rule](pseudo, partial)
             else:
-                result.kind, out = "PL", pseudo
+                result.kind, out, result.annotated = "PL", pseudo, []
         present = annotated_classes(out)
         result.from_teacher = [c for c in present if c not in result.annotated]
         if job.overwrite or not Path(job.target).exists():
@@ -173,17 +182,25 @@ def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path
 
 
 def plan_cases(cases: list[Any], pseudo_dir: Path, output_dir: Path, overwrite: bool,
-               rule: str = "stmt") -> list[Job]:
+               rule: str = "stmt", selected: set[str] | None = None) -> list[Job]:
     """Jobs for known cases (``id``, ``image``, ``label`` or None): their pseudo-labels are
-    ``pseudo_dir/<id>.nii.gz`` where present. A case without label or pseudo-label is
-    left out (nothing to correct)."""
+    ``pseudo_dir/<id>.nii.gz`` where present. Only the ``selected`` cases (default all) are
+    corrected; the other labelled ones go into the manifest as they are (kind FL, or
+    ``partial`` with their annotation). A case without label or pseudo-label is left out."""
     pseudo = {c.id: c.label for c in label_files(require_dir(pseudo_dir, "pseudo-label")).cases}
     check_output_dir(output_dir, "output folder", case_dirs=[pseudo_dir])
     remove_stale_parts(output_dir)
     out = Path(output_dir).resolve()
-    return [Job(c.id, c.image, str(pseudo[c.id]) if c.id in pseudo else None, c.label,
-                str(out / f"{c.id}.nii.gz"), overwrite, rule)
-            for c in sorted(cases, key=lambda c: c.id) if c.label or c.id in pseudo]
+    jobs = []
+    for c in sorted(cases, key=lambda c: c.id):
+        keep = selected is not None and c.id not in selected
+        if keep and c.label:
+            jobs.append(Job(c.id, c.image, None, c.label, str(out / f"{c.id}.nii.gz"),
+                            overwrite, rule, passthrough=True))
+        elif not keep and (c.label or c.id in pseudo):
+            jobs.append(Job(c.id, c.image, str(pseudo[c.id]) if c.id in pseudo else None,
+                            c.label, str(out / f"{c.id}.nii.gz"), overwrite, rule))
+    return jobs
 
 
 def manifest(results: list[Result], source: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +211,6 @@ def manifest(results: list[Result], source: dict[str, Any]) -> dict[str, Any]:
         "schema": MANIFEST_SCHEMA, "schema_version": 1, "flare_version": __version__,
         "source": source,
         "cases": [r.to_json() for r in ok],
-        "summary": {k: sum(1 for r in ok if r.kind == k) for k in KINDS}
+        "summary": {k: sum(1 for r in ok if r.kind == k) for k in (*KINDS, "partial")}
         | {"failed": [r.case for r in results if r.error]},
     }

@@ -284,12 +284,16 @@ def _pseudolabel(run: PipelineRun, step: S.PseudolabelStep, out: Path,
 
 def _correct(run: PipelineRun, step: S.CorrectStep, out: Path) -> str | None:
     from flarecli.core.curation import correct
+    from flarecli.core.curation.subsets import select
     from flarecli.core.io.nifti import write_text_atomic
     from flarecli.core.parallel import imap_ordered
+    from flarecli.core.recipes.load import BUILTIN_SUBSETS
 
-    cases = [c for c in _audit_cases(out)]
+    cases = _audit_cases(out)
+    chosen = {c.id for c in select(cases, step.cases, {**BUILTIN_SUBSETS,
+                                                       **run.recipe.subsets})}
     jobs = correct.plan_cases(cases, out / step.pseudo, out / step.name, overwrite=True,
-                              rule=step.rule)
+                              rule=step.rule, selected=chosen)
     results = list(imap_ordered(correct.correct_case, jobs, run.workers))
     data = correct.manifest(results, {"pseudo": str((out / step.pseudo).resolve()),
                                       "labels": str(Path(run.dataset).resolve()),
@@ -299,6 +303,7 @@ def _correct(run: PipelineRun, step: S.CorrectStep, out: Path) -> str | None:
     if not data["cases"]:
         raise DataError(f"step {step.name}: no case could be corrected "
                         f"({len(s['failed'])} failed)")
-    note = f"FL {s['FL']}, CPL {s['CPL']}, PL {s['PL']}"
+    note = f"FL {s['FL']}, CPL {s['CPL']}, PL {s['PL']}" + (
+        f", kept as they are {s['partial']}" if s["partial"] else "")
     return note + (f"; {len(s['failed'])} failed: {', '.join(s['failed'][:3])}"
                    if s["failed"] else "")
