@@ -116,3 +116,17 @@ def train_run(src, out, stage="organs", recipe=None, **kw):
     kw.setdefault("device", "cpu")
     kw.setdefault("workers", 0)
     return TrainRun(recipe or tiny_recipe(), stage, str(src), str(out), **kw)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Compiled OpenVINO models go to a cache of the test session, never the user's."""
+    import os
+
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before

@@ -1,6 +1,6 @@
 """The worked examples at smoke size: examples/pipeline.sh runs the loop step by step with
-the CLI; examples/ablation.py trains, infers and scores every setting, and its report keeps
-the notes written below its mark."""
+the CLI; examples/ablation.py trains, infers and scores every setting, examples/recipes.py
+every recipe on one dataset, and their reports keep the notes written below their mark."""
 
 import importlib.util
 import json
@@ -79,3 +79,33 @@ def test_ablation_smoke_runs_every_setting(tmp_path, ablation):
     assert "old table" not in text and text.rstrip().endswith("my notes stay")
     for row in ("| (a) |", "| (d) |", "| (f) |", "a < b:", "e < f:"):
         assert row in text, row
+
+
+def test_recipes_comparison_smoke(tmp_path):
+    from typer.testing import CliRunner
+
+    spec = importlib.util.spec_from_file_location("recipes", EXAMPLES / "recipes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = tmp_path / "report.md"
+    report.write_text(f"old table\n{module.NOTES_MARK}\nmy notes stay\n")
+    args = [str(tmp_path / "run"), "--preset", "smoke", "--report", str(report),
+            "--only", "stmt,fixed-size-c2f"]
+    res = CliRunner().invoke(module.app, args)
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results) == {"stmt", "fixed-size-c2f"}
+    # one dataset for both; each recipe's own run folder
+    assert (tmp_path / "run" / "data" / "imagesTs").is_dir()
+    for name, row in results.items():
+        assert (tmp_path / "run" / name / "run" / "pipeline.json").is_file()
+        assert row["train_seconds"] > 0 and row["pipeline_seconds"] >= row["train_seconds"]
+        assert row["infer_seconds_per_scan"] > 0 and row["organ_dsc"] is not None
+    # FLARE22's recipe has no tumor class: no tumor metric in its row
+    assert results["fixed-size-c2f"]["tumor_dsc"] is None
+    assert results["stmt"]["tumor_dsc"] is not None
+    assert results["stmt"]["parameters_m"] > results["fixed-size-c2f"]["parameters_m"] > 0
+    text = report.read_text()
+    assert "old table" not in text and text.rstrip().endswith("my notes stay")
+    row = next(line for line in text.splitlines() if line.startswith("| `fixed-size-c2f`"))
+    assert row.split("|")[4].strip() == "–"

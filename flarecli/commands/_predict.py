@@ -22,6 +22,10 @@ def predict_folder(input_dir: Path, run: Any, reports: dict[str, Path | None] | 
     reads = [c.image for c in cases]
     for what, path in (reports or {}).items():
         check_output_file(path, what, reads=reads, case_dirs=[input_dir, run.model])
+    if getattr(run, "cache_dir", None) is not None:
+        from flarecli.core.io.outputs import check_output_dir
+
+        check_output_dir(run.cache_dir, "--cache-dir", case_dirs=[input_dir, run.model])
     for path, message in found.stray:
         note(str(path), message)
     with progress_bar(len(cases), run.command) as advance:

@@ -34,6 +34,12 @@ JSON_OUT = typer.Option(None, "--json", help="Write the machine-readable result 
                         dir_okay=False)
 CSV_OUT = typer.Option(None, "--csv", help="Write the per-case table here.", dir_okay=False)
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N.")
+BACKEND = typer.Option("auto", "--backend", help="auto, torch or openvino: auto takes "
+                       "OpenVINO on the CPU when installed, torch on CUDA.")
+PRECISION = typer.Option("auto", "--precision", help="auto (the backend's fast default: "
+                         "bf16 on CPUs that have it) or f32.")
+CACHE_DIR = typer.Option(None, "--cache-dir", file_okay=False, help="Where compiled "
+                         "OpenVINO models are kept (default: $XDG_CACHE_HOME/flare).")
 RECIPE = typer.Option("stmt", "--recipe", help="A built-in recipe (flare recipes) or a "
                       "recipe file.")
 PRESET = typer.Option(None, "--preset", help="A preset of the recipe (default: its own "

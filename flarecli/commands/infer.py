@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._predict import finish, predict_folder
-from flarecli.commands._ui import DEVICE, out
+from flarecli.commands._ui import BACKEND, CACHE_DIR, DEVICE, PRECISION, out
 
 
 def infer(
@@ -19,6 +19,9 @@ def infer(
                                      "recipe to run (default: the first it holds "
                                      "completely)."),
     device: str = DEVICE,
+    backend: str = BACKEND,
+    precision: str = PRECISION,
+    cache_dir: Path | None = CACHE_DIR,
     weights: str | None = typer.Option(None, "--weights", help="best or final (default: each "
                                        "bundle's own choice)."),
     tta: bool = typer.Option(False, "--tta", help="Average softmax over the mirror "
@@ -33,7 +36,8 @@ def infer(
                                                "recipe's, 100)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo existing outputs."),
     profile: Path | None = typer.Option(None, "--profile", dir_okay=False,
-                                        help="Write per-scan timings and GPU memory here."),
+                                        help="Write per-scan profile here: seconds of "
+                                        "every step, peak RSS, CPU and GPU use."),
 ) -> None:
     """Segment 13 organs and tumors with a model folder: e.g. StMt's coarse abdomen -> fine
     ROI -> tumor overlaid on organs.
@@ -46,10 +50,11 @@ def infer(
 
     run = PredictRun("infer", model, output_dir, device=device, weights=weights, tta=tta,
                      postprocess=postprocess, connectivity=connectivity,
-                     min_tumor_mm3=min_tumor_mm3, overwrite=overwrite, graph=graph)
+                     min_tumor_mm3=min_tumor_mm3, overwrite=overwrite, graph=graph,
+                     backend=backend, precision=precision, cache_dir=cache_dir)
     results, record = predict_folder(input_dir, run, {"--profile": profile})
     if profile:
-        write_json(profile, {k: record[k] for k in ("scans", "summary", "device",
+        write_json(profile, {k: record[k] for k in ("scans", "summary", "device", "backends",
                                                     "model_load_seconds")})
     s = record["summary"]
     mean = s["mean_seconds"]["total"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._predict import finish, predict_folder
-from flarecli.commands._ui import DEVICE, out, write_csv
+from flarecli.commands._ui import BACKEND, CACHE_DIR, DEVICE, PRECISION, out, write_csv
 
 
 def pseudolabel(
@@ -15,6 +15,9 @@ def pseudolabel(
     output_dir: Path = typer.Argument(..., help="Folder for the pseudo-labels."),
     model: Path = typer.Option(..., "--model", help="Teacher model folder."),
     device: str = DEVICE,
+    backend: str = BACKEND,
+    precision: str = PRECISION,
+    cache_dir: Path | None = CACHE_DIR,
     weights: str | None = typer.Option(None, "--weights", help="best or final."),
     tta: bool = typer.Option(False, "--tta", help="Average softmax over the mirror "
                              "views each stage was trained on."),
@@ -37,7 +40,8 @@ def pseudolabel(
 
     run = PredictRun("pseudolabel", model, output_dir, device=device, weights=weights,
                      tta=tta, with_tumor=with_tumor, postprocess=True, overwrite=overwrite,
-                     scores=True, min_score=min_score)
+                     scores=True, min_score=min_score,
+                     backend=backend, precision=precision, cache_dir=cache_dir)
     scores = scores or Path(output_dir) / "scores.csv"
     results, record = predict_folder(input_dir, run, {"--scores": scores})
     header, rows = scores_table(record)

@@ -2,13 +2,28 @@
 
 A backend takes a network-size float32 batch ``(B, 1, *spatial)`` (a torch CPU tensor) and
 returns the logits of every head, ``{head: (B, C, *spatial)}``, as tensors on the backend's
-device; the engine does the softmax, flips and argmax there. Adding a runtime (OpenVINO, ONNX
-Runtime) means adding a class here, not touching the engine.
+device; the engine does the softmax, flips and argmax there. Adding a runtime means adding a
+class here, not touching the engine.
+
+Two runtimes: PyTorch (CPU or CUDA) and OpenVINO (CPU; ``openvino.py``). ``--backend auto``
+takes OpenVINO on the CPU when it is installed and the network compiles, torch otherwise (with
+one warning line per run); ``--backend openvino`` makes either failure
+an error. ``--precision auto`` is each runtime's fast default (OpenVINO: bf16 on CPUs with
+AVX-512 bf16 or AMX, else f32; torch: the stage's precision, full precision on the CPU);
+``f32`` asks for strict single precision.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
+
+from flarecli.core.errors import InputError, ModelError
+
+BACKENDS = ("auto", "torch", "openvino")
+BACKEND_PRECISIONS = ("auto", "f32")
 
 
 class Backend(Protocol):
@@ -16,20 +31,45 @@ class Backend(Protocol):
 
     name: str
     device: Any
+    precision: str  # what it actually computes in: 'f32', 'bf16', 'fp16'
 
     def __call__(self, batch) -> dict[str, Any]:
         """Logits per head for a ``(B, 1, *spatial)`` float32 batch."""
         ...
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    """``--backend``, ``--precision`` and ``--cache-dir`` of a run."""
+
+    name: str = "auto"
+    precision: str = "auto"
+    cache_dir: Path | None = None
+
+    def check(self, device) -> None:
+        if self.name not in BACKENDS:
+            raise InputError(f"--backend {self.name}: expected one of {', '.join(BACKENDS)}")
+        if self.precision not in BACKEND_PRECISIONS:
+            raise InputError(f"--precision {self.precision}: expected one of "
+                             f"{', '.join(BACKEND_PRECISIONS)}")
+        if self.name == "openvino" and device.type != "cpu":
+            raise InputError(f"--backend openvino runs on the CPU, not on {device}",
+                             hint="use --device cpu, or --backend torch (or auto) on CUDA")
+
+
 class TorchBackend:
     """The network in PyTorch, on the CPU or a GPU; autocast per the stage's precision
-    (half precision on CUDA with 'auto')."""
+    (half precision on CUDA with 'auto'), or none with ``--precision f32``."""
 
     name = "torch"
 
     def __init__(self, model, device, heads: tuple[str, ...], precision: str = "auto") -> None:
-        self.model, self.device, self.heads, self.precision = model, device, heads, precision
+        from flarecli.core.runtime import amp_dtype
+
+        self.model, self.device, self.heads, self.autocast = model, device, heads, precision
+        dtype = amp_dtype(device, precision)
+        self.precision = "f32" if dtype is None else str(dtype).removeprefix("torch.") \
+            .replace("bfloat16", "bf16").replace("float16", "fp16")
 
     def __call__(self, batch) -> dict[str, Any]:
         import torch
@@ -37,6 +77,37 @@ class TorchBackend:
         from flarecli.core.runtime import autocast
         from flarecli.models import as_heads
 
-        with torch.inference_mode(), autocast(self.device, self.precision):
+        with torch.inference_mode(), autocast(self.device, self.autocast):
             out = self.model(batch.to(self.device, non_blocking=True))
         return {h: v.float() for h, v in as_heads(out, self.heads).items()}
+
+
+def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
+                 input_shape: tuple[int, ...], key: dict[str, Any], choice: BackendChoice,
+                 notes: Callable[[str], None] | None = None, where: str = "",
+                 fallbacks: list[str] | None = None) -> Any:
+    """The backend a stage runs on. ``input_shape``: the network's input, batch first (-1 for
+    a batch that varies); ``key``: what identifies the weights (their SHA-256 and
+    architecture) for the compiled-model cache. With ``auto``, why OpenVINO was not used is
+    appended to ``fallbacks`` (the caller warns once for the whole model)."""
+    torch_precision = "fp32" if choice.precision == "f32" else stage_precision
+    if choice.name == "torch" or (choice.name == "auto" and device.type != "cpu"):
+        return TorchBackend(model, device, heads, torch_precision)
+    from flarecli.core.inference import openvino as OV
+
+    try:
+        return OV.OpenVinoBackend.build(model, heads, input_shape, key, choice.precision,
+                                        choice.cache_dir, notes)
+    except OV.NotInstalled as e:
+        if choice.name == "openvino":
+            raise InputError(f"--backend openvino: {e}",
+                             hint="pip install openvino, or use --backend torch") from None
+        reason = str(e)
+    except OV.CompileFailed as e:
+        if choice.name == "openvino":
+            raise ModelError(f"{where}: OpenVINO cannot compile this network ({e})",
+                             hint="use --backend torch") from None
+        reason = f"could not compile {where} ({e})"
+    if fallbacks is not None:
+        fallbacks.append(reason)
+    return TorchBackend(model, device, heads, torch_precision)

@@ -34,6 +34,7 @@ import numpy as np
 
 from flarecli.core.errors import ModelError
 from flarecli.core.inference import stages as ST
+from flarecli.core.inference.profiling import step
 from flarecli.core.io.nifti import Geometry
 from flarecli.core.labels import TUMOR
 from flarecli.core.postprocessing.components import postprocess as clean
@@ -100,13 +101,16 @@ class Engine:
     """The loaded graph of a model folder."""
 
     def __init__(self, model_dir: Path, device, with_tumor: bool = True,
-                 which: str | None = None, graph: str | None = None) -> None:
+                 which: str | None = None, graph: str | None = None, backend: Any = None,
+                 warn: Any = None) -> None:
         from flarecli.core.recipes.load import output_head
 
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelError(f"{model_dir}: model folder not found")
         self.model_dir, self.device = model_dir, device
+        self.backend_choice, self.warn = backend, warn
+        self.fallbacks: list[str] = []  # why OpenVINO was not used (backend 'auto')
         self.recipe = read_model_recipe(model_dir)
         self.graph_name, self.graph = choose_graph(self.recipe, model_dir, graph)
         self.stages: dict[str, ST.LoadedStage] = {}
@@ -123,10 +127,16 @@ class Engine:
         self.roi_stage = None
         if self.graph.roi is not None:
             self.roi_stage = self._load(self.graph.roi.stage, which)
+        if self.fallbacks and warn is not None:
+            torch_stages = [n for n, s in self.stages.items() if s.backend.name == "torch"]
+            warn(f"warning: OpenVINO not used: {'; '.join(dict.fromkeys(self.fallbacks))}; "
+                 f"running {', '.join(torch_stages)} with torch")
 
     def _load(self, name: str, which: str | None) -> ST.LoadedStage:
         if name not in self.stages:
-            self.stages[name] = ST.load_stage(name, self.model_dir / name, self.device, which)
+            self.stages[name] = ST.load_stage(name, self.model_dir / name, self.device, which,
+                                              self.backend_choice, self.warn,
+                                              self.fallbacks)
         return self.stages[name]
 
     def checksums(self) -> dict[str, str]:
@@ -135,6 +145,17 @@ class Engine:
 
     def weights(self) -> dict[str, str]:
         return {name: s.which for name, s in self.stages.items()}
+
+    def backends(self) -> dict[str, dict[str, Any]]:
+        """Per stage: the runtime and the precision it computes in (the run record's)."""
+        out = {}
+        for name, s in self.stages.items():
+            b = s.backend
+            out[name] = {"backend": b.name, "precision": b.precision}
+            if getattr(b, "entry", None) is not None:
+                out[name]["cache"] = str(b.entry)
+                out[name]["cached"] = b.cached
+        return out
 
     def views(self, tta: bool) -> dict[str, int]:
         """TTA views per output stage."""
@@ -156,9 +177,11 @@ class Engine:
         ls = self.roi_stage
         assert ls is not None and self.graph.roi is not None
         net_in, shape, r = ST.prepare(ls, image, whole(image.shape), spacing_zyx, fill)
-        labels = ST.network_labels(ls, net_in, tta=False)
+        with step(f"network {ls.name}"):
+            labels = ST.network_labels(ls, net_in, tta=False)
         mask = next(iter(labels.values())).numpy() > 0
-        found = main_components(mask, self.graph.roi.min_fraction)
+        with step("roi box"):
+            found = main_components(mask, self.graph.roi.min_fraction)
         if found is None:
             return whole(image.shape)
         box = box_of(found)
@@ -192,28 +215,36 @@ class Engine:
         from flarecli.core.preprocessing.orientation import to_canonical
 
         t0 = time.perf_counter()
-        reorient = to_canonical(geometry.direction)
-        image = reorient.apply(image)
-        spacing = reorient.spacing(geometry.spacing_zyx)
-        fill = float(image.min()) if image.size else 0.0
+        with step("reorient"):
+            reorient = to_canonical(geometry.direction)
+            image = reorient.apply(image)
+            spacing = reorient.spacing(geometry.spacing_zyx)
+            fill = float(image.min()) if image.size else 0.0
         roi = self.roi(image, spacing, fill) if self.roi_stage is not None else None
         t1 = time.perf_counter()
         out = np.zeros(image.shape, np.uint8)
         info: dict[str, Any] = {}
         done: dict[str, tuple[Box, dict[str, np.ndarray]]] = {}
+        memo: dict = {}  # network inputs, shared by stages that read a region alike
         for name, head in self.outputs:
             ls = self.stages[name]
             if name not in done:
                 box = self.region(ls, roi, image.shape, spacing)
                 done[name] = (box, ST.segment(ls, image, box, spacing, fill, tta,
-                                              info if stats and not done else None))
+                                              info if stats and not done else None, memo))
             box, labels = done[name]
-            ids = ls.ids(head)[labels[head]]
+            with step("class ids"):
+                ids = ls.ids(head)[labels[head]]
             if postprocess is not None:
-                ids, _ = clean(ids, geometry.voxel_volume_mm3, postprocess.connectivity,
-                               postprocess.min_tumor_mm3, tuple(postprocess.largest_component))
-            paste(out, ids, box, labelled_only=True)
-        out = reorient.invert(out)
+                with step("postprocess"):
+                    ids, _ = clean(ids, geometry.voxel_volume_mm3, postprocess.connectivity,
+                                   postprocess.min_tumor_mm3,
+                                   tuple(postprocess.largest_component))
+            with step("paste"):
+                paste(out, ids, box, labelled_only=True)
+        memo.clear()
+        with step("reorient"):
+            out = reorient.invert(out)
         t2 = time.perf_counter()
         return Prediction(out, roi if roi is not None else whole(image.shape),
                           {"coarse": t1 - t0, "fine": t2 - t1}, info.get("confidence"),

@@ -19,7 +19,7 @@ import numpy as np
 
 from flarecli.core.errors import DiskFull, FlareError, InputError
 from flarecli.core.inference.engine import Engine, produces_tumor
-from flarecli.core.inference.profiling import GpuMemorySampler
+from flarecli.core.inference.profiling import ResourceSampler, recording
 from flarecli.core.io.cases import Case, discover_cases
 from flarecli.core.io.nifti import read_volume, remove_stale_parts, write_volume
 from flarecli.core.io.outputs import check_output_dir
@@ -38,6 +38,10 @@ class ScanResult:
     confidence: float | None = None
     agreement: float | None = None
     volumes_ml: dict[int, float] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)  # seconds of every compute step
+    peak_rss_mb: float | None = None  # sampled while the scan was computed
+    cpu_area_pct_s: float | None = None  # area under the CPU-utilisation curve
+    cpu_utilisation_pct: float | None = None
     gpu_peak_mb: float | None = None
     gpu_max_used_mb: float | None = None
     gpu_area_mb_s: float | None = None
@@ -139,7 +143,7 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
             t0 = time.perf_counter()
             if engine.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(engine.device)
-            with GpuMemorySampler(engine.device) as sampler:
+            with recording() as steps, ResourceSampler(engine.device) as sampler:
                 pred = engine.predict(image, geometry, tta=tta,
                                       stats=scores or min_score is not None,
                                       postprocess=postprocess)
@@ -149,14 +153,18 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
             del image
             result.seconds.update({k: round(v, 4) for k, v in pred.seconds.items()})
             result.seconds["compute"] = time.perf_counter() - t0
+            result.steps = {k: round(v, 4) for k, v in steps.items()}
+            result.peak_rss_mb = sampler.peak_rss_mb
+            result.cpu_area_pct_s = round(sampler.cpu_area_pct_s, 1)
+            result.cpu_utilisation_pct = sampler.cpu_utilisation_pct
             result.confidence, result.agreement = pred.confidence, pred.agreement
             counts = np.bincount(label.ravel(), minlength=15)
             result.volumes_ml = {c: round(float(counts[c]) * geometry.voxel_volume_mm3 / 1000, 3)
                                  for c in ORGANS}
             if engine.device.type == "cuda":
                 result.gpu_peak_mb = torch.cuda.max_memory_allocated(engine.device) / 2**20
-                result.gpu_max_used_mb = sampler.max_mb
-                result.gpu_area_mb_s = sampler.area_mb_s
+                result.gpu_max_used_mb = sampler.gpu_max_mb
+                result.gpu_area_mb_s = sampler.gpu_area_mb_s
             if min_score is not None and (result.score or 0.0) < min_score:
                 result.rejected = True
                 target.unlink(missing_ok=True)
@@ -184,7 +192,12 @@ def profile_summary(results: list[ScanResult]) -> dict[str, Any]:
             "mean_seconds": {k: mean(r.seconds.get(k) for r in done)
                              for k in ("read", "compute", "write", "total")},
             "max_gpu_peak_mb": max((r.gpu_peak_mb for r in done if r.gpu_peak_mb), default=None),
+            "mean_steps": {k: mean(r.steps.get(k) for r in done)
+                           for k in dict.fromkeys(k for r in done for k in r.steps)},
             "mean_gpu_area_mb_s": mean(r.gpu_area_mb_s for r in done),
+            "mean_cpu_area_pct_s": mean(r.cpu_area_pct_s for r in done),
+            "max_scan_rss_mb": max((r.peak_rss_mb for r in done if r.peak_rss_mb),
+                                   default=None),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         },
     }
@@ -213,6 +226,9 @@ class PredictRun:
     scores: bool = False
     min_score: float | None = None
     graph: str | None = None
+    backend: str = "auto"
+    precision: str = "auto"
+    cache_dir: Path | None = None
     argv: list[str] = field(default_factory=list)
 
 
@@ -240,6 +256,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     import sys
 
     from flarecli import __version__
+    from flarecli.core.inference.backends import BackendChoice
     from flarecli.core.io.nifti import write_text_atomic
     from flarecli.core.labels import LABELS
     from flarecli.core.postprocessing.components import structure
@@ -254,10 +271,12 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     if run.min_score is not None and not 0 <= run.min_score <= 1:
         raise InputError(f"--min-score {run.min_score}: must be within 0..1")
     dev = resolve_device(run.device)
+    choice = BackendChoice(run.backend, run.precision, run.cache_dir)
+    choice.check(dev)
     setup_torch(dev)
     t0 = time.perf_counter()
     engine = Engine(run.model, dev, with_tumor=run.with_tumor, which=run.weights,
-                    graph=run.graph)
+                    graph=run.graph, backend=choice, warn=notes)
     t_load = time.perf_counter() - t0
     post = resolved_postprocess(engine, run)
     record_path = Path(run.output_dir) / f"{run.command}.json"
@@ -284,7 +303,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         "graph": engine.graph_name,
         "stages": {name: {"sha256": s.sha256, "weights": s.which}
                    for name, s in engine.stages.items()},
-        "model_sha256": engine.checksums(), "device": str(dev), "tta": run.tta,
+        "model_sha256": engine.checksums(), "device": str(dev),
+        "backends": engine.backends(), "tta": run.tta,
         "tta_views": views,
         "with_tumor": any(produces_tumor(engine.stages[s].stage, h) for s, h in engine.outputs),
         "postprocess": to_json(post) if post is not None else None,

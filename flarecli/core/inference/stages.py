@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from flarecli.core.inference.profiling import step
 from flarecli.core.preprocessing.boxes import Box, crop
 from flarecli.core.preprocessing.intensity import Intensity
 from flarecli.core.preprocessing.orientation import (
@@ -76,17 +77,35 @@ class LoadedStage:
         return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
-def load_stage(name: str, folder: Path, device, which: str | None = None) -> LoadedStage:
-    from flarecli.core.inference.backends import TorchBackend
+def load_stage(name: str, folder: Path, device, which: str | None = None,
+               choice: Any = None, notes: Any = None, fallbacks: list[str] | None = None
+               ) -> LoadedStage:
+    """A bundle's stage on the backend ``choice`` asks for (a BackendChoice; default: torch).
+    The weights' checksum is verified before any backend sees them."""
+    from flarecli.core.inference.backends import BackendChoice, make_backend
     from flarecli.core.io.bundle import bundle_stage, load_bundle, weights_entry
 
     model, meta = load_bundle(folder, which, device=str(device))
     stage, intensity = bundle_stage(folder, meta)
-    chosen, _ = weights_entry(folder, meta, which)
+    chosen, entry = weights_entry(folder, meta, which)
     heads = tuple(stage.network.heads)
-    backend = TorchBackend(model, device, heads, stage.precision)
-    return LoadedStage(name, Path(folder), meta, stage, intensity, backend,
-                       getattr(model, "dims", 3), chosen)
+    dims = getattr(model, "dims", 3)
+    key = {"weights_sha256": entry["sha256"], "architecture": meta["architecture"],
+           "heads": list(heads)}
+    backend = make_backend(model, device, heads, stage.precision, network_input(stage, dims),
+                           key, choice or BackendChoice("torch"), notes, str(folder),
+                           fallbacks)
+    return LoadedStage(name, Path(folder), meta, stage, intensity, backend, dims, chosen)
+
+
+def network_input(stage: S.Stage, dims: int) -> tuple[int, ...]:
+    """The shape the network is run at: (1, 1, *size) for a fixed-size stage, (1, 1, *patch)
+    for a sliding window; a 2-D network takes a varying batch of slices (-1, 1, Y, X)."""
+    g = stage.geometry
+    spatial = tuple(g.size_zyx if g.size_zyx is not None else g.patch_zyx)
+    if dims == 2:
+        return (-1, 1, *spatial[1:])
+    return (1, 1, *spatial)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,23 +267,40 @@ def grid_shape(ls: LoadedStage, shape_zyx, spacing_zyx) -> tuple[int, int, int]:
     return size_at_spacing(shape_zyx, spacing_zyx, g.spacing(training=False))
 
 
-def prepare(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: float):
+def prepare(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: float,
+            memo: dict | None = None):
     """(network input at the stage's grid, the region's shape and spacing in the stage's
-    orientation, the reorientation) for a canonical image and box."""
+    orientation, the reorientation) for a canonical image and box. Stages that read the same
+    region the same way (StMt's organ and tumor models) share one input through ``memo``."""
     r = ls.orient
-    region = r.apply(crop(image, box, fill))
+    key = (box, r.perm, r.flips, ls.intensity, ls.stage.geometry.size_zyx,
+           ls.stage.geometry.spacing(training=False) if ls.stage.geometry.size_zyx is None
+           else None)
+    if memo is not None and key in memo:
+        return memo[key]
+    with step("crop"):
+        region = r.apply(crop(image, box, fill))
     spacing = r.spacing(spacing_zyx)
-    net_in = resample(ls.intensity.apply(region), grid_shape(ls, region.shape, spacing),
-                      "linear")
-    return net_in, region.shape, r
+    with step("normalise"):
+        norm = ls.intensity.apply(region)
+    with step("resample to network"):
+        net_in = resample(norm, grid_shape(ls, region.shape, spacing), "linear")
+    del norm
+    result = (net_in, region.shape, r)
+    if memo is not None:
+        memo[key] = result
+    return result
 
 
 def segment(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: float,
-            tta: bool, stats: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+            tta: bool, stats: dict[str, Any] | None = None, memo: dict | None = None
+            ) -> dict[str, np.ndarray]:
     """Each head's labels (network classes, uint8) on ``box`` of the canonical image."""
-    net_in, shape, r = prepare(ls, image, box, spacing_zyx, fill)
-    labels = network_labels(ls, net_in, tta, stats)
-    return {h: r.invert(resample(v, shape, "nearest").numpy()) for h, v in labels.items()}
+    net_in, shape, r = prepare(ls, image, box, spacing_zyx, fill, memo)
+    with step(f"network {ls.name}"):
+        labels = network_labels(ls, net_in, tta, stats)
+    with step("resample to the scan"):
+        return {h: r.invert(resample(v, shape, "nearest").numpy()) for h, v in labels.items()}
 
 
 def invert_box(box: Box, r: Reorientation, oriented_shape) -> Box:

@@ -47,14 +47,18 @@ class Intensity:
 
     def apply(self, image):
         """Normalise a numpy array or torch tensor (returns float32 of the same kind)."""
-        if isinstance(image, np.ndarray):
-            out = image.astype(np.float32, copy=False)
+        if isinstance(image, np.ndarray):  # one float32 copy, then in place
+            out = image.astype(np.float32, copy=True)
             if self.lower is not None or self.upper is not None:
-                out = np.clip(out, self.lower, self.upper)
+                np.clip(out, self.lower, self.upper, out=out)
             if self.mode == "zscore_image":
                 mean, std = float(out.mean(dtype=np.float64)), float(out.std(dtype=np.float64))
-                return (out - np.float32(mean)) / np.float32(max(std, MIN_STD))
-            return (out - np.float32(self.mean)) / np.float32(self.std)
+                mean, std = np.float32(mean), np.float32(max(std, MIN_STD))
+            else:
+                mean, std = np.float32(self.mean), np.float32(self.std)
+            out -= mean
+            out /= std
+            return out
         out = image.float()
         if self.lower is not None or self.upper is not None:
             out = out.clamp(self.lower, self.upper)

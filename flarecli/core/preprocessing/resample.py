@@ -36,3 +36,4 @@ def size_at_spacing(shape_zyx, spacing_zyx, target_zyx) -> tuple[int, int, int]:
     for n, s, t in zip(shape_zyx, spacing_zyx, target_zyx, strict=True):
         out.append(int(n) if t is None else max(1, int(round(n * float(s) / float(t)))))
     return tuple(out)  # type: ignore[return-value]
+

@@ -265,7 +265,7 @@ def test_a_model_folder_from_before_recipes_loads_as_stmt(tmp_path, run_cli):
     (tmp_path / "in").mkdir()
     shutil.copy(LEGACY / "b0_0000.nii.gz", tmp_path / "in")
     res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", LEGACY / "model",
-                  "--device", "cpu", "--no-postprocess")
+                  "--device", "cpu", "--no-postprocess", "--backend", "torch")
     assert res.code == 0, res.stderr
     np.testing.assert_array_equal(read_volume(tmp_path / "out" / "b0.nii.gz")[0], expected)
     record = json.loads((tmp_path / "out" / "infer.json").read_text())
@@ -339,7 +339,7 @@ def test_outputs_are_cleaned_before_they_are_merged(model_dir, monkeypatch):
     tumor = np.zeros(shape, np.uint8)
     tumor[:, 9:11, :] = 1  # a tumor band cutting the liver in two
 
-    def fake_segment(ls, image, box, spacing, fill, tta, stats=None):
+    def fake_segment(ls, image, box, spacing, fill, tta, stats=None, memo=None):
         head = next(iter(ls.stage.network.heads))
         return {head: tumor if head == "tumor" else organs}
 

@@ -1,0 +1,220 @@
+"""The OpenVINO backend against torch: agreement, the compiled-model cache, fallback and
+errors, read-only model folders."""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from flarecli.core.io.nifti import read_volume
+from flarecli.core.training.loop import train
+from tests.conftest import blob_case, tiny_recipe, train_run
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny stmt student (coarse + organs; the tumor stage is optional) trained long enough
+    to have few near-ties, and test scans."""
+    root = tmp_path_factory.mktemp("backends")
+    for i in range(4):
+        blob_case(root / "data", f"b{i}", i, tumor=i % 2 == 0)
+    for i in range(2):
+        blob_case(root / "test", f"t{i}", 10 + i, tumor=True, images="images", labels="labels")
+    out = root / "model"
+    adamw = {"name": "adamw", "lr": 1e-2, "weight_decay": 3e-5, "schedule": "poly",
+             "warmup_epochs": 0}
+    for stage, epochs in (("coarse", 4), ("organs", 10)):
+        train(train_run(root / "data", out, stage=stage,
+                        recipe=tiny_recipe(epochs=epochs, iterations=20, optimizer=adamw)))
+    return out, root / "test" / "images"
+
+
+def infer(run_cli, model, images, out, *extra):
+    res = run_cli("infer", images, out, "--model", model, "--device", "cpu", *extra)
+    assert res.code == 0, res.stderr
+    return json.loads((out / "infer.json").read_text()), res
+
+
+def labels(folder):
+    return {p.name: read_volume(p)[0] for p in sorted(folder.glob("*.nii.gz"))}
+
+
+def test_backends_agree_and_the_run_record_says_which_ran(trained, tmp_path, run_cli):
+    model, images = trained
+    rec_t, _ = infer(run_cli, model, images, tmp_path / "torch", "--backend", "torch")
+    rec_o, _ = infer(run_cli, model, images, tmp_path / "ov", "--backend", "openvino")
+    rec_f, _ = infer(run_cli, model, images, tmp_path / "f32", "--backend", "openvino",
+                     "--precision", "f32")
+    assert {b["backend"] for b in rec_t["backends"].values()} == {"torch"}
+    assert {b["backend"] for b in rec_o["backends"].values()} == {"openvino"}
+    assert {b["precision"] for b in rec_f["backends"].values()} == {"f32"}
+    a, b, c = labels(tmp_path / "torch"), labels(tmp_path / "ov"), labels(tmp_path / "f32")
+    for name in a:
+        fg = (a[name] > 0) | (b[name] > 0)
+        assert fg.sum() > 100
+        assert (a[name][fg] != b[name][fg]).mean() < 0.005, name
+        fg = (a[name] > 0) | (c[name] > 0)
+        assert (a[name][fg] != c[name][fg]).mean() < 0.001, name
+
+
+def test_auto_is_openvino_on_the_cpu_and_repeatable(trained, tmp_path, run_cli):
+    model, images = trained
+    rec, _ = infer(run_cli, model, images, tmp_path / "one")
+    assert {b["backend"] for b in rec["backends"].values()} == {"openvino"}
+    infer(run_cli, model, images, tmp_path / "two")
+    one, two = labels(tmp_path / "one"), labels(tmp_path / "two")
+    assert all(np.array_equal(one[k], two[k]) for k in one)
+
+
+def entries(cache):
+    return sorted(p for p in (cache / "openvino").iterdir() if not p.name.startswith("."))
+
+
+def test_the_cache_is_written_reused_invalidated_and_never_trusted_when_corrupt(
+        trained, tmp_path, run_cli):
+    model, images = trained
+    cache = tmp_path / "cache"
+    opts = ("--backend", "openvino", "--cache-dir", cache, "--overwrite")
+    rec, _ = infer(run_cli, model, images, tmp_path / "a", *opts)
+    assert not any(b["cached"] for b in rec["backends"].values())
+    assert len(entries(cache)) == 2  # coarse, organs
+    first = labels(tmp_path / "a")
+    rec, _ = infer(run_cli, model, images, tmp_path / "a", *opts)
+    assert all(b["cached"] for b in rec["backends"].values())
+    assert all(np.array_equal(first[k], v) for k, v in labels(tmp_path / "a").items())
+
+    # a corrupt blob is rebuilt, with a note, and the output is the same
+    blob = next(iter(entries(cache))) / "model.blob"
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])
+    rec, res = infer(run_cli, model, images, tmp_path / "a", *opts)
+    assert "unusable" in res.stderr and "rebuilding" in res.stderr
+    assert sorted(b["cached"] for b in rec["backends"].values()) == [False, True]
+    assert all(np.array_equal(first[k], v) for k, v in labels(tmp_path / "a").items())
+    assert len(entries(cache)) == 2
+
+    # new weights (a retrained stage) make a new entry
+    copy = tmp_path / "model2"
+    shutil.copytree(model, copy)
+    _replace_weights(copy / "organs")
+    rec, _ = infer(run_cli, copy, images, tmp_path / "b", *opts)
+    assert rec["backends"]["organs"]["cached"] is False
+    assert rec["backends"]["coarse"]["cached"] is True
+    assert len(entries(cache)) == 3
+
+
+def _replace_weights(bundle):
+    """Perturb a bundle's weights and record their new checksum (a retrained stage)."""
+    import torch
+
+    meta = json.loads((bundle / "model.json").read_text())
+    for name, entry in meta["weights"].items():
+        path = bundle / entry["file"]
+        state = torch.load(path, weights_only=True)
+        state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
+        torch.save(state, path)
+        entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        meta["weights"][name] = entry
+    (bundle / "model.json").write_text(json.dumps(meta))
+
+
+def test_a_tampered_bundle_is_refused_before_conversion(trained, tmp_path, run_cli):
+    model, images = trained
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    for weights in (copy / "organs").glob("weights_*.pt"):
+        weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    res = run_cli("infer", images, tmp_path / "out", "--model", copy, "--backend", "openvino",
+                  "--cache-dir", tmp_path / "cache")
+    assert res.code == 5 and "checksum mismatch" in res.stderr
+    assert not (tmp_path / "cache" / "openvino").exists() or \
+        len(entries(tmp_path / "cache")) <= 1  # only stages loaded before the tampered one
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file()
+                                         else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_a_read_only_model_folder_is_never_written(trained, tmp_path, run_cli):
+    model, images = trained
+    copy = tmp_path / "share"
+    shutil.copytree(model, copy)
+    for p in [copy, *copy.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    before = tree(copy)
+    try:
+        infer(run_cli, copy, images, tmp_path / "out", "--backend", "openvino",
+              "--cache-dir", tmp_path / "cache")
+        assert tree(copy) == before
+        res = run_cli("infer", images, tmp_path / "out2", "--model", copy,
+                      "--cache-dir", copy / "cache")
+        assert res.code == 3 and "--cache-dir" in res.stderr and "inside" in res.stderr
+        assert tree(copy) == before
+    finally:
+        for p in [copy, *copy.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+@pytest.fixture
+def no_openvino(monkeypatch):
+    import sys
+
+    from flarecli.core.inference import openvino as OV
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    monkeypatch.setattr(OV, "_core", None)
+
+
+def test_auto_without_openvino_warns_once_and_uses_torch(trained, tmp_path, run_cli,
+                                                        no_openvino):
+    model, images = trained
+    rec, res = infer(run_cli, model, images, tmp_path / "out")
+    assert res.stderr.count("warning: OpenVINO not used") == 1
+    assert {b["backend"] for b in rec["backends"].values()} == {"torch"}
+    infer(run_cli, model, images, tmp_path / "torch", "--backend", "torch")
+    a, b = labels(tmp_path / "out"), labels(tmp_path / "torch")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_explicit_openvino_without_it_is_exit_3(trained, tmp_path, run_cli, no_openvino):
+    model, images = trained
+    res = run_cli("infer", images, tmp_path / "out", "--model", model, "--backend", "openvino")
+    assert res.code == 3 and "openvino is not installed" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) <= 2
+
+
+def test_a_network_that_does_not_compile(trained, tmp_path, run_cli, monkeypatch):
+    from flarecli.core.inference import openvino as OV
+
+    def broken(*a, **k):
+        raise OV.CompileFailed("unsupported operation")
+
+    monkeypatch.setattr(OV, "_compile", broken)
+    model, images = trained
+    cache = ("--cache-dir", tmp_path / "empty-cache")
+    rec, res = infer(run_cli, model, images, tmp_path / "auto", *cache)
+    assert res.stderr.count("warning: OpenVINO not used") == 1
+    assert "unsupported operation" in res.stderr
+    assert {b["backend"] for b in rec["backends"].values()} == {"torch"}
+    assert len(labels(tmp_path / "auto")) == 2
+    res = run_cli("infer", images, tmp_path / "ov", "--model", model, "--backend", "openvino",
+                  *cache)
+    assert res.code == 5 and "cannot compile" in res.stderr
+
+
+def test_openvino_is_a_cpu_backend():
+    import torch
+
+    from flarecli.core.errors import InputError
+    from flarecli.core.inference.backends import BackendChoice
+
+    with pytest.raises(InputError, match="runs on the CPU") as e:
+        BackendChoice("openvino").check(torch.device("cuda"))
+    assert e.value.exit_code == 3
+    BackendChoice("auto").check(torch.device("cuda"))  # auto means torch there
+    with pytest.raises(InputError, match="--precision"):
+        BackendChoice("openvino", "bf17").check(torch.device("cpu"))
