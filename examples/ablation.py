@@ -208,7 +208,8 @@ def report(results: dict[int, dict[str, dict]], preset: str, command: str, minut
         else:
             holds = vals[left] < vals[right] if op == "<" else vals[left] <= vals[right] + 0.005
             verdict = "holds" if holds else "does not hold"
-        lines.append(f"- {left} {op} {right}: {verdict} ({_fmt(vals[left])} vs "
+        within = " (within 0.005)" if op == "<=" else ""
+        lines.append(f"- {left} {op} {right}{within}: {verdict} ({_fmt(vals[left])} vs "
                      f"{_fmt(vals[right])})")
     lines += ["", NOTES_MARK, old_notes.rstrip("\n") if old_notes else ""]
     return "\n".join(lines).rstrip("\n") + "\n"
