@@ -24,6 +24,7 @@ from flarecli.commands import (
     postprocess,
     pseudolabel,
     recipes,
+    stats,
     synth,
     train,
 )
@@ -66,7 +67,8 @@ def _interruptible(func):
 for _name, _func in (("synth", synth.synth), ("audit", audit.audit), ("train", train.train),
                      ("pseudolabel", pseudolabel.pseudolabel), ("correct", correct.correct),
                      ("infer", infer.infer), ("postprocess", postprocess.postprocess),
-                     ("evaluate", evaluate.evaluate), ("demo", demo.demo)):
+                     ("evaluate", evaluate.evaluate), ("stats", stats.stats),
+                     ("demo", demo.demo)):
     app.command(_name, help=_help(_func))(_interruptible(_func))
 for _command in recipes.app.registered_commands:
     _command.callback = _interruptible(_command.callback)

@@ -38,6 +38,9 @@ def infer(
     profile: Path | None = typer.Option(None, "--profile", dir_okay=False,
                                         help="Write per-scan profile here: seconds of "
                                         "every step, peak RSS, CPU and GPU use."),
+    stats: Path | None = typer.Option(None, "--stats", dir_okay=False, help="Also write "
+                                      "the outputs' statistics here (JSON, as flare stats "
+                                      "--images)."),
 ) -> None:
     """Segment 13 organs and tumors with a model folder: e.g. StMt's coarse abdomen -> fine
     ROI -> tumor overlaid on organs.
@@ -52,7 +55,7 @@ def infer(
                      postprocess=postprocess, connectivity=connectivity,
                      min_tumor_mm3=min_tumor_mm3, overwrite=overwrite, graph=graph,
                      backend=backend, precision=precision, cache_dir=cache_dir)
-    results, record = predict_folder(input_dir, run, {"--profile": profile})
+    results, record = predict_folder(input_dir, run, {"--profile": profile, "--stats": stats})
     if profile:
         write_json(profile, {k: record[k] for k in ("scans", "summary", "device", "backends",
                                                     "model_load_seconds")})
@@ -61,4 +64,22 @@ def infer(
     skipped = sum(1 for r in results if r.skipped)
     out.print(f"segmented {s['scans']} scans into {output_dir} (skipped {skipped} existing)"
               + (f", {mean:.2f} s per scan" if mean else ""), highlight=False)
+    if stats:
+        write_json(stats, output_stats(results, min_tumor_mm3))
     finish(results)
+
+
+def output_stats(results, min_tumor_mm3: float | None) -> dict:
+    """``flare stats`` of the written outputs with their input scans (HU statistics)."""
+    from flarecli.core.labels import MIN_TUMOR_MM3
+    from flarecli.core.quantification import stats as core
+
+    minimum = MIN_TUMOR_MM3 if min_tumor_mm3 is None else min_tumor_mm3
+    cases = []
+    for r in results:
+        if r.error or r.rejected:
+            continue
+        found, problems = core.stats_case(core.StatsJob(r.case, r.output, r.image, minimum))
+        if found is not None:
+            cases.append(found)
+    return core.stats_json(cases, minimum)
