@@ -222,22 +222,44 @@ def read_volume(path: Path) -> tuple[np.ndarray, Geometry]:
     """
     path = Path(path)
     header = _checked(path)
-    image = _read_sitk(path)
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(
-            f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel, expected 1"
-        )
-    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
-        image = image[:, :, :, 0]
-    if image.GetDimension() != 3:
-        raise DataError(f"{path}: image is {image.GetDimension()}-D, expected 3-D")
-    geometry = checked_geometry(geometry_of(image), str(path))
-    array = sitk.GetArrayFromImage(image)
+    array, geometry = from_sitk(_read_sitk(path), str(path), finite=False)
     if array.dtype.kind == "f":
         bad = count_nonfinite(path, header)
         if bad:
             raise DataError(f"{path}: {bad} NaN/inf voxels")
     return array, geometry
+
+
+def from_sitk(image: sitk.Image, where: str, finite: bool = True
+              ) -> tuple[np.ndarray, Geometry]:
+    """``(array[z, y, x], geometry)`` of a SimpleITK image, checked as files are: one
+    component, 3-D (a trailing singleton 4th axis squeezed), a valid geometry and, with
+    ``finite``, no NaN/inf voxels. Raises DataError naming ``where``."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(
+            f"{where}: {image.GetNumberOfComponentsPerPixel()} components per voxel, expected 1"
+        )
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        raise DataError(f"{where}: image is {image.GetDimension()}-D, expected 3-D")
+    geometry = checked_geometry(geometry_of(image), where)
+    array = sitk.GetArrayFromImage(image)
+    if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise DataError(f"{where}: {int((~np.isfinite(array)).sum())} NaN/inf voxels")
+    return array, geometry
+
+
+def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    """A SimpleITK image of ``array[z, y, x]`` with exactly ``geometry``."""
+    if tuple(array.shape) != tuple(geometry.shape_zyx):
+        raise InputError(f"array shape {tuple(array.shape)} does not match grid "
+                         f"{geometry.shape_zyx}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=False)
+    image.SetSpacing([float(v) for v in geometry.spacing_xyz])
+    image.SetOrigin([float(v) for v in geometry.origin_xyz])
+    image.SetDirection([float(v) for v in geometry.direction])
+    return image
 
 
 def read_label_map(path: Path, what: str = "label") -> tuple[np.ndarray, Geometry]:
@@ -579,10 +601,7 @@ def write_volume(path: Path, array: np.ndarray, geometry: Geometry, compress: bo
         raise InputError(
             f"{path}: array shape {tuple(array.shape)} does not match grid {geometry.shape_zyx}"
         )
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=False)
-    image.SetSpacing([float(v) for v in geometry.spacing_xyz])
-    image.SetOrigin([float(v) for v in geometry.origin_xyz])
-    image.SetDirection([float(v) for v in geometry.direction])
+    image = to_sitk(array, geometry)
     with atomic_path(path) as tmp:
         try:
             sitk.WriteImage(image, str(tmp), useCompression=compress)
