@@ -40,6 +40,8 @@ PRECISION = typer.Option("auto", "--precision", help="auto (the backend's fast d
                          "bf16 on CPUs that have it) or f32.")
 CACHE_DIR = typer.Option(None, "--cache-dir", file_okay=False, help="Where compiled "
                          "OpenVINO models are kept (default: $XDG_CACHE_HOME/flare).")
+SHARD = typer.Option(None, "--shard", help="I/N: only the I-th of N disjoint shares of the "
+                     "cases (1 <= I <= N; stable as cases are added), for job arrays.")
 RECIPE = typer.Option("stmt", "--recipe", help="A built-in recipe (flare recipes) or a "
                       "recipe file.")
 PRESET = typer.Option(None, "--preset", help="A preset of the recipe (default: its own "

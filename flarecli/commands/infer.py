@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._predict import finish, predict_folder
-from flarecli.commands._ui import BACKEND, CACHE_DIR, DEVICE, PRECISION, out
+from flarecli.commands._ui import BACKEND, CACHE_DIR, DEVICE, PRECISION, SHARD, out
 
 
 def infer(
@@ -41,6 +41,7 @@ def infer(
     stats: Path | None = typer.Option(None, "--stats", dir_okay=False, help="Also write "
                                       "the outputs' statistics here (JSON, as flare stats "
                                       "--images)."),
+    shard: str | None = SHARD,
 ) -> None:
     """Segment 13 organs and tumors with a model folder: e.g. StMt's coarse abdomen -> fine
     ROI -> tumor overlaid on organs.
@@ -49,14 +50,15 @@ def infer(
     Exit code 4 if some scans failed (the others are written).
     """
     from flarecli.commands._ui import write_json
-    from flarecli.core.inference.folder import PredictRun
+    from flarecli.core.inference.folder import PredictRun, parse_shard
 
     run = PredictRun("infer", model, output_dir, device=device, weights=weights, tta=tta,
                      postprocess=postprocess, connectivity=connectivity,
                      min_tumor_mm3=min_tumor_mm3, overwrite=overwrite, graph=graph,
-                     backend=backend, precision=precision, cache_dir=cache_dir)
+                     backend=backend, precision=precision, cache_dir=cache_dir,
+                     shard=parse_shard(shard))
     results, record = predict_folder(input_dir, run, {"--profile": profile, "--stats": stats})
-    if profile:
+    if profile and record.get("writer", True):
         write_json(profile, {k: record[k] for k in ("scans", "summary", "device", "backends",
                                                     "model_load_seconds")})
     s = record["summary"]
@@ -64,22 +66,24 @@ def infer(
     skipped = sum(1 for r in results if r.skipped)
     out.print(f"segmented {s['scans']} scans into {output_dir} (skipped {skipped} existing)"
               + (f", {mean:.2f} s per scan" if mean else ""), highlight=False)
-    if stats:
-        write_json(stats, output_stats(results, min_tumor_mm3))
+    if stats and record.get("writer", True):
+        write_json(stats, output_stats(record["scans"], min_tumor_mm3))
     finish(results)
 
 
-def output_stats(results, min_tumor_mm3: float | None) -> dict:
-    """``flare stats`` of the written outputs with their input scans (HU statistics)."""
+def output_stats(scans: list[dict], min_tumor_mm3: float | None) -> dict:
+    """``flare stats`` of the outputs the run record lists (every rank's, earlier runs'
+    too) with their input scans (HU statistics)."""
     from flarecli.core.labels import MIN_TUMOR_MM3
     from flarecli.core.quantification import stats as core
 
     minimum = MIN_TUMOR_MM3 if min_tumor_mm3 is None else min_tumor_mm3
     cases = []
-    for r in results:
-        if r.error or r.rejected:
+    for scan in scans:
+        if scan.get("error") or scan.get("rejected") or not Path(scan["output"]).is_file():
             continue
-        found, problems = core.stats_case(core.StatsJob(r.case, r.output, r.image, minimum))
+        found, _ = core.stats_case(core.StatsJob(scan["case"], scan["output"], scan["image"],
+                                                 minimum))
         if found is not None:
             cases.append(found)
     return core.stats_json(cases, minimum)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._predict import finish, predict_folder
-from flarecli.commands._ui import BACKEND, CACHE_DIR, DEVICE, PRECISION, out, write_csv
+from flarecli.commands._ui import BACKEND, CACHE_DIR, DEVICE, PRECISION, SHARD, out, write_csv
 
 
 def pseudolabel(
@@ -28,6 +28,7 @@ def pseudolabel(
     scores: Path | None = typer.Option(None, "--scores", dir_okay=False,
                                        help="Quality CSV (default OUTPUT/scores.csv)."),
     overwrite: bool = typer.Option(False, "--overwrite"),
+    shard: str | None = SHARD,
 ) -> None:
     """Pseudo-label scans with a teacher: connected-component clean-up, quality scores.
 
@@ -36,16 +37,19 @@ def pseudolabel(
     without mirroring and has no views to add). Cases below --min-score are not written (an
     earlier output of such a case is removed); the CSV lists every case.
     """
-    from flarecli.core.inference.folder import PredictRun, scores_table
+    from flarecli.core.inference.folder import PredictRun, parse_shard, scores_table
 
     run = PredictRun("pseudolabel", model, output_dir, device=device, weights=weights,
                      tta=tta, with_tumor=with_tumor, postprocess=True, overwrite=overwrite,
                      scores=True, min_score=min_score,
-                     backend=backend, precision=precision, cache_dir=cache_dir)
-    scores = scores or Path(output_dir) / "scores.csv"
+                     backend=backend, precision=precision, cache_dir=cache_dir,
+                     shard=parse_shard(shard))
+    suffix = f".shard-{run.shard[0]}-of-{run.shard[1]}" if run.shard else ""
+    scores = scores or Path(output_dir) / f"scores{suffix}.csv"
     results, record = predict_folder(input_dir, run, {"--scores": scores})
-    header, rows = scores_table(record)
-    write_csv(scores, header, rows)
+    if record.get("writer", True):
+        header, rows = scores_table(record)
+        write_csv(scores, header, rows)
     written = sum(1 for r in results if not (r.rejected or r.error or r.skipped))
     rejected = sum(1 for r in results if r.rejected)
     out.print(f"pseudo-labelled {written} scans into {output_dir}"

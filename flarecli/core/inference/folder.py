@@ -229,7 +229,67 @@ class PredictRun:
     backend: str = "auto"
     precision: str = "auto"
     cache_dir: Path | None = None
+    shard: tuple[int, int] | None = None  # (i, n): the i-th of n disjoint shares, 1-based
     argv: list[str] = field(default_factory=list)
+
+    @property
+    def record_name(self) -> str:
+        """The run record: ``infer.json``, or ``infer.shard-I-of-N.json`` for a shard (shards
+        run at once never write one shared file)."""
+        if self.shard is None:
+            return f"{self.command}.json"
+        return f"{self.command}.shard-{self.shard[0]}-of-{self.shard[1]}.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# shares of the cases: --shard I/N and torchrun ranks
+# ---------------------------------------------------------------------------------------------
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` (1 <= I <= N) -> (I, N); None stays None. Raises InputError."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise InputError(f"--shard {text}: expected I/N with 1 <= I <= N, e.g. 2/8")
+    return i, n
+
+
+def in_shard(case_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a case belongs to a shard: by a hash of its id, so shares are disjoint, cover
+    every case, and a case keeps its shard when others are added."""
+    if shard is None:
+        return True
+    import hashlib
+
+    digest = int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "big")
+    return digest % shard[1] == shard[0] - 1
+
+
+def distributed() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when started by torchrun with more than one process."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1 or "RANK" not in os.environ:
+        return None
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+def _gather(items: list[Any]) -> list[Any] | None:
+    """Every rank's items on rank 0 (None on the others); CPU collectives (gloo)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, items)
+    if dist.get_rank() != 0:
+        return None
+    return [x for part in gathered for x in part]
 
 
 def resolved_postprocess(engine: Engine, run: PredictRun):
@@ -254,6 +314,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     result as it comes."""
     import json
     import sys
+    from dataclasses import replace
 
     from flarecli import __version__
     from flarecli.core.inference.backends import BackendChoice
@@ -270,6 +331,18 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         check_min_tumor_mm3(run.min_tumor_mm3)
     if run.min_score is not None and not 0 <= run.min_score <= 1:
         raise InputError(f"--min-score {run.min_score}: must be within 0..1")
+    ranks = distributed()
+    if ranks is not None:  # torchrun: each rank takes its share (of this shard, if any)
+        rank, world, local = ranks
+        cases = [c for c in cases if in_shard(c.id, run.shard)
+                 and in_shard(c.id, (rank + 1, world))]
+        if run.device in ("auto", "cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                run = replace(run, device=f"cuda:{local % torch.cuda.device_count()}")
+    else:
+        cases = [c for c in cases if in_shard(c.id, run.shard)]
     dev = resolve_device(run.device)
     choice = BackendChoice(run.backend, run.precision, run.cache_dir)
     choice.check(dev)
@@ -279,7 +352,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
                     graph=run.graph, backend=choice, warn=notes)
     t_load = time.perf_counter() - t0
     post = resolved_postprocess(engine, run)
-    record_path = Path(run.output_dir) / f"{run.command}.json"
+    record_path = Path(run.output_dir) / run.record_name
     if not run.overwrite:
         check_same_model(record_path, engine)
     views = engine.views(run.tta)
@@ -297,7 +370,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         if on_result is not None:
             on_result(r)
     record = {
-        "command": run.command, "flare_version": __version__, "argv": run.argv or sys.argv[1:],
+        "command": run.command, "shard": list(run.shard) if run.shard else None,
+        "flare_version": __version__, "argv": run.argv or sys.argv[1:],
         "input": source, "model": str(Path(run.model).resolve()),
         "recipe": engine.recipe.name, "preset": engine.recipe.preset,
         "graph": engine.graph_name,
@@ -312,7 +386,17 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         "label_names": {str(k): v for k, v in LABELS.items()},
         **profile_summary(results),
     }
-    record["scans"] = merge_scans(record_path, results)
+    if ranks is not None:  # rank 0 writes the run record of all ranks
+        everything = _gather(results)
+        if everything is None:
+            record["writer"] = False  # the command writes no shared report either
+            return results, record
+        record.update(profile_summary(everything))
+        record["world_size"] = ranks[1]
+        results_for_record = everything
+    else:
+        results_for_record = results
+    record["scans"] = merge_scans(record_path, results_for_record)
     write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
     return results, record
 
