@@ -84,8 +84,9 @@ class Segmenter:
     """A model folder loaded once, to segment many scans.
 
     ``model``: a folder made by ``flare train`` / ``flare demo`` (one bundle per stage and
-    ``recipe.json``). ``device``, ``backend``, ``precision``, ``cache_dir``, ``graph``,
-    ``weights`` and ``tta`` mean what the ``flare infer`` options of those names mean;
+    ``recipe.json``), or its ``flare export`` zip. ``device``, ``backend``, ``precision``,
+    ``cache_dir``, ``graph``, ``weights`` and ``tta`` mean what the ``flare infer`` options
+    of those names mean;
     ``postprocess`` None applies the recipe's post-processing, False none.
     """
 
@@ -96,14 +97,17 @@ class Segmenter:
         from flarecli.core.inference.backends import BackendChoice
         from flarecli.core.inference.engine import Engine
         from flarecli.core.inference.folder import PredictRun, resolved_postprocess
+        from flarecli.core.io.archive import opened_model
         from flarecli.core.runtime import resolve_device, setup_torch
 
         self.device = resolve_device(device)
         choice = BackendChoice(backend, precision, Path(cache_dir) if cache_dir else None)
         choice.check(self.device)
         setup_torch(self.device)
-        self.engine = Engine(Path(model), self.device, which=weights, graph=graph,
-                             backend=choice, warn=lambda text: warnings.warn(text, stacklevel=3))
+        with opened_model(Path(model)) as folder:  # a model folder or an exported zip
+            self.engine = Engine(folder, self.device, which=weights, graph=graph,
+                                 backend=choice,
+                                 warn=lambda text: warnings.warn(text, stacklevel=3))
         self.tta = tta
         self.postprocess = resolved_postprocess(
             self.engine, PredictRun("api", Path(model), Path("."), postprocess=postprocess))

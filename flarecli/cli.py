@@ -20,6 +20,7 @@ from flarecli.commands import (
     correct,
     demo,
     evaluate,
+    export,
     infer,
     postprocess,
     pseudolabel,
@@ -68,7 +69,7 @@ for _name, _func in (("synth", synth.synth), ("audit", audit.audit), ("train", t
                      ("pseudolabel", pseudolabel.pseudolabel), ("correct", correct.correct),
                      ("infer", infer.infer), ("postprocess", postprocess.postprocess),
                      ("evaluate", evaluate.evaluate), ("stats", stats.stats),
-                     ("demo", demo.demo)):
+                     ("export", export.export), ("demo", demo.demo)):
     app.command(_name, help=_help(_func))(_interruptible(_func))
 for _command in recipes.app.registered_commands:
     _command.callback = _interruptible(_command.callback)

@@ -318,6 +318,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
 
     from flarecli import __version__
     from flarecli.core.inference.backends import BackendChoice
+    from flarecli.core.io.archive import opened_model
     from flarecli.core.io.nifti import write_text_atomic
     from flarecli.core.labels import LABELS
     from flarecli.core.postprocessing.components import structure
@@ -348,8 +349,9 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     choice.check(dev)
     setup_torch(dev)
     t0 = time.perf_counter()
-    engine = Engine(run.model, dev, with_tumor=run.with_tumor, which=run.weights,
-                    graph=run.graph, backend=choice, warn=notes)
+    with opened_model(run.model) as model_dir:  # a folder, or a zip unpacked for loading
+        engine = Engine(model_dir, dev, with_tumor=run.with_tumor, which=run.weights,
+                        graph=run.graph, backend=choice, warn=notes)
     t_load = time.perf_counter() - t0
     post = resolved_postprocess(engine, run)
     record_path = Path(run.output_dir) / run.record_name

@@ -1,0 +1,133 @@
+"""Model folders as one zip file: ``flare export`` writes it, ``--model model.zip`` reads it.
+
+The zip holds ``recipe.json``, each stage's ``model.json`` with the weights it names (state
+dicts, loaded with ``weights_only=True`` and checked against their SHA-256 as in a folder),
+and ``README.md``, the model's provenance. Training leftovers (checkpoints, metrics) stay
+behind. Reading refuses any member that is not such a file or whose name would land outside
+the folder it is unpacked into (absolute paths, ``..``, drive letters, links): zip-slip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from flarecli.core.errors import InputError, ModelError
+
+#: What a member of a model zip may be called: recipe.json, README.md, <stage>/<file>.
+_MEMBER = re.compile(r"^(recipe\.json|README\.md|[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)$")
+
+
+def is_model_zip(path: Path) -> bool:
+    return Path(path).suffix.lower() == ".zip"
+
+
+def _stages(model_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    from flarecli.core.io.bundle import read_bundle
+
+    stages = []
+    for folder in sorted(p for p in Path(model_dir).iterdir() if (p / "model.json").is_file()):
+        stages.append((folder.name, read_bundle(folder)))
+    if not stages:
+        raise ModelError(f"{model_dir}: no model bundles (<stage>/model.json) to export")
+    return stages
+
+
+def provenance(model_dir: Path, stages: list[tuple[str, dict[str, Any]]]) -> str:
+    """The README of an exported model: what it is, where it came from, its checksums."""
+    from flarecli import __version__
+
+    recipe = {}
+    if (Path(model_dir) / "recipe.json").is_file():
+        recipe = json.loads((Path(model_dir) / "recipe.json").read_text())
+    lines = [f"# flare model: recipe '{recipe.get('name', 'stmt')}'"
+             f" (preset '{recipe.get('preset', '?')}')", "",
+             f"Exported by flare {__version__} on "
+             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from `{model_dir}`.",
+             "", "Run it with `flare infer IMAGES OUT --model THIS.zip`.", "",
+             "| stage | weights | file | SHA-256 | trained |", "|---|---|---|---|---|"]
+    for name, meta in stages:
+        training = meta.get("training", {})
+        trained = ", ".join(f"{k} {v}" for k, v in training.items()
+                            if k in ("steps", "epochs", "cases", "seconds", "source")) or "-"
+        for which, entry in meta["weights"].items():
+            lines.append(f"| {name} | {which} | {entry['file']} | `{entry['sha256']}` | "
+                         f"{trained} |")
+    if recipe.get("description"):
+        lines += ["", recipe["description"]]
+    return "\n".join(lines) + "\n"
+
+
+def export_model(model_dir: Path, target: Path) -> list[str]:
+    """Write the model folder as a zip (atomically); returns the member names."""
+    from flarecli.core.io.bundle import sha256
+    from flarecli.core.io.nifti import atomic_path
+
+    model_dir = Path(model_dir)
+    stages = _stages(model_dir)
+    members: list[tuple[str, Path | str]] = []
+    if (model_dir / "recipe.json").is_file():
+        members.append(("recipe.json", model_dir / "recipe.json"))
+    for name, meta in stages:
+        members.append((f"{name}/model.json", model_dir / name / "model.json"))
+        for entry in meta["weights"].values():
+            path = model_dir / name / entry["file"]
+            if not path.is_file() or sha256(path) != entry["sha256"]:
+                raise ModelError(f"{path}: missing or checksum mismatch; not exported")
+            if f"{name}/{entry['file']}" not in [m for m, _ in members]:
+                members.append((f"{name}/{entry['file']}", path))
+    members.append(("README.md", provenance(model_dir, stages)))
+    with atomic_path(Path(target)) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for arcname, source in members:
+            if isinstance(source, Path):
+                z.write(source, arcname)
+            else:
+                z.writestr(arcname, source)
+    return [m for m, _ in members]
+
+
+def _check_members(zf: zipfile.ZipFile, where: Path) -> list[zipfile.ZipInfo]:
+    infos = zf.infolist()
+    for info in infos:
+        name = info.filename
+        pure = PurePosixPath(name)
+        mode = info.external_attr >> 16
+        if (info.is_dir() or pure.is_absolute() or ".." in pure.parts or "\\" in name
+                or ":" in name or not _MEMBER.match(name) or (mode & 0o170000) == 0o120000):
+            raise ModelError(f"{where}: refusing member '{name}' (not a model file, or a path "
+                             "leading out of the model folder)")
+    return infos
+
+
+@contextlib.contextmanager
+def opened_model(path: Path) -> Iterator[Path]:
+    """The model folder of ``path``: itself, or a zip unpacked into a private temporary
+    folder (removed afterwards). Raises ModelError for a bad zip or member."""
+    path = Path(path)
+    if not is_model_zip(path):
+        yield path
+        return
+    if not path.is_file():
+        raise InputError(f"{path}: model zip not found")
+    tmp = Path(tempfile.mkdtemp(prefix="flare-model-"))
+    try:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for info in _check_members(zf, path):
+                    target = tmp / info.filename
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise ModelError(f"{path}: not a readable zip ({e})") from None
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
