@@ -41,6 +41,8 @@ def infer(
     stats: Path | None = typer.Option(None, "--stats", dir_okay=False, help="Also write "
                                       "the outputs' statistics here (JSON, as flare stats "
                                       "--images)."),
+    preview: Path | None = typer.Option(None, "--preview", file_okay=False, help="Also draw "
+                                        "a PNG per scan into this folder (as flare preview)."),
     shard: str | None = SHARD,
 ) -> None:
     """Segment 13 organs and tumors with a model folder: e.g. StMt's coarse abdomen -> fine
@@ -57,6 +59,10 @@ def infer(
                      min_tumor_mm3=min_tumor_mm3, overwrite=overwrite, graph=graph,
                      backend=backend, precision=precision, cache_dir=cache_dir,
                      shard=parse_shard(shard))
+    if preview is not None:
+        from flarecli.core.io.outputs import check_output_dir
+
+        check_output_dir(preview, "--preview", case_dirs=[input_dir, model])
     results, record = predict_folder(input_dir, run, {"--profile": profile, "--stats": stats})
     if profile and record.get("writer", True):
         write_json(profile, {k: record[k] for k in ("scans", "summary", "device", "backends",
@@ -66,9 +72,24 @@ def infer(
     skipped = sum(1 for r in results if r.skipped)
     out.print(f"segmented {s['scans']} scans into {output_dir} (skipped {skipped} existing)"
               + (f", {mean:.2f} s per scan" if mean else ""), highlight=False)
+    if preview is not None:
+        draw_previews(results, preview)
     if stats and record.get("writer", True):
         write_json(stats, output_stats(record["scans"], min_tumor_mm3))
     finish(results)
+
+
+def draw_previews(results, folder: Path) -> None:
+    """A preview PNG of each output this process wrote or kept."""
+    from flarecli.commands._ui import problem
+    from flarecli.core.preview.render import preview_case
+
+    for r in results:
+        if r.error or r.rejected or not Path(r.output).is_file():
+            continue
+        message = preview_case((r.case, r.output, r.image, str(Path(folder) / f"{r.case}.png")))
+        if message:
+            problem(r.case, f"preview: {message}")
 
 
 def output_stats(scans: list[dict], min_tumor_mm3: float | None) -> dict:

@@ -1,0 +1,68 @@
+"""``flare preview``: one PNG per case to glance at a segmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from flarecli.commands._ui import WORKERS, note, out, problem, track
+
+
+def preview(
+    labels_dir: Path = typer.Argument(..., help="Folder of label maps (<case>.nii.gz)."),
+    images: Path = typer.Argument(..., help="Folder of the CT scans (<case>_0000.nii.gz)."),
+    output_dir: Path = typer.Argument(..., help="Folder for the PNGs (<case>.png)."),
+    workers: int = WORKERS,
+) -> None:
+    """Axial, coronal and sagittal planes through the organs' centre: the CT in a
+    soft-tissue window, the labels in colour with a legend, tumors outlined, orientation
+    letters; square pixels from the spacing.
+
+    A case that cannot be read (or whose image is on another grid) is reported and the
+    others drawn; exit code 4 then.
+    """
+    from flarecli.core.errors import CasesFailed
+    from flarecli.core.io.outputs import check_output_dir
+
+    check_output_dir(output_dir, "output folder", case_dirs=[labels_dir, images])
+    jobs, failed = preview_jobs(labels_dir, images, output_dir)
+    done = 0
+    for job, message in zip(jobs, track(_run(jobs, workers), len(jobs), "preview"),
+                            strict=True):
+        if message:
+            problem(job[0], message)
+            failed += 1
+        else:
+            done += 1
+    out.print(f"drew {done} previews into {output_dir}", highlight=False)
+    if failed:
+        raise CasesFailed(failed, failed + done)
+
+
+def _run(jobs, workers):
+    from flarecli.core.parallel import imap_ordered
+    from flarecli.core.preview.render import preview_case
+
+    return imap_ordered(preview_case, jobs, workers)
+
+
+def preview_jobs(labels_dir: Path, images: Path, output_dir: Path
+                 ) -> tuple[list[tuple[str, str, str, str]], int]:
+    """(jobs, cases that cannot be drawn: reported here) of a labels and an images folder."""
+    from flarecli.core.io.cases import discover_cases
+
+    found = discover_cases(images, labels_dir)
+    for path, message in found.stray:
+        note(str(path), message)
+    jobs, failed = [], 0
+    for case in found.cases:
+        if case.label is None:
+            continue  # a scan without labels: nothing to show
+        if case.problems or case.image is None:
+            problem(case.id, "; ".join(case.problems) or "no image")
+            failed += 1
+            continue
+        jobs.append((case.id, str(case.label), str(case.image),
+                     str(Path(output_dir) / f"{case.id}.png")))
+    return jobs, failed

@@ -1,0 +1,170 @@
+"""One PNG per case for a glance: axial, coronal and sagittal planes through the organs'
+centre, the CT in a soft-tissue window, the labels as a colour overlay with a legend, tumors
+outlined, orientation letters at the edges.
+
+Drawn with Pillow (already installed with scikit-image; small, well kept, and enough for
+raster overlays and text -- matplotlib would add a plotting stack for three images). Planes
+are taken in the canonical orientation (superior, posterior, left), so any storage order
+shows the same picture, and displayed radiologically: the patient's right on the image's
+left, anterior up in the axial plane, superior up in the others. Each plane is resampled to
+square pixels from the spacing (labels by nearest neighbour), so anatomy keeps its aspect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flarecli.core.io.nifti import Geometry
+from flarecli.core.labels import LABELS, TUMOR
+
+#: Soft-tissue window (level 40, width 400 HU).
+WINDOW = (-160.0, 240.0)
+ALPHA = 0.45
+PANEL = 256  # pixels on a plane's longer side
+TUMOR_OUTLINE = (255, 255, 0)
+
+#: One colour per FLARE class (1-14), far apart from each other and from grey.
+COLOURS: dict[int, tuple[int, int, int]] = {
+    1: (220, 60, 50), 2: (60, 180, 75), 3: (0, 130, 200), 4: (245, 130, 48),
+    5: (145, 30, 180), 6: (70, 240, 240), 7: (240, 50, 230), 8: (210, 245, 60),
+    9: (0, 128, 128), 10: (170, 110, 40), 11: (128, 0, 0), 12: (170, 255, 195),
+    13: (0, 0, 128), 14: (255, 225, 25),
+}
+
+#: Plane -> (canonical axis cut, (row axis, flip rows), (column axis, flip columns),
+#: letters top, bottom, left, right).
+PLANES = {
+    "axial": (0, (1, False), (2, False), "A", "P", "R", "L"),
+    "coronal": (1, (0, True), (2, False), "S", "I", "R", "L"),
+    "sagittal": (2, (0, True), (1, False), "S", "I", "A", "P"),
+}
+
+
+@dataclass
+class Panel:
+    """Where a plane landed in the picture: its box and the voxel -> pixel mapping."""
+
+    name: str
+    left: int
+    top: int
+    width: int
+    height: int
+    cut: int  # the canonical index of the plane
+    rows: tuple[int, bool, int]  # canonical axis, flipped, voxels
+    cols: tuple[int, bool, int]
+
+    def pixel(self, index_zyx) -> tuple[int, int]:
+        """(x, y) in the picture of the centre of a canonical voxel of this plane."""
+        def along(axis, flipped, n, size):
+            i = index_zyx[axis]
+            i = n - 1 - i if flipped else i
+            return int((i + 0.5) * size / n)
+        return (self.left + along(*self.cols, self.width),
+                self.top + along(*self.rows, self.height))
+
+
+def _window(ct: np.ndarray) -> np.ndarray:
+    lo, hi = WINDOW
+    return (np.clip((ct.astype(np.float32) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def render(image: np.ndarray, labels: np.ndarray, geometry: Geometry):
+    """(the picture as a PIL RGB image, its panels) of a CT and its labels on one grid."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from flarecli.core.preprocessing.orientation import to_canonical
+
+    r = to_canonical(geometry.direction)
+    ct, lab = r.apply(image), r.apply(labels)
+    spacing = r.spacing(geometry.spacing_zyx)
+    fg = np.argwhere(lab > 0)
+    centre = fg.mean(0).round().astype(int) if len(fg) else np.array(lab.shape) // 2
+    font = ImageFont.load_default()
+    pictures, panels = [], []
+    left = 0
+    for name, (cut, (ra, rflip), (ca, cflip), top, bottom, lft, rgt) in PLANES.items():
+        index = [slice(None)] * 3
+        index[cut] = int(centre[cut])
+        order = sorted([ra, ca])
+        plane_ct, plane_lab = ct[tuple(index)], lab[tuple(index)]
+        if order != [ra, ca]:  # rows must come first
+            plane_ct, plane_lab = plane_ct.T, plane_lab.T
+        if rflip:
+            plane_ct, plane_lab = plane_ct[::-1], plane_lab[::-1]
+        if cflip:
+            plane_ct, plane_lab = plane_ct[:, ::-1], plane_lab[:, ::-1]
+        h_mm, w_mm = plane_ct.shape[0] * spacing[ra], plane_ct.shape[1] * spacing[ca]
+        scale = PANEL / max(h_mm, w_mm)
+        size = (max(1, round(w_mm * scale)), max(1, round(h_mm * scale)))
+        grey = Image.fromarray(np.ascontiguousarray(_window(plane_ct))).resize(
+            size, Image.BILINEAR)
+        ids = np.asarray(Image.fromarray(np.ascontiguousarray(plane_lab)).resize(
+            size, Image.NEAREST))
+        rgb = np.repeat(np.asarray(grey)[..., None], 3, axis=2).astype(np.float32)
+        palette = np.zeros((256, 3), np.float32)
+        for c, colour in COLOURS.items():
+            palette[c] = colour
+        mask = (ids > 0)[..., None]
+        rgb = np.where(mask, (1 - ALPHA) * rgb + ALPHA * palette[ids], rgb)
+        rgb[_outline(ids == TUMOR)] = TUMOR_OUTLINE
+        panel_img = Image.fromarray(rgb.round().astype(np.uint8))
+        draw = ImageDraw.Draw(panel_img)
+        w, h = size
+        for text, xy in ((top, (w // 2 - 3, 2)), (bottom, (w // 2 - 3, h - 12)),
+                         (lft, (2, h // 2 - 6)), (rgt, (w - 9, h // 2 - 6))):
+            draw.text(xy, text, fill=(255, 255, 255), font=font)
+        draw.text((4, 2), name, fill=(200, 200, 200), font=font)
+        pictures.append(panel_img)
+        panels.append(Panel(name, left, 0, w, h, int(centre[cut]),
+                            (ra, rflip, lab.shape[ra]), (ca, cflip, lab.shape[ca])))
+        left += w + 4
+    present = [int(c) for c in np.unique(lab) if c > 0]
+    legend_w = 130
+    height = max(PANEL, 14 * len(present) + 8)
+    canvas = Image.new("RGB", (left + legend_w, height), (0, 0, 0))
+    for p, img in zip(panels, pictures, strict=True):
+        canvas.paste(img, (p.left, p.top))
+    draw = ImageDraw.Draw(canvas)
+    for k, c in enumerate(present):
+        y = 4 + 14 * k
+        draw.rectangle((left + 4, y + 1, left + 14, y + 11), fill=COLOURS.get(c, (255, 255, 255)),
+                       outline=TUMOR_OUTLINE if c == TUMOR else None)
+        draw.text((left + 18, y), LABELS.get(c, str(c)), fill=(255, 255, 255), font=font)
+    return canvas, panels
+
+
+def write_preview(path, image: np.ndarray, labels: np.ndarray, geometry: Geometry) -> None:
+    """Render and write one PNG, atomically."""
+    from pathlib import Path
+
+    from flarecli.core.io.nifti import atomic_path
+
+    picture, _ = render(image, labels, geometry)
+    with atomic_path(Path(path)) as tmp:
+        picture.save(tmp, format="PNG")
+
+
+def preview_case(job: tuple[str, str, str, str]) -> str | None:
+    """Render one case ``(case, label path, image path, png path)``; the problem, or None."""
+    from flarecli.core.errors import FlareError
+    from flarecli.core.io.nifti import read_label_map, read_volume
+
+    case, label_path, image_path, target = job
+    try:
+        labels, geometry = read_label_map(label_path, "label")
+        image, image_geometry = read_volume(image_path)
+        mismatch = geometry.mismatches(image_geometry)
+        if mismatch:
+            return "label vs image " + "; ".join(mismatch)
+        write_preview(target, image, labels, geometry)
+        return None
+    except FlareError as e:
+        return str(e)
