@@ -43,6 +43,8 @@ def infer(
                                       "--images)."),
     preview: Path | None = typer.Option(None, "--preview", file_okay=False, help="Also draw "
                                         "a PNG per scan into this folder (as flare preview)."),
+    output_format: str = typer.Option("nifti", "--output-format", help="nifti (<case>.nii.gz)"
+                                      " or dicom-seg (<case>.dcm, for DICOM input series)."),
     shard: str | None = SHARD,
 ) -> None:
     """Segment 13 organs and tumors with a model folder: e.g. StMt's coarse abdomen -> fine
@@ -58,7 +60,7 @@ def infer(
                      postprocess=postprocess, connectivity=connectivity,
                      min_tumor_mm3=min_tumor_mm3, overwrite=overwrite, graph=graph,
                      backend=backend, precision=precision, cache_dir=cache_dir,
-                     shard=parse_shard(shard))
+                     shard=parse_shard(shard), output_format=output_format)
     if preview is not None:
         from flarecli.core.io.outputs import check_output_dir
 
@@ -85,9 +87,11 @@ def draw_previews(results, folder: Path) -> None:
     from flarecli.core.preview.render import preview_case
 
     for r in results:
-        if r.error or r.rejected or not Path(r.output).is_file():
+        if r.error or r.rejected or not r.output.endswith(".nii.gz") or \
+                not Path(r.output).is_file():
             continue
-        message = preview_case((r.case, r.output, r.image, str(Path(folder) / f"{r.case}.png")))
+        message = preview_case((r.case, r.output, r.image, str(Path(folder) / f"{r.case}.png"),
+                                r.series_uid))
         if message:
             problem(r.case, f"preview: {message}")
 
@@ -101,10 +105,11 @@ def output_stats(scans: list[dict], min_tumor_mm3: float | None) -> dict:
     minimum = MIN_TUMOR_MM3 if min_tumor_mm3 is None else min_tumor_mm3
     cases = []
     for scan in scans:
-        if scan.get("error") or scan.get("rejected") or not Path(scan["output"]).is_file():
+        if scan.get("error") or scan.get("rejected") or not scan["output"].endswith(
+                ".nii.gz") or not Path(scan["output"]).is_file():
             continue
         found, _ = core.stats_case(core.StatsJob(scan["case"], scan["output"], scan["image"],
-                                                 minimum))
+                                                 minimum, scan.get("series_uid")))
         if found is not None:
             cases.append(found)
     return core.stats_json(cases, minimum)

@@ -12,7 +12,8 @@ from flarecli.commands._ui import CSV_OUT, JSON_OUT, WORKERS, note, out, problem
 def stats(
     labels_dir: Path = typer.Argument(..., help="Folder of label maps (<case>.nii.gz)."),
     images: Path | None = typer.Option(None, "--images", help="Folder of the CT scans "
-                                       "(<case>_0000.nii.gz): adds HU statistics."),
+                                       "(<case>_0000.nii.gz, or DICOM series): adds HU "
+                                       "statistics."),
     json_path: Path | None = JSON_OUT,
     csv_path: Path | None = CSV_OUT,
     min_tumor_mm3: float = typer.Option(100.0, "--min-tumor-mm3", help="Smallest lesion "
@@ -28,7 +29,7 @@ def stats(
     """
     from flarecli.commands._ui import write_csv, write_json
     from flarecli.core.errors import CasesFailed, InputError
-    from flarecli.core.io.cases import discover_cases, require_dir
+    from flarecli.core.io.cases import discover_cases, discover_scans, require_dir
     from flarecli.core.io.outputs import check_output_file
     from flarecli.core.parallel import imap_ordered
     from flarecli.core.quantification import stats as core
@@ -37,7 +38,7 @@ def stats(
     if min_tumor_mm3 < 0:
         raise InputError(f"--min-tumor-mm3 {min_tumor_mm3}: must be >= 0")
     found = discover_cases(None, labels_dir)
-    by_image = {c.id: c for c in discover_cases(images).cases} if images else {}
+    by_image = {c.id: c for c in discover_scans(images).cases} if images else {}
     folders = [labels_dir] + ([images] if images else [])
     reads = [p for folder in folders for p in Path(folder).iterdir()]
     for path, what in ((json_path, "--json"), (csv_path, "--csv")):
@@ -54,7 +55,8 @@ def stats(
         if images is not None and (image is None or image.image is None):
             note(case.id, "no image, so no HU statistics")
         jobs.append(core.StatsJob(case.id, str(case.label), str(image.image) if image and
-                                  image.image else None, min_tumor_mm3))
+                                  image.image else None, min_tumor_mm3,
+                                  image.series_uid if image else None))
     if not jobs and not failed:
         raise InputError(f"{labels_dir}: no label maps found")
     results = []

@@ -20,8 +20,8 @@ import numpy as np
 from flarecli.core.errors import DiskFull, FlareError, InputError
 from flarecli.core.inference.engine import Engine, produces_tumor
 from flarecli.core.inference.profiling import ResourceSampler, recording
-from flarecli.core.io.cases import Case, discover_cases
-from flarecli.core.io.nifti import read_volume, remove_stale_parts, write_volume
+from flarecli.core.io.cases import Case, discover_scans, read_scan
+from flarecli.core.io.nifti import remove_stale_parts, write_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.labels import ORGANS
 
@@ -31,6 +31,7 @@ class ScanResult:
     case: str
     image: str
     output: str
+    series_uid: str | None = None  # DICOM input: the series segmented
     skipped: bool = False
     error: str | None = None
     rejected: bool = False
@@ -64,8 +65,8 @@ def input_cases(input_dir: Path, output_dir: Path, model_dir: Path | None = None
                 ) -> tuple[list[Case], Any]:
     """The scans of a folder, and its Discovery (stray files, cases with problems); checks
     that the output folder is neither an input folder nor inside one, and writable."""
-    found = discover_cases(input_dir)
-    cases = [c for c in found.cases if c.image is not None]
+    found = discover_scans(input_dir)
+    cases = [c for c in found.cases if c.image is not None or c.problems]
     if not cases and not found.stray:
         raise InputError(f"{input_dir}: no NIfTI images found")
     check_output_dir(output_dir, "output folder",
@@ -75,7 +76,8 @@ def input_cases(input_dir: Path, output_dir: Path, model_dir: Path | None = None
 
 def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool = False,
                postprocess: Any = None, overwrite: bool = False, scores: bool = False,
-               min_score: float | None = None) -> Iterator[ScanResult]:
+               min_score: float | None = None, output_format: str = "nifti"
+               ) -> Iterator[ScanResult]:
     """Predict every case into ``output_dir/<case>.nii.gz``; yields one result per case.
 
     ``postprocess``: a recipe Postprocess (None: none). ``scores``: compute each case's
@@ -89,20 +91,25 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(output_dir)
     todo = []
+    suffix = ".dcm" if output_format == "dicom-seg" else ".nii.gz"
+
+    def result_of(c: Case, target: Path, **kw) -> ScanResult:
+        image = str(Path(c.image).resolve()) if c.image is not None else ""
+        return ScanResult(c.id, image, str(target), series_uid=c.series_uid, **kw)
+
     for c in cases:
-        target = output_dir / f"{c.id}.nii.gz"
+        target = output_dir / f"{c.id}{suffix}"
         if c.problems:  # e.g. two files for one case: which one was meant is not ours to pick
-            yield ScanResult(c.id, str(Path(c.image).resolve()), str(target),
-                             error="; ".join(c.problems))
+            yield result_of(c, target, error="; ".join(c.problems))
         elif target.exists() and not overwrite:
-            yield ScanResult(c.id, str(Path(c.image).resolve()), str(target), skipped=True)
+            yield result_of(c, target, skipped=True)
         else:
             todo.append((c, target))
 
     def read(case: Case):
         t0 = time.perf_counter()
         try:
-            image, geometry = read_volume(case.image)
+            image, geometry = read_scan(case.image, case.series_uid)
             if min(image.shape) < 2:
                 raise InputError(f"{case.image.name}: image has a single slice/row ({image.shape}"
                                  "), expected a 3-D scan")
@@ -110,9 +117,14 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
         except FlareError as e:
             return None, None, time.perf_counter() - t0, str(e)
 
-    def write(target: Path, label: np.ndarray, geometry) -> float:
+    def write(target: Path, label: np.ndarray, geometry, case: Case) -> float:
         t0 = time.perf_counter()
-        write_volume(target, label, geometry)
+        if output_format == "dicom-seg":
+            from flarecli.core.io.dicom import write_seg
+
+            write_seg(target, label, case.image, case.series_uid)  # type: ignore[arg-type]
+        else:
+            write_volume(target, label, geometry)
         return time.perf_counter() - t0
 
     def finish(pending: tuple[Future, ScanResult]) -> ScanResult:
@@ -134,7 +146,7 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
         for i, (case, target) in enumerate(todo):
             image, geometry, t_read, error = next_read.result()  # type: ignore[union-attr]
             next_read = reader.submit(read, todo[i + 1][0]) if i + 1 < len(todo) else None
-            result = ScanResult(case.id, str(Path(case.image).resolve()), str(target))
+            result = result_of(case, target)
             result.seconds["read"] = t_read
             if error:
                 result.error = error
@@ -172,7 +184,7 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
                 continue
             if pending is not None:
                 yield finish(pending)
-            pending = (writer.submit(write, target, label, geometry), result)
+            pending = (writer.submit(write, target, label, geometry, case), result)
         if pending is not None:
             yield finish(pending)
 
@@ -230,6 +242,7 @@ class PredictRun:
     precision: str = "auto"
     cache_dir: Path | None = None
     shard: tuple[int, int] | None = None  # (i, n): the i-th of n disjoint shares, 1-based
+    output_format: str = "nifti"  # or 'dicom-seg' (DICOM inputs)
     argv: list[str] = field(default_factory=list)
 
     @property
@@ -332,6 +345,15 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         check_min_tumor_mm3(run.min_tumor_mm3)
     if run.min_score is not None and not 0 <= run.min_score <= 1:
         raise InputError(f"--min-score {run.min_score}: must be within 0..1")
+    if run.output_format not in ("nifti", "dicom-seg"):
+        raise InputError(f"--output-format {run.output_format}: expected nifti or dicom-seg")
+    if run.output_format == "dicom-seg":
+        from flarecli.core.io.dicom import check_seg_available
+
+        check_seg_available()
+        if any(c.series_uid is None and not c.problems for c in cases):
+            raise InputError("--output-format dicom-seg needs DICOM input series (a DICOM SEG "
+                             "references its source images)")
     ranks = distributed()
     if ranks is not None:  # torchrun: each rank takes its share (of this shard, if any)
         rank, world, local = ranks
@@ -367,7 +389,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
                       "no views to add for it: a flipped scan is anatomy it never saw")
     results = []
     for r in run_folder(engine, cases, run.output_dir, tta=run.tta, postprocess=post,
-                        overwrite=run.overwrite, scores=run.scores, min_score=run.min_score):
+                        overwrite=run.overwrite, scores=run.scores, min_score=run.min_score,
+                        output_format=run.output_format):
         results.append(r)
         if on_result is not None:
             on_result(r)

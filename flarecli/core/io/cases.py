@@ -31,9 +31,10 @@ class Case:
     """One case: an image and/or a label file, plus problems found while pairing."""
 
     id: str
-    image: Path | None = None
+    image: Path | None = None  # a NIfTI file, or the folder of a DICOM series
     label: Path | None = None
     problems: list[str] = field(default_factory=list)
+    series_uid: str | None = None  # the DICOM series of ``image`` (a folder)
 
     @property
     def labeled(self) -> bool:
@@ -150,3 +151,35 @@ def discover_cases(images: Path | None, labels: Path | None = None) -> Discovery
 def label_files(folder: Path) -> Discovery:
     """Cases of a folder of label maps (predictions, ground truth): ``<case>.nii.gz``."""
     return discover_cases(None, folder)
+
+
+def discover_scans(folder: Path) -> Discovery:
+    """The scans of an input folder: NIfTI images, or -- when it holds none -- the DICOM CT
+    series under it (one per sub-folder, or folders of folders; see ``io.dicom``)."""
+    found = discover_cases(folder)
+    if any(c.image is not None for c in found.cases):
+        return found
+    from flarecli.core.io.dicom import find_series, has_dicom
+
+    if not has_dicom(folder):
+        return found
+    series, problems = find_series(folder)
+    cases = [Case(s.case, image=s.folder, series_uid=s.uid) for s in series]
+    ids = {c.id for c in cases}
+    for path, message in problems:
+        cid = path.name if path.name not in ids else f"{path.name}_unreadable"
+        cases.append(Case(cid, problems=[f"{path}: {message}"]))
+    stray = [(p, m) for p, m in found.stray if not (p.is_dir() and any(
+        s.folder == p or p in s.folder.parents for s in series))]
+    return Discovery(cases=sorted(cases, key=lambda c: c.id), stray=stray)
+
+
+def read_scan(image: Path | str, series_uid: str | None = None):
+    """``(array[z, y, x], Geometry)`` of a NIfTI file or of a DICOM series in a folder."""
+    if series_uid is not None:
+        from flarecli.core.io.dicom import read_series
+
+        return read_series(image, series_uid)
+    from flarecli.core.io.nifti import read_volume
+
+    return read_volume(Path(image))

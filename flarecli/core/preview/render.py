@@ -152,15 +152,18 @@ def write_preview(path, image: np.ndarray, labels: np.ndarray, geometry: Geometr
         picture.save(tmp, format="PNG")
 
 
-def preview_case(job: tuple[str, str, str, str]) -> str | None:
-    """Render one case ``(case, label path, image path, png path)``; the problem, or None."""
+def preview_case(job: tuple) -> str | None:
+    """Render one case ``(case, label path, image path, png path[, DICOM series uid])``;
+    the problem, or None."""
     from flarecli.core.errors import FlareError
-    from flarecli.core.io.nifti import read_label_map, read_volume
+    from flarecli.core.io.cases import read_scan
+    from flarecli.core.io.nifti import read_label_map
 
-    case, label_path, image_path, target = job
+    case, label_path, image_path, target = job[:4]
+    series = job[4] if len(job) > 4 else None
     try:
         labels, geometry = read_label_map(label_path, "label")
-        image, image_geometry = read_volume(image_path)
+        image, image_geometry = read_scan(image_path, series)
         mismatch = geometry.mismatches(image_geometry)
         if mismatch:
             return "label vs image " + "; ".join(mismatch)

@@ -221,18 +221,20 @@ class StatsJob:
     label: str
     image: str | None
     min_tumor_mm3: float
+    image_series: str | None = None  # the DICOM series when ``image`` is a folder
 
 
 def stats_case(job: StatsJob) -> tuple[CaseStats | None, list[str]]:
     """(statistics, problems) of one case read from disk; a problem leaves the case out."""
     from flarecli.core.errors import FlareError
-    from flarecli.core.io.nifti import read_label_map, read_volume
+    from flarecli.core.io.cases import read_scan
+    from flarecli.core.io.nifti import read_label_map
 
     try:
         labels, geometry = read_label_map(job.label, "label")
         image = None
         if job.image is not None:
-            image, image_geometry = read_volume(job.image)
+            image, image_geometry = read_scan(job.image, job.image_series)
             mismatch = geometry.mismatches(image_geometry)
             if mismatch:
                 return None, ["label vs image " + "; ".join(mismatch)]

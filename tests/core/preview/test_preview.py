@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from flarecli.core.io.nifti import Geometry, write_volume
-from flarecli.core.preview.render import ALPHA, COLOURS, TUMOR_OUTLINE, render, _window
+from flarecli.core.preview.render import ALPHA, COLOURS, TUMOR_OUTLINE, _window, render
 from tests.conftest import geom
 
 

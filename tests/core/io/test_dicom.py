@@ -1,0 +1,181 @@
+"""DICOM CT series in (geometry, HU, refusals), DICOM SEG out (read back voxel for voxel)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from flarecli.core.io.nifti import Geometry, read_volume, write_volume
+from flarecli.core.training.loop import train
+from tests.conftest import blob_case, tiny_recipe, train_run
+
+pydicom = pytest.importorskip("pydicom")
+hd = pytest.importorskip("highdicom")
+
+
+def write_series(folder, volume, geometry: Geometry, modality="CT", frames=False, skip=None,
+                 study=None):
+    """A single-frame DICOM series of ``volume`` ([z, y, x] HU) on ``geometry``: stored as
+    unsigned HU + 1024 with a rescale intercept of -1024, like most scanners."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    d = np.asarray(geometry.direction).reshape(3, 3)
+    sx, sy, sz = geometry.spacing_xyz
+    series, frame = generate_uid(), generate_uid()
+    study = study or generate_uid()
+    for k in range(volume.shape[0]):
+        if skip is not None and k == skip:
+            continue
+        uid = generate_uid()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
+        ds.PatientName, ds.PatientID = "Phantom^Test", "p1"
+        ds.PatientBirthDate, ds.PatientSex = "", "O"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "20260101", "120000", "1"
+        ds.ReferringPhysicianName, ds.StudyID, ds.SeriesNumber = "", "1", 1
+        ds.InstanceNumber, ds.Modality, ds.Manufacturer = k + 1, modality, "synthetic"
+        ds.ImagePositionPatient = [float(v) for v in
+                                   np.asarray(geometry.origin_xyz) + k * sz * d[:, 2]]
+        ds.ImageOrientationPatient = [float(v) for v in (*d[:, 0], *d[:, 1])]
+        ds.PixelSpacing, ds.SliceThickness = [sy, sx], sz
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        if frames:
+            ds.NumberOfFrames = 2
+        ds.PixelData = (volume[k].astype(np.int32) + 1024).astype("<u2").tobytes()
+        ds.save_as(folder / f"slice_{k:03d}.dcm", enforce_file_format=True)
+
+
+def oblique(deg):
+    a = math.radians(deg)
+    return (math.cos(a), -math.sin(a), 0.0, math.sin(a), math.cos(a), 0.0, 0.0, 0.0, 1.0)
+
+
+def case_volume(seed, shape=(12, 24, 28)):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(-80, 20, shape).astype(np.int16)
+    v[3:9, 6:18, 8:20] = 120
+    return v
+
+
+GEOMETRY = Geometry((12, 24, 28), (0.9, 0.8, 2.5), (-30.0, 12.5, 100.0), oblique(20))
+
+
+def test_a_series_reads_with_its_geometry_and_hu(tmp_path):
+    from flarecli.core.io.dicom import find_series, read_series
+
+    volume = case_volume(0)
+    write_series(tmp_path / "patient" / "ct", volume, GEOMETRY)
+    series, problems = find_series(tmp_path)
+    assert problems == [] and [s.case for s in series] == ["patient_ct"]
+    array, g = read_series(series[0].folder, series[0].uid)
+    np.testing.assert_array_equal(array, volume)
+    assert g.shape_zyx == GEOMETRY.shape_zyx
+    np.testing.assert_allclose(g.spacing_xyz, GEOMETRY.spacing_xyz, atol=1e-4)
+    np.testing.assert_allclose(g.origin_xyz, GEOMETRY.origin_xyz, atol=1e-4)
+    np.testing.assert_allclose(g.direction, GEOMETRY.direction, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dicom")
+    for i in range(2):
+        blob_case(root / "data", f"b{i}", i, tumor=True)
+    for stage in ("coarse", "organs", "tumor"):
+        train(train_run(root / "data", root / "model", stage=stage,
+                        recipe=tiny_recipe(epochs=1, iterations=2)))
+    return root / "model"
+
+
+def test_infer_on_dicom_series_matches_nifti_and_refuses_odd_series(model, tmp_path, run_cli):
+    dcm = tmp_path / "dicom"
+    write_series(dcm / "p1" / "ct", case_volume(1), GEOMETRY)
+    write_series(dcm / "p2", case_volume(2), GEOMETRY)
+    write_series(dcm / "p3" / "mr", case_volume(3), GEOMETRY, modality="MR")
+    write_series(dcm / "p4", case_volume(4), GEOMETRY, frames=True)
+    write_series(dcm / "p5", case_volume(5), GEOMETRY, skip=6)  # a missing slice
+    for i, name in ((1, "p1_ct"), (2, "p2")):
+        write_volume(tmp_path / "nifti" / f"{name}_0000.nii.gz", case_volume(i), GEOMETRY)
+    common = ("--model", model, "--device", "cpu", "--backend", "torch")
+    res = run_cli("infer", dcm, tmp_path / "out", *common)
+    assert res.code == 4
+    errors = res.stderr
+    assert "modality MR" in errors and "multi-frame" in errors and "not equally spaced" in errors
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["p1_ct.nii.gz",
+                                                                          "p2.nii.gz"]
+    assert run_cli("infer", tmp_path / "nifti", tmp_path / "ref", *common).code == 0
+    for name in ("p1_ct", "p2"):
+        got, g = read_volume(tmp_path / "out" / f"{name}.nii.gz")
+        ref, g_ref = read_volume(tmp_path / "ref" / f"{name}.nii.gz")
+        np.testing.assert_array_equal(got, ref)
+        assert g.mismatches(g_ref) == []
+    record = json.loads((tmp_path / "out" / "infer.json").read_text())
+    uids = {s["case"]: s["series_uid"] for s in record["scans"]}
+    assert uids["p1_ct"] and uids["p2"] and uids["p1_ct"] != uids["p2"]
+
+
+def test_dicom_seg_reads_back_voxel_for_voxel(model, tmp_path, run_cli):
+    dcm = tmp_path / "dicom"
+    write_series(dcm / "p1", case_volume(1), GEOMETRY)
+    common = ("--model", model, "--device", "cpu", "--backend", "torch",
+              "--min-tumor-mm3", "0")
+    assert run_cli("infer", dcm, tmp_path / "nii", *common).code == 0
+    res = run_cli("infer", dcm, tmp_path / "seg", *common, "--output-format", "dicom-seg")
+    assert res.code == 0, res.stderr
+    labels, _ = read_volume(tmp_path / "nii" / "p1.nii.gz")
+    seg = hd.seg.segread(tmp_path / "seg" / "p1.dcm")
+    sources = sorted((pydicom.dcmread(p) for p in (dcm / "p1").glob("*.dcm")),
+                     key=lambda ds: ds.InstanceNumber)
+    assert seg.SeriesDescription == "flare segmentation"
+    assert str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID) == sources[0].SeriesInstanceUID
+    from flarecli.core.labels import LABELS
+
+    present = [int(c) for c in np.unique(labels) if c > 0]
+    names = {d.SegmentNumber: d.SegmentLabel for d in seg.SegmentSequence}
+    assert [names[k] for k in sorted(names)] == [LABELS[c].replace("_", " ") for c in present]
+    for d in seg.SegmentSequence:
+        code = d.SegmentedPropertyTypeCodeSequence[0]
+        assert code.CodingSchemeDesignator == "SCT" and code.CodeValue
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[ds.SOPInstanceUID for ds in sources],
+        combine_segments=True, relabel=False)
+    remap = np.zeros(len(present) + 1, np.uint8)
+    remap[1:] = present
+    np.testing.assert_array_equal(remap[pixels], labels)
+
+
+def test_dicom_seg_needs_dicom_input_and_the_extra(model, tmp_path, run_cli, monkeypatch):
+    import sys
+
+    write_volume(tmp_path / "nifti" / "a_0000.nii.gz", case_volume(1), GEOMETRY)
+    res = run_cli("infer", tmp_path / "nifti", tmp_path / "out", "--model", model,
+                  "--output-format", "dicom-seg")
+    assert res.code == 3 and "needs DICOM input" in res.stderr
+    monkeypatch.setitem(sys.modules, "highdicom", None)
+    res = run_cli("infer", tmp_path / "nifti", tmp_path / "out", "--model", model,
+                  "--output-format", "dicom-seg")
+    assert res.code == 3 and "flarecli[dicom]" in res.stderr
+
+
+def test_stats_reads_dicom_images(model, tmp_path, run_cli):
+    dcm = tmp_path / "dicom"
+    volume = case_volume(1)
+    write_series(dcm / "p1", volume, GEOMETRY)
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[3:9, 6:18, 8:20] = 1
+    write_volume(tmp_path / "labels" / "p1.nii.gz", labels, GEOMETRY)
+    res = run_cli("stats", tmp_path / "labels", "--images", dcm, "--json", tmp_path / "s.json")
+    assert res.code == 0, res.stderr
+    case = json.loads((tmp_path / "s.json").read_text())["cases"][0]
+    assert case["classes"]["1"]["hu_mean"] == 120
