@@ -50,19 +50,21 @@ def _run(jobs, workers):
 def preview_jobs(labels_dir: Path, images: Path, output_dir: Path
                  ) -> tuple[list[tuple[str, str, str, str]], int]:
     """(jobs, cases that cannot be drawn: reported here) of a labels and an images folder."""
-    from flarecli.core.io.cases import discover_cases
+    from flarecli.core.io.cases import discover_scans, label_files
 
-    found = discover_cases(images, labels_dir)
-    for path, message in found.stray:
+    found = label_files(labels_dir)
+    scans = discover_scans(images)
+    by_id = {c.id: c for c in scans.cases}
+    for path, message in found.stray + scans.stray:
         note(str(path), message)
     jobs, failed = [], 0
     for case in found.cases:
-        if case.label is None:
-            continue  # a scan without labels: nothing to show
-        if case.problems or case.image is None:
-            problem(case.id, "; ".join(case.problems) or "no image")
+        scan = by_id.get(case.id)
+        problems = case.problems + (scan.problems if scan else [])
+        if problems or scan is None or scan.image is None:
+            problem(case.id, "; ".join(problems) or "no image")
             failed += 1
             continue
-        jobs.append((case.id, str(case.label), str(case.image),
-                     str(Path(output_dir) / f"{case.id}.png")))
+        jobs.append((case.id, str(case.label), str(scan.image),
+                     str(Path(output_dir) / f"{case.id}.png"), scan.series_uid))
     return jobs, failed

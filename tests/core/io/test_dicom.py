@@ -179,3 +179,15 @@ def test_stats_reads_dicom_images(model, tmp_path, run_cli):
     assert res.code == 0, res.stderr
     case = json.loads((tmp_path / "s.json").read_text())["cases"][0]
     assert case["classes"]["1"]["hu_mean"] == 120
+
+
+def test_preview_reads_dicom_images(tmp_path, run_cli):
+    dcm = tmp_path / "dicom"
+    volume = case_volume(1)
+    write_series(dcm / "p1", volume, GEOMETRY)
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[3:9, 6:18, 8:20] = 1
+    write_volume(tmp_path / "labels" / "p1.nii.gz", labels, GEOMETRY)
+    res = run_cli("preview", tmp_path / "labels", dcm, tmp_path / "png")
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "png" / "p1.png").stat().st_size > 1000
