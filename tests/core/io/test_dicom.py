@@ -16,8 +16,8 @@ hd = pytest.importorskip("highdicom")
 
 def write_series(folder, volume, geometry: Geometry, modality="CT", frames=False, skip=None,
                  study=None):
-    """A single-frame DICOM series of ``volume`` ([z, y, x] HU) on ``geometry``: stored as
-    unsigned HU + 1024 with a rescale intercept of -1024, like most scanners."""
+    """A single-frame DICOM series of ``volume`` ([z, y, x] HU) on ``geometry``: stored
+    unsigned with a rescale intercept (-1024, or lower for darker voxels), like scanners."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -26,6 +26,7 @@ def write_series(folder, volume, geometry: Geometry, modality="CT", frames=False
     sx, sy, sz = geometry.spacing_xyz
     series, frame = generate_uid(), generate_uid()
     study = study or generate_uid()
+    intercept = min(-1024, int(volume.min()))
     for k in range(volume.shape[0]):
         if skip is not None and k == skip:
             continue
@@ -50,10 +51,10 @@ def write_series(folder, volume, geometry: Geometry, modality="CT", frames=False
         ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.RescaleIntercept, ds.RescaleSlope = intercept, 1
         if frames:
             ds.NumberOfFrames = 2
-        ds.PixelData = (volume[k].astype(np.int32) + 1024).astype("<u2").tobytes()
+        ds.PixelData = (volume[k].astype(np.int32) - intercept).astype("<u2").tobytes()
         ds.save_as(folder / f"slice_{k:03d}.dcm", enforce_file_format=True)
 
 
