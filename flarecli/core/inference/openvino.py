@@ -150,8 +150,8 @@ def _load_entry(entry: Path, config: dict[str, Any], warn) -> Any:
         return None
 
 
-def _compile(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
-             config: dict[str, Any]) -> Any:
+def convert(model, heads: tuple[str, ...], input_shape: tuple[int, ...]):
+    """The torch network as an OpenVINO model returning its heads' logits in order."""
     import warnings
 
     import torch
@@ -170,12 +170,16 @@ def _compile(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
             return tuple(out[h] for h in heads)
 
     example = torch.zeros([1 if n < 0 else n for n in input_shape])
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return ov.convert_model(Heads(model.cpu().eval()).eval(), example_input=example,
+                                input=[list(input_shape)])
+
+
+def _compile(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
+             config: dict[str, Any]) -> Any:
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            converted = ov.convert_model(Heads(model.cpu().eval()).eval(),
-                                         example_input=example, input=[list(input_shape)])
-        return core().compile_model(converted, "CPU", config)
+        return core().compile_model(convert(model, heads, input_shape), "CPU", config)
     except Exception as e:  # noqa: BLE001 -- OpenVINO raises plain RuntimeErrors and more
         raise CompileFailed((str(e).strip().splitlines() or [type(e).__name__])[0][:200]) from e
 
