@@ -46,3 +46,22 @@ def imperfect_prediction(label: np.ndarray, seed: int) -> np.ndarray:
     z, y, x = (s // 2 for s in pred.shape)
     pred[z - 3:z + 3, y - 8:y + 8, x - 8:x + 8] = 14
     return pred
+
+
+def cpu_description() -> str:
+    """lscpu's model name, the CPUs this process may use and the flags that matter to speed
+    (every CPU figure is quoted with these)."""
+    import os
+    import subprocess
+
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "CPU: unknown (no lscpu)"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    model = fields.get("Model name", "?").strip()
+    flags = set(fields.get("Flags", "").split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    have = [f for f in wanted if f in flags]
+    return (f"CPU: {model}; {len(os.sched_getaffinity(0))} usable CPUs; flags: "
+            f"{' '.join(have) or 'none of ' + ' '.join(wanted)}")

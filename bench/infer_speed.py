@@ -1,26 +1,36 @@
 """flare infer speed and memory on realistic-size scans (512 x 512 x ~300).
 
     python bench/infer_speed.py [--scans 3] [--device cpu|cuda] [--trained MODEL_DIR]
+                                [--precision auto|f32] [--backends torch,openvino]
 
-Without --trained, paper-size bundles with random weights are written (student Res-UNet:
-coarse 128^3, organs and tumor 192^3), which is what speed depends on. Prints, per scan and
-on average: read / compute / write / total seconds, peak GPU memory and the area under the
-GPU memory-time curve (FLARE's efficiency measure, sampled every 0.1 s) from `--profile`;
-the folder's throughput (scans/s); and the wall time of one fresh `flare infer` process on a
-single scan, as the FLARE organisers measure it.
+Without --trained, paper-size bundles with random weights are written (StMt student
+Res-UNet: coarse 128^3, organs and tumor 192^3), which is what speed depends on. Random
+weights would give a random ROI, so the fine stages are given a realistic one: the scan's
+true organ box plus the stage's margin, what a trained coarse model finds (the coarse
+network still runs and is timed). Its size is printed.
+
+On the CPU, each backend runs the folder in this process (warm: the model is loaded and, for
+OpenVINO, compiled before the clock starts), then one scan runs in a fresh process with the
+compiled-model cache warm -- how the FLARE laptop tasks time a scan. Per backend: seconds per
+scan (folder wall time / scans), the mean of every step (--profile), peak RSS sampled during
+the scans, the CPU area; the last line compares the backends. On CUDA: torch only, with GPU
+memory and its area (FLARE's efficiency measure).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import ROOT, realistic_case
+from _common import ROOT, cpu_description, realistic_case
+
+WORK = ROOT / "bench" / "out" / "infer"
 
 
 def random_bundles(folder: Path) -> None:
@@ -49,61 +59,169 @@ def random_bundles(folder: Path) -> None:
     write_model_recipe(folder, recipe)
 
 
+def make_inputs(n: int) -> tuple[Path, Path]:
+    """n realistic scans, and a JSON of their true organ boxes (canonical voxels)."""
+    import numpy as np
+
+    from flarecli.core.io.nifti import write_volume
+    from flarecli.core.preprocessing.boxes import box_of
+    from flarecli.core.preprocessing.orientation import to_canonical
+
+    inputs, boxes = WORK / f"in{n}", WORK / f"in{n}_boxes.json"
+    if inputs.is_dir() and boxes.is_file():
+        return inputs, boxes
+    tmp = WORK / "tmp_in"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    found = {}
+    for i in range(n):
+        image, label, geometry, _ = realistic_case(300 + i, slices=(290, 310))
+        write_volume(tmp / f"scan_{i:03d}_0000.nii.gz", image, geometry)
+        organs = to_canonical(geometry.direction).apply(label > 0)
+        found[f"scan_{i:03d}"] = [list(map(int, b)) for b in box_of(np.asarray(organs))]
+    shutil.rmtree(inputs, ignore_errors=True)
+    tmp.rename(inputs)
+    boxes.write_text(json.dumps(found))
+    return inputs, boxes
+
+
+#: Run in the fresh process: flare infer with the ROI taken from the boxes file.
+FRESH = """
+import json, sys
+from flarecli.core.inference.engine import Engine
+boxes = iter(json.load(open(sys.argv[1])).values())
+original = Engine.roi
+def roi(self, image, spacing, fill):
+    original(self, image, spacing, fill)  # the coarse network still runs
+    return tuple(tuple(b) for b in next(boxes))
+Engine.roi = roi
+from flarecli.cli import main
+main(sys.argv[2:])
+"""
+
+
+def patch_roi(boxes: dict[str, list]):
+    """Make the engine's ROI the true organ box of each scan, in folder order."""
+    from flarecli.core.inference.engine import Engine
+
+    original = Engine.roi
+    order = iter(boxes.values())
+
+    def roi(self, image, spacing, fill):
+        original(self, image, spacing, fill)
+        return tuple(tuple(b) for b in next(order))
+
+    Engine.roi = roi
+    return lambda: setattr(Engine, "roi", original)
+
+
+def run_backend(backend: str, inputs: Path, boxes: dict, model: Path, device: str,
+                precision: str) -> dict:
+    """The folder in this process with a warm model: per-scan seconds and the profile."""
+    from flarecli.core.inference.folder import PredictRun, input_cases, predict
+
+    out = WORK / f"out_{backend}"
+    shutil.rmtree(out, ignore_errors=True)
+    cases, _ = input_cases(inputs, out, model)
+    run = PredictRun("infer", model, out, device=device, backend=backend, precision=precision,
+                     cache_dir=WORK / "cache", overwrite=True)
+    # load (and compile) first on one scan, so that the timed run is warm
+    warm = WORK / f"warm_{backend}"
+    shutil.rmtree(warm, ignore_errors=True)
+    restore = patch_roi(boxes)
+    try:
+        predict(PredictRun(**{**run.__dict__, "output_dir": warm}), cases[:1], "bench")
+    finally:
+        restore()
+    restore = patch_roi(boxes)
+    try:
+        t0 = time.perf_counter()
+        results, record = predict(run, cases, "bench")
+        wall = time.perf_counter() - t0 - record["model_load_seconds"]
+    finally:
+        restore()
+    return {"wall_per_scan": wall / len(cases), "record": record, "results": results}
+
+
+def fresh_process(backend: str, inputs: Path, boxes: Path, model: Path, device: str,
+                  precision: str) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one scan in a new process, cache warm."""
+    single = WORK / "single"
+    shutil.rmtree(single, ignore_errors=True)
+    single.mkdir(parents=True)
+    shutil.copy(sorted(inputs.glob("*.nii.gz"))[0], single)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FRESH, str(boxes), "infer", str(single),
+                    str(WORK / "single_out"), "--model", str(model), "--device", device,
+                    "--backend", backend, "--precision", precision, "--cache-dir",
+                    str(WORK / "cache"), "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, (rss if rss > before else before) / 1024
+
+
+def report(backend: str, r: dict) -> None:
+    rec = r["record"]
+    s = rec["summary"]
+    precisions = sorted({b["precision"] for b in rec["backends"].values()})
+    print(f"\n[{backend}, {'/'.join(precisions)}] {r['wall_per_scan']:.2f} s per scan (folder "
+          f"of {s['scans']}, warm); compute {s['mean_seconds']['compute']:.2f} s, read "
+          f"{s['mean_seconds']['read']:.2f} s, write {s['mean_seconds']['write']:.2f} s "
+          "(read and write overlap compute)")
+    steps = s["mean_steps"]
+    print("  steps: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+    outside = sum(v for k, v in steps.items() if not k.startswith("network"))
+    print(f"  outside the networks: {outside:.2f} s; peak RSS while computing "
+          f"{s['max_scan_rss_mb']:.0f} MB; CPU area "
+          f"{s['mean_cpu_area_pct_s']:.0f} %-s per scan")
+    for scan in rec["scans"][:1]:
+        if scan.get("gpu_peak_mb") is not None:
+            print(f"  GPU peak {scan['gpu_peak_mb']:.0f} MB (torch), device max "
+                  f"{scan['gpu_max_used_mb']:.0f} MB, area {scan['gpu_area_mb_s']:.0f} MB*s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scans", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--trained", type=Path, default=None)
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--backends", default=None, help="default: torch,openvino on the CPU")
     args = ap.parse_args()
-    from flarecli.core.io.nifti import write_volume
+    from flarecli.core.runtime import resolve_device, setup_torch
 
-    work = ROOT / "bench" / "out" / "infer"
-    inputs = work / f"in{args.scans}"
-    if not inputs.is_dir():
-        tmp = work / "tmp_in"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for i in range(args.scans):
-            image, _, geometry, _ = realistic_case(300 + i, slices=(290, 310))
-            write_volume(tmp / f"scan_{i:03d}_0000.nii.gz", image, geometry)
-        tmp.rename(inputs)
+    print(cpu_description())
+    inputs, boxes_file = make_inputs(args.scans)
+    boxes = json.loads(boxes_file.read_text())
+    for name, b in boxes.items():
+        print(f"{name}: true organ box {' x '.join(str(e - a) for a, e in b)} voxels "
+              "(z y x, canonical); each fine stage adds its margin")
     model = args.trained
     if model is None:
-        model = work / "random_model"
+        model = WORK / "random_model"
         if not (model / "tumor" / "model.json").exists():
             random_bundles(model)
-    flare = [sys.executable, "-m", "flarecli", "infer"]
-    out = work / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    subprocess.run(flare + [str(inputs), str(out), "--model", str(model), "--device",
-                            args.device, "--profile", str(work / "profile.json")], check=True,
-                   stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    prof = json.loads((work / "profile.json").read_text())
-    for s in prof["scans"]:
-        sec = s["seconds"]
-        gpu = ""
-        if s.get("gpu_peak_mb") is not None:
-            gpu = (f"  GPU peak {s['gpu_peak_mb']:.0f} MB (torch), device max "
-                   f"{s['gpu_max_used_mb']:.0f} MB, area {s['gpu_area_mb_s']:.0f} MB*s")
-        print(f"{s['case']}: read {sec['read']:.2f} s  compute {sec['compute']:.2f} s "
-              f"(coarse {sec['coarse']:.2f}, fine {sec['fine']:.2f})  write {sec['write']:.2f} s"
-              f"  total {sec['total']:.2f} s{gpu}")
-    m = prof["summary"]["mean_seconds"]
-    print(f"mean per scan: {m['total']:.2f} s (read {m['read']:.2f}, compute {m['compute']:.2f}, "
-          f"write {m['write']:.2f}); folder of {args.scans}: {wall:.1f} s wall incl. start-up "
-          f"= {args.scans / wall:.2f} scans/s; peak RSS {prof['summary']['peak_rss_mb']:.0f} MB "
-          f"[{args.device}]")
-    single = work / "single"
-    shutil.rmtree(single, ignore_errors=True)
-    single.mkdir(parents=True)
-    shutil.copy(next(inputs.glob("*.nii.gz")), single)
-    t0 = time.perf_counter()
-    subprocess.run(flare + [str(single), str(work / "single_out"), "--model", str(model),
-                            "--device", args.device, "--overwrite"], check=True,
-                   stdout=subprocess.DEVNULL)
-    print(f"one scan in a fresh process: {time.perf_counter() - t0:.2f} s wall [{args.device}]")
+    setup_torch(resolve_device(args.device))
+    backends = (args.backends or ("torch,openvino" if args.device == "cpu" else "torch")
+                ).split(",")
+    results = {}
+    for backend in backends:
+        results[backend] = run_backend(backend, inputs, boxes, model, args.device,
+                                       args.precision)
+        report(backend, results[backend])
+    last = backends[-1]
+    fresh, rss = fresh_process(last, inputs, boxes_file, model, args.device, args.precision)
+    print(f"\none scan in a fresh process ({last}, cache warm): {fresh:.2f} s wall, peak RSS "
+          f"{rss:.0f} MB")
+    if args.device == "cpu" and {"torch", "openvino"} <= set(results):
+        t, o = results["torch"]["wall_per_scan"], results["openvino"]["wall_per_scan"]
+        print(f"cpu backends: torch {t:.2f} s/scan, openvino {o:.2f} s/scan ({t / o:.1f}x), "
+              f"fresh process {fresh:.2f} s, peak RSS {rss:.0f} MB")
+    else:
+        w = results[last]["wall_per_scan"]
+        print(f"{args.device} {last}: {w:.2f} s/scan, fresh process {fresh:.2f} s, peak RSS "
+              f"{rss:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def test_cli_correct_kinds_manifest_and_errors(tmp_path, run_cli):
     assert cases["cpl"]["kind"] == "CPL" and cases["cpl"]["annotated"] == [1, 14]
     assert 1 not in cases["cpl"]["from_teacher"] and cases["pl"]["kind"] == "PL"
     assert cases["pl"]["annotated"] == [] and cases["cpl"]["image"].endswith("cpl_0000.nii.gz")
-    assert m["summary"] == {"FL": 1, "CPL": 1, "PL": 1, "failed": ["bad"]}
+    assert m["summary"] == {"FL": 1, "CPL": 1, "PL": 1, "partial": 0, "failed": ["bad"]}
     from flarecli.core.io.nifti import read_volume
 
     out, _ = read_volume(tmp_path / "out" / "cpl.nii.gz")
