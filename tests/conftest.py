@@ -130,3 +130,19 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """ROOT with ROOT/data (two blob cases with tumors) and ROOT/model: a tiny stmt model
+    (coarse, organs, tumor; one epoch of two steps), shared by the tests that only need some
+    trained model to run."""
+    from flarecli.core.training.loop import train
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    for i in range(2):
+        blob_case(root / "data", f"b{i}", i, tumor=True)
+    for stage in ("coarse", "organs", "tumor"):
+        train(train_run(root / "data", root / "model", stage=stage,
+                        recipe=tiny_recipe(epochs=1, iterations=2)))
+    return root

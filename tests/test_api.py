@@ -9,19 +9,11 @@ import SimpleITK as sitk
 import flarecli
 from flarecli.core.errors import FlareError, InputError
 from flarecli.core.io.nifti import read_volume, write_volume
-from flarecli.core.training.loop import train
-from tests.conftest import blob_case, tiny_recipe, train_run
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("api")
-    for i in range(2):
-        blob_case(root / "data", f"b{i}", i, tumor=True)
-    for stage in ("coarse", "organs", "tumor"):
-        train(train_run(root / "data", root / "model", stage=stage,
-                        recipe=tiny_recipe(epochs=1, iterations=2)))
-    return root
+@pytest.fixture
+def model(tiny_model):
+    return tiny_model
 
 
 def test_segment_matches_flare_infer_and_keeps_the_grid(model, tmp_path, run_cli, capsys):

@@ -20,7 +20,7 @@ def recipes(ctx: typer.Context) -> None:
 
     t = Table(title="built-in recipes")
     for col in ("recipe", "presets", "what it is"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col != "what it is")  # names and presets stay whole
     for name in builtin_names():
         raw, _ = read_raw(name)
         presets = list_presets(name)

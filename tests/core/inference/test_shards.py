@@ -10,18 +10,13 @@ import pytest
 
 from flarecli.core.inference.folder import in_shard, parse_shard
 from flarecli.core.io.nifti import read_volume, write_volume
-from flarecli.core.training.loop import train
-from tests.conftest import blob_case, geom, tiny_recipe, train_run
+from tests.conftest import geom
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("shards")
-    for i in range(2):
-        blob_case(root / "data", f"b{i}", i, tumor=True)
-    for stage in ("coarse", "organs"):
-        train(train_run(root / "data", root / "model", stage=stage,
-                        recipe=tiny_recipe(epochs=1, iterations=2)))
+    (root / "model").symlink_to(tiny_model / "model")
     rng = np.random.default_rng(0)
     for i in range(7):
         write_volume(root / "scans" / f"s{i:02d}_0000.nii.gz",

@@ -6,26 +6,19 @@ import numpy as np
 import pytest
 
 from flarecli.core.io.nifti import read_volume
-from flarecli.core.training.loop import train
-from tests.conftest import blob_case, tiny_recipe, train_run
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("archive")
-    for i in range(2):
-        blob_case(root / "data", f"b{i}", i, tumor=True)
-    for stage in ("coarse", "organs"):
-        train(train_run(root / "data", root / "model", stage=stage,
-                        recipe=tiny_recipe(epochs=1, iterations=2)))
-    return root
+@pytest.fixture
+def model(tiny_model):
+    return tiny_model
 
 
 def test_export_then_infer_from_the_zip(model, tmp_path, run_cli):
     res = run_cli("export", model / "model", tmp_path / "m.zip")
     assert res.code == 0, res.stderr
     names = set(zipfile.ZipFile(tmp_path / "m.zip").namelist())
-    assert {"recipe.json", "README.md", "coarse/model.json", "organs/model.json"} <= names
+    assert {"recipe.json", "README.md", "coarse/model.json", "organs/model.json",
+            "tumor/model.json"} <= names
     assert not any("checkpoint" in n or "metrics" in n for n in names)
     readme = zipfile.ZipFile(tmp_path / "m.zip").read("README.md").decode()
     assert "stmt" in readme and "SHA-256" in readme
@@ -40,7 +33,7 @@ def test_export_then_infer_from_the_zip(model, tmp_path, run_cli):
     import flarecli
 
     seg = flarecli.Segmenter(tmp_path / "m.zip", device="cpu", backend="torch")
-    assert set(seg.backends) == {"coarse", "organs"}
+    assert set(seg.backends) == {"coarse", "organs", "tumor"}
 
 
 @pytest.mark.parametrize("member", ["../evil.txt", "/etc/evil", "organs/../../evil",

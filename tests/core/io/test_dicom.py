@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 from flarecli.core.io.nifti import Geometry, read_volume, write_volume
-from flarecli.core.training.loop import train
-from tests.conftest import blob_case, tiny_recipe, train_run
 
 pydicom = pytest.importorskip("pydicom")
 hd = pytest.importorskip("highdicom")
@@ -88,15 +86,9 @@ def test_a_series_reads_with_its_geometry_and_hu(tmp_path):
     np.testing.assert_allclose(g.direction, GEOMETRY.direction, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dicom")
-    for i in range(2):
-        blob_case(root / "data", f"b{i}", i, tumor=True)
-    for stage in ("coarse", "organs", "tumor"):
-        train(train_run(root / "data", root / "model", stage=stage,
-                        recipe=tiny_recipe(epochs=1, iterations=2)))
-    return root / "model"
+@pytest.fixture
+def model(tiny_model):
+    return tiny_model / "model"
 
 
 def test_infer_on_dicom_series_matches_nifti_and_refuses_odd_series(model, tmp_path, run_cli):

@@ -140,23 +140,16 @@ def test_the_command_writes_json_and_csv_and_reports_bad_cases(tmp_path, run_cli
     assert res.code == 3
 
 
-def test_infer_stats_describes_its_outputs(tmp_path, run_cli):
-    from flarecli.core.training.loop import train
-    from tests.conftest import blob_case, tiny_recipe, train_run
-
-    for i in range(2):
-        blob_case(tmp_path / "data", f"b{i}", i, tumor=True)
-    for stage in ("coarse", "organs"):
-        train(train_run(tmp_path / "data", tmp_path / "model", stage=stage,
-                        recipe=tiny_recipe(epochs=1, iterations=2)))
-    res = run_cli("infer", tmp_path / "data" / "imagesTr", tmp_path / "out", "--model",
-                  tmp_path / "model", "--backend", "torch", "--stats", tmp_path / "s.json")
+def test_infer_stats_describes_its_outputs(tmp_path, run_cli, tiny_model):
+    data = tiny_model / "data"
+    res = run_cli("infer", data / "imagesTr", tmp_path / "out", "--model",
+                  tiny_model / "model", "--backend", "torch", "--stats", tmp_path / "s.json")
     assert res.code == 0, res.stderr
-    data = json.loads((tmp_path / "s.json").read_text())
-    assert [c["id"] for c in data["cases"]] == ["b0", "b1"]
+    written = json.loads((tmp_path / "s.json").read_text())
+    assert [c["id"] for c in written["cases"]] == ["b0", "b1"]
     from flarecli.core.io.nifti import read_volume
 
     labels, g = read_volume(tmp_path / "out" / "b0.nii.gz")
-    image, _ = read_volume(tmp_path / "data" / "imagesTr" / "b0_0000.nii.gz")
+    image, _ = read_volume(data / "imagesTr" / "b0_0000.nii.gz")
     expected = case_stats("b0", labels, g, image).to_json()
-    assert data["cases"][0] == expected
+    assert written["cases"][0] == expected
