@@ -103,7 +103,7 @@ class Segmenter:
         self.device = resolve_device(device)
         choice = BackendChoice(backend, precision, Path(cache_dir) if cache_dir else None)
         choice.check(self.device)
-        setup_torch(self.device)
+        setup_torch(self.device, tune_heap=backend == "torch")
         with opened_model(Path(model)) as folder:  # a model folder or an exported zip
             self.engine = Engine(folder, self.device, which=weights, graph=graph,
                                  backend=choice,

@@ -63,15 +63,19 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def setup_torch(device, benchmark: bool = False) -> None:
+def setup_torch(device, benchmark: bool = False, tune_heap: bool = True) -> None:
     """Threads, malloc tuning and cuDNN settings for a run on ``device``.
 
     ``benchmark`` turns on cuDNN autotuning: worth it for training (thousands of steps at one
-    size), not for inference, where it adds seconds of start-up per process.
+    size), not for inference, where it adds seconds of start-up per process. ``tune_heap``
+    applies the malloc settings, which speed up torch on the CPU but never give memory back:
+    OpenVINO inference goes without them (measured on a 512x512x300 scan: peak RSS 13.5 ->
+    4.3 GB in a fresh process, and faster).
     """
     import torch
 
-    tune_malloc()
+    if tune_heap:
+        tune_malloc()
     if device.type == "cpu":
         torch.set_num_threads(usable_cpus())
     else:

@@ -369,7 +369,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     dev = resolve_device(run.device)
     choice = BackendChoice(run.backend, run.precision, run.cache_dir)
     choice.check(dev)
-    setup_torch(dev)
+    setup_torch(dev, tune_heap=choice.name == "torch")  # OpenVINO: keep memory returnable
     t0 = time.perf_counter()
     with opened_model(run.model) as model_dir:  # a folder, or a zip unpacked for loading
         engine = Engine(model_dir, dev, with_tumor=run.with_tumor, which=run.weights,
