@@ -161,13 +161,18 @@ def test_dicom_seg_needs_dicom_input_and_the_extra(model, tmp_path, run_cli, mon
     assert res.code == 3 and "flarecli[dicom]" in res.stderr
 
 
-def test_stats_reads_dicom_images(model, tmp_path, run_cli):
-    dcm = tmp_path / "dicom"
+def liver_series(root):
+    """ROOT/dicom/p1 (a CT series) and ROOT/labels/p1.nii.gz (its 120 HU block as liver)."""
     volume = case_volume(1)
-    write_series(dcm / "p1", volume, GEOMETRY)
+    write_series(root / "dicom" / "p1", volume, GEOMETRY)
     labels = np.zeros(volume.shape, np.uint8)
     labels[3:9, 6:18, 8:20] = 1
-    write_volume(tmp_path / "labels" / "p1.nii.gz", labels, GEOMETRY)
+    write_volume(root / "labels" / "p1.nii.gz", labels, GEOMETRY)
+    return root / "dicom"
+
+
+def test_stats_reads_dicom_images(tmp_path, run_cli):
+    dcm = liver_series(tmp_path)
     res = run_cli("stats", tmp_path / "labels", "--images", dcm, "--json", tmp_path / "s.json")
     assert res.code == 0, res.stderr
     case = json.loads((tmp_path / "s.json").read_text())["cases"][0]
@@ -175,12 +180,7 @@ def test_stats_reads_dicom_images(model, tmp_path, run_cli):
 
 
 def test_preview_reads_dicom_images(tmp_path, run_cli):
-    dcm = tmp_path / "dicom"
-    volume = case_volume(1)
-    write_series(dcm / "p1", volume, GEOMETRY)
-    labels = np.zeros(volume.shape, np.uint8)
-    labels[3:9, 6:18, 8:20] = 1
-    write_volume(tmp_path / "labels" / "p1.nii.gz", labels, GEOMETRY)
+    dcm = liver_series(tmp_path)
     res = run_cli("preview", tmp_path / "labels", dcm, tmp_path / "png")
     assert res.code == 0, res.stderr
     assert (tmp_path / "png" / "p1.png").stat().st_size > 1000
