@@ -106,7 +106,7 @@ class Segmenter:
         setup_torch(self.device, tune_heap=backend == "torch")
         with opened_model(Path(model)) as folder:  # a model folder or an exported zip
             self.engine = Engine(folder, self.device, which=weights, graph=graph,
-                                 backend=choice,
+                                 backend=choice, probabilities=tta,
                                  warn=lambda text: warnings.warn(text, stacklevel=3))
         self.tta = tta
         self.postprocess = resolved_postprocess(

@@ -102,14 +102,17 @@ class Engine:
 
     def __init__(self, model_dir: Path, device, with_tumor: bool = True,
                  which: str | None = None, graph: str | None = None, backend: Any = None,
-                 warn: Any = None) -> None:
+                 warn: Any = None, probabilities: bool = False) -> None:
+        """``probabilities``: the run asks for TTA or confidence scores, so the output
+        stages' backends are built for softmax outputs, not labels only (a backend builds the
+        other kind when asked, so this is about speed, not correctness)."""
         from flarecli.core.recipes.load import output_head
 
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelError(f"{model_dir}: model folder not found")
         self.model_dir, self.device = model_dir, device
-        self.backend_choice, self.warn = backend, warn
+        self.backend_choice, self.warn, self.probabilities = backend, warn, probabilities
         self.fallbacks: list[str] = []  # why OpenVINO was not used (backend 'auto')
         self.recipe = read_model_recipe(model_dir)
         self.graph_name, self.graph = choose_graph(self.recipe, model_dir, graph)
@@ -118,7 +121,7 @@ class Engine:
         for i, out in enumerate(self.graph.outputs):
             if not (model_dir / out.stage / "model.json").is_file():
                 continue  # an optional stage that was not trained
-            self._load(out.stage, which)
+            self._load(out.stage, which, probabilities)
             head = output_head(self.stages[out.stage].stage, out,
                                f"{model_dir}/recipe.json: models.{self.graph_name}.outputs[{i}]")
             if not with_tumor and produces_tumor(self.stages[out.stage].stage, head):
@@ -126,17 +129,17 @@ class Engine:
             self.outputs.append((out.stage, head))
         self.roi_stage = None
         if self.graph.roi is not None:
-            self.roi_stage = self._load(self.graph.roi.stage, which)
+            self.roi_stage = self._load(self.graph.roi.stage, which, False)
         if self.fallbacks and warn is not None:
             torch_stages = [n for n, s in self.stages.items() if s.backend.name == "torch"]
             warn(f"warning: OpenVINO not used: {'; '.join(dict.fromkeys(self.fallbacks))}; "
                  f"running {', '.join(torch_stages)} with torch")
 
-    def _load(self, name: str, which: str | None) -> ST.LoadedStage:
+    def _load(self, name: str, which: str | None, probabilities: bool) -> ST.LoadedStage:
         if name not in self.stages:
             self.stages[name] = ST.load_stage(name, self.model_dir / name, self.device, which,
                                               self.backend_choice, self.warn,
-                                              self.fallbacks)
+                                              self.fallbacks, probabilities)
         return self.stages[name]
 
     def checksums(self) -> dict[str, str]:

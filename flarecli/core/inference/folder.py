@@ -373,7 +373,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     t0 = time.perf_counter()
     with opened_model(run.model) as model_dir:  # a folder, or a zip unpacked for loading
         engine = Engine(model_dir, dev, with_tumor=run.with_tumor, which=run.weights,
-                        graph=run.graph, backend=choice, warn=notes)
+                        graph=run.graph, backend=choice, warn=notes,
+                        probabilities=run.tta or run.scores or run.min_score is not None)
     t_load = time.perf_counter() - t0
     post = resolved_postprocess(engine, run)
     record_path = Path(run.output_dir) / run.record_name

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from flarecli.core.inference.backends import argmax_labels
 from flarecli.core.inference.profiling import step
 from flarecli.core.preprocessing.boxes import Box, crop
 from flarecli.core.preprocessing.intensity import Intensity
@@ -78,10 +79,12 @@ class LoadedStage:
 
 
 def load_stage(name: str, folder: Path, device, which: str | None = None,
-               choice: Any = None, notes: Any = None, fallbacks: list[str] | None = None
-               ) -> LoadedStage:
+               choice: Any = None, notes: Any = None, fallbacks: list[str] | None = None,
+               probabilities: bool = True) -> LoadedStage:
     """A bundle's stage on the backend ``choice`` asks for (a BackendChoice; default: torch).
-    The weights' checksum is verified before any backend sees them."""
+    The weights' checksum is verified before any backend sees them. ``probabilities``: the
+    run will average or score this stage's softmax (TTA, confidence); without, a fixed-size
+    stage only needs each head's argmax."""
     from flarecli.core.inference.backends import BackendChoice, make_backend
     from flarecli.core.io.bundle import bundle_stage, load_bundle, weights_entry
 
@@ -92,9 +95,11 @@ def load_stage(name: str, folder: Path, device, which: str | None = None,
     dims = getattr(model, "dims", 3)
     key = {"weights_sha256": entry["sha256"], "architecture": meta["architecture"],
            "heads": list(heads)}
+    outputs = "labels" if stage.geometry.size_zyx is not None and not probabilities \
+        else "logits"
     backend = make_backend(model, device, heads, stage.precision, network_input(stage, dims),
                            key, choice or BackendChoice("torch"), notes, str(folder),
-                           fallbacks)
+                           fallbacks, outputs)
     return LoadedStage(name, Path(folder), meta, stage, intensity, backend, dims, chosen)
 
 
@@ -126,9 +131,8 @@ def _lr_permutation(stage: S.Stage, head: str) -> list[int]:
     return perm
 
 
-def _forward(ls: LoadedStage, batch, view: tuple[int, ...], softmax: bool):
-    """Per-head outputs of one view of a (B, 1, D, H, W) batch, flipped back; softmax or
-    logits."""
+def _softmax(ls: LoadedStage, batch, view: tuple[int, ...]):
+    """Per-head softmax of one view of a (B, 1, D, H, W) batch, flipped back."""
     import torch
 
     x = batch[:, :, 0] if ls.dims == 2 else batch
@@ -139,7 +143,7 @@ def _forward(ls: LoadedStage, batch, view: tuple[int, ...], softmax: bool):
     lr = array_axis(ls.stage.orientation, "LR") in view
     result = {}
     for head, y in out.items():
-        y = torch.softmax(y, dim=1) if softmax else y
+        y = torch.softmax(y, dim=1)
         if dims:
             y = torch.flip(y, dims)
             if lr:
@@ -199,7 +203,7 @@ def sliding_window(ls: LoadedStage, volume, views: list[tuple[int, ...]]) -> dic
                                                                            strict=True))]
                              for s in chunk])[:, None]
         for view in views:
-            out = _forward(ls, batch, view, softmax=True)
+            out = _softmax(ls, batch, view)
             for head, probs in out.items():
                 probs = probs.float().cpu()
                 acc = sums.setdefault(head, torch.zeros((probs.shape[1], *padded)))
@@ -219,26 +223,25 @@ def network_labels(ls: LoadedStage, net_in, tta: bool, stats: dict[str, Any] | N
                    ) -> dict[str, Any]:
     """Argmax per head at the stage's grid (uint8 tensors on the CPU). ``stats`` (when given)
     receives the first head's confidence and, with TTA, the views' agreement."""
-    import torch
 
     views = ls.views(tta)
     if ls.stage.geometry.size_zyx is None:
         probs = sliding_window(ls, net_in, views)
         view_labels: list[Any] = []
-    elif len(views) == 1 and stats is None:  # argmax of the logits: no softmax buffers
-        out = _forward(ls, net_in[None, None], (), softmax=False)
-        return {h: y[0].argmax(0).to(torch.uint8).cpu() for h, y in out.items()}
+    elif len(views) == 1 and stats is None:  # the backend's argmax: no softmax, no logits out
+        out = ls.backend.labels(net_in[None, None])
+        return {h: y[0].cpu() for h, y in out.items()}
     else:
         total: dict[str, Any] = {}
         view_labels = []
         for view in views:
-            out = _forward(ls, net_in[None, None], view, softmax=True)
+            out = _softmax(ls, net_in[None, None], view)
             for h, p in out.items():
                 total[h] = p if h not in total else total[h] + p
             if len(views) > 1:
-                view_labels.append(next(iter(out.values()))[0].argmax(0).to(torch.uint8).cpu())
+                view_labels.append(argmax_labels(next(iter(out.values())).cpu())[0])
         probs = {h: (t / len(views))[0] for h, t in total.items()}
-    labels = {h: p.argmax(0).to(torch.uint8) for h, p in probs.items()}
+    labels = {h: argmax_labels(p[None])[0] for h, p in probs.items()}
     if stats is not None:
         first = next(iter(labels))
         fg = labels[first] > 0

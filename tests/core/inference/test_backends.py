@@ -106,6 +106,54 @@ def test_the_cache_is_written_reused_invalidated_and_never_trusted_when_corrupt(
     assert len(entries(cache)) == 3
 
 
+def test_a_plain_run_compiles_the_argmax_graph_and_tta_the_logits_graph(
+        trained, tmp_path, run_cli):
+    """Plain inference runs networks that end in their argmax; TTA needs the softmax, so the
+    output stages get logits graphs (the coarse stage keeps its labels graph); the labels
+    agree with torch's argmax of the same network's logits."""
+    model, images = trained
+    cache = tmp_path / "cache"
+    opts = ("--backend", "openvino", "--precision", "f32", "--cache-dir", cache)
+    infer(run_cli, model, images, tmp_path / "plain", *opts)
+    kinds = sorted(json.loads((e / "entry.json").read_text())["outputs"] for e in entries(cache))
+    assert kinds == ["labels", "labels"]
+    infer(run_cli, model, images, tmp_path / "tta", *opts, "--tta")
+    kinds = sorted(json.loads((e / "entry.json").read_text())["outputs"] for e in entries(cache))
+    assert kinds == ["labels", "labels", "logits"]
+
+    import torch
+
+    from flarecli.core.inference.backends import BackendChoice
+    from flarecli.core.inference.stages import load_stage
+
+    choice = BackendChoice("openvino", "f32", cache)
+    device = torch.device("cpu")
+    ov = load_stage("organs", model / "organs", device, choice=choice, probabilities=False)
+    torch_stage = load_stage("organs", model / "organs", device)
+    size = tuple(ov.stage.geometry.size_zyx)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 1, *size)).astype(np.float32))
+    got = ov.backend.labels(x)["organs"]
+    assert got.dtype == torch.uint8 and tuple(got.shape) == (1, *size)
+    assert torch.equal(got, ov.backend(x)["organs"].argmax(1).to(torch.uint8))  # both graphs
+    want = torch_stage.backend.labels(x)["organs"]
+    assert (got != want).float().mean() < 0.001
+
+
+def test_argmax_labels_is_torch_argmax_ties_included():
+    import torch
+
+    from flarecli.core.inference.backends import argmax_labels
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 14, 5, 6, 7, generator=g)
+    y[:, 9] = y[:, 4]  # exact ties: the first class wins
+    y[0, :, 0, 0, 0] = 1.0  # all tied: class 0
+    want = y.argmax(1).to(torch.uint8)
+    assert torch.equal(argmax_labels(y), want)
+    assert int(want[0, 0, 0, 0]) == 0 and bool((want != 9).all())
+    assert torch.equal(argmax_labels(y[:, :1]), torch.zeros(2, 5, 6, 7, dtype=torch.uint8))
+
+
 def _replace_weights(bundle):
     """Perturb a bundle's weights and record their new checksum (a retrained stage)."""
     import torch

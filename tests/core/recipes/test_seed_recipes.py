@@ -359,6 +359,7 @@ def test_left_right_tta_swaps_the_classes_back():
     classes swapped, agrees with the plain view voxel for voxel."""
     import torch
 
+    from flarecli.core.inference.backends import argmax_labels
     from flarecli.core.inference.stages import _lr_permutation, network_labels
 
     ls = _loaded("weak-label-efficientseg", "fine",
@@ -373,7 +374,14 @@ def test_left_right_tta_swaps_the_classes_back():
         cls = torch.where(kidney, torch.where(left, 13, 2), 0)
         return {"labels": torch.nn.functional.one_hot(cls, 15).movedim(-1, 1).float() * 10}
 
-    ls.backend = by_side
+    class Backend:  # logits from by_side, and their argmax, like a real backend
+        __call__ = staticmethod(by_side)
+
+        @staticmethod
+        def labels(x):
+            return {h: argmax_labels(v) for h, v in by_side(x).items()}
+
+    ls.backend = Backend()
     x = torch.zeros(4, 6, 10)
     x[1:3, 2:4, 1:3] = 1  # right kidney
     x[1:3, 2:4, 6:9] = 1  # left kidney
