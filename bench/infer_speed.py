@@ -5,9 +5,11 @@
 
 Without --trained, paper-size bundles with random weights are written (StMt student
 Res-UNet: coarse 128^3, organs and tumor 192^3), which is what speed depends on. Random
-weights would give a random ROI, so the fine stages are given a realistic one: the scan's
-true organ box plus the stage's margin, what a trained coarse model finds (the coarse
-network still runs and is timed). Its size is printed.
+weights would give a random ROI and noise for labels, so the engine is given what a trained
+model gives: the fine stages see the scan's true organ box plus the stage's margin (its size
+is printed), and after each network has run (every step is still done and timed) its labels
+are replaced by the true labels of that region -- post-processing 13 classes of noise takes
+seconds that a trained model's output never costs.
 
 On the CPU, each backend runs the folder in this process (warm: the model is loaded and, for
 OpenVINO, compiled before the clock starts), then one scan runs in a fresh process with the
@@ -60,7 +62,8 @@ def random_bundles(folder: Path) -> None:
 
 
 def make_inputs(n: int) -> tuple[Path, Path]:
-    """n realistic scans, and a JSON of their true organ boxes (canonical voxels)."""
+    """n realistic scans; a JSON of their true organ boxes and the true label maps (.npy),
+    both in canonical voxels."""
     import numpy as np
 
     from flarecli.core.io.nifti import write_volume
@@ -68,54 +71,81 @@ def make_inputs(n: int) -> tuple[Path, Path]:
     from flarecli.core.preprocessing.orientation import to_canonical
 
     inputs, boxes = WORK / f"in{n}", WORK / f"in{n}_boxes.json"
-    if inputs.is_dir() and boxes.is_file():
+    if inputs.is_dir() and boxes.is_file() and (WORK / f"in{n}_truth").is_dir():
         return inputs, boxes
     tmp = WORK / "tmp_in"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    (tmp / "truth").mkdir(parents=True)
     found = {}
     for i in range(n):
         image, label, geometry, _ = realistic_case(300 + i, slices=(290, 310))
         write_volume(tmp / f"scan_{i:03d}_0000.nii.gz", image, geometry)
-        organs = to_canonical(geometry.direction).apply(label > 0)
-        found[f"scan_{i:03d}"] = [list(map(int, b)) for b in box_of(np.asarray(organs))]
-    shutil.rmtree(inputs, ignore_errors=True)
+        canonical = np.ascontiguousarray(to_canonical(geometry.direction).apply(label))
+        np.save(tmp / "truth" / f"scan_{i:03d}.npy", canonical.astype(np.uint8))
+        found[f"scan_{i:03d}"] = [list(map(int, b)) for b in box_of(canonical > 0)]
+    for path in (inputs, WORK / f"in{n}_truth"):
+        shutil.rmtree(path, ignore_errors=True)
+    (tmp / "truth").rename(WORK / f"in{n}_truth")
     tmp.rename(inputs)
     boxes.write_text(json.dumps(found))
     return inputs, boxes
 
 
-#: Run in the fresh process: flare infer with the ROI taken from the boxes file.
+def realistic_engine(boxes_file: Path):
+    """Make the engine behave as a trained one on the bench's scans, which it sees in folder
+    order: each ROI is the scan's true organ box, and each output stage's labels are the true
+    labels of its region, mapped to the stage's head classes. The networks still run and are
+    timed; only what they return is replaced. Returns the undo."""
+    import numpy as np
+
+    from flarecli.core.inference import stages as ST
+    from flarecli.core.inference.engine import Engine
+    from flarecli.core.preprocessing.boxes import crop
+
+    boxes = json.loads(boxes_file.read_text())
+    truth = boxes_file.parent / boxes_file.name.replace("_boxes.json", "_truth")
+    order = iter(boxes)
+    current: dict = {}
+    roi, segment = Engine.roi, ST.segment
+
+    def true_roi(self, image, spacing, fill):
+        roi(self, image, spacing, fill)  # the coarse network still runs
+        case = next(order)
+        current["truth"] = np.load(truth / f"{case}.npy", mmap_mode="r")
+        return tuple(tuple(b) for b in boxes[case])
+
+    def true_segment(ls, image, box, *args, **kwargs):
+        out = segment(ls, image, box, *args, **kwargs)
+        region = crop(current["truth"], box, 0)
+        for head in out:
+            lut = np.zeros(256, np.uint8)
+            for k, flare_id in enumerate(ls.ids(head)):
+                if k:
+                    lut[flare_id] = k
+            out[head] = lut[region]
+        return out
+
+    Engine.roi, ST.segment = true_roi, true_segment
+
+    def undo():
+        Engine.roi, ST.segment = roi, segment
+
+    return undo
+
+
+#: Run in the fresh process: flare infer on the engine made realistic as above.
 FRESH = """
-import json, sys
-from flarecli.core.inference.engine import Engine
-boxes = iter(json.load(open(sys.argv[1])).values())
-original = Engine.roi
-def roi(self, image, spacing, fill):
-    original(self, image, spacing, fill)  # the coarse network still runs
-    return tuple(tuple(b) for b in next(boxes))
-Engine.roi = roi
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from infer_speed import realistic_engine
+realistic_engine(Path(sys.argv[2]))
 from flarecli.cli import main
-main(sys.argv[2:])
+main(sys.argv[3:])
 """
 
 
-def patch_roi(boxes: dict[str, list]):
-    """Make the engine's ROI the true organ box of each scan, in folder order."""
-    from flarecli.core.inference.engine import Engine
-
-    original = Engine.roi
-    order = iter(boxes.values())
-
-    def roi(self, image, spacing, fill):
-        original(self, image, spacing, fill)
-        return tuple(tuple(b) for b in next(order))
-
-    Engine.roi = roi
-    return lambda: setattr(Engine, "roi", original)
-
-
-def run_backend(backend: str, inputs: Path, boxes: dict, model: Path, device: str,
+def run_backend(backend: str, inputs: Path, boxes: Path, model: Path, device: str,
                 precision: str) -> dict:
     """The folder in this process with a warm model: per-scan seconds and the profile."""
     from flarecli.core.inference.folder import PredictRun, input_cases, predict
@@ -128,12 +158,12 @@ def run_backend(backend: str, inputs: Path, boxes: dict, model: Path, device: st
     # load (and compile) first on one scan, so that the timed run is warm
     warm = WORK / f"warm_{backend}"
     shutil.rmtree(warm, ignore_errors=True)
-    restore = patch_roi(boxes)
+    restore = realistic_engine(boxes)
     try:
         predict(PredictRun(**{**run.__dict__, "output_dir": warm}), cases[:1], "bench")
     finally:
         restore()
-    restore = patch_roi(boxes)
+    restore = realistic_engine(boxes)
     try:
         t0 = time.perf_counter()
         results, record = predict(run, cases, "bench")
@@ -152,7 +182,8 @@ def fresh_process(backend: str, inputs: Path, boxes: Path, model: Path, device: 
     shutil.copy(sorted(inputs.glob("*.nii.gz"))[0], single)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", FRESH, str(boxes), "infer", str(single),
+    subprocess.run([sys.executable, "-c", FRESH, str(Path(__file__).parent), str(boxes),
+                    "infer", str(single),
                     str(WORK / "single_out"), "--model", str(model), "--device", device,
                     "--backend", backend, "--precision", precision, "--cache-dir",
                     str(WORK / "cache"), "--overwrite"], check=True, stdout=subprocess.DEVNULL)
@@ -207,7 +238,7 @@ def main() -> None:
                 ).split(",")
     results = {}
     for backend in backends:
-        results[backend] = run_backend(backend, inputs, boxes, model, args.device,
+        results[backend] = run_backend(backend, inputs, boxes_file, model, args.device,
                                        args.precision)
         report(backend, results[backend])
     last = backends[-1]
