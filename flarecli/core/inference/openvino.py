@@ -124,7 +124,11 @@ class OpenVinoBackend:
         except CompileFailed as e:
             raise ModelError(f"OpenVINO cannot compile this network's {outputs} graph ({e})",
                              hint="use --backend torch") from None
-        out = compiled(batch.contiguous().numpy(), share_inputs=True)
+        out = compiled(batch.contiguous().numpy(), share_inputs=True)  # outputs are copies
+        # A compiled model keeps its intermediate buffers (about 1 GB for the paper student at
+        # 192^3) until told otherwise; StMt's two fine models would hold 2 GB between scans.
+        # Measured: peak RSS 2.6 -> 1.7 GB for the two, no change in time.
+        getattr(compiled, "release_memory", lambda: None)()
         return {h: torch.from_numpy(out[i]) for i, h in enumerate(self.heads)}
 
     @classmethod
