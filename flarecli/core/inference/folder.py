@@ -74,16 +74,34 @@ def input_cases(input_dir: Path, output_dir: Path, model_dir: Path | None = None
     return cases, found
 
 
+def read_case(case: Case) -> tuple[Any, Any, float, str | None]:
+    """(image, geometry, seconds, None) or (None, None, seconds, the problem)."""
+    t0 = time.perf_counter()
+    try:
+        image, geometry = read_scan(case.image, case.series_uid)
+        if min(image.shape) < 2:
+            raise InputError(f"{case.image.name}: image has a single slice/row ({image.shape}"
+                             "), expected a 3-D scan")
+        return image, geometry, time.perf_counter() - t0, None
+    except FlareError as e:
+        return None, None, time.perf_counter() - t0, str(e)
+
+
+def output_path(output_dir: Path, case: Case, output_format: str) -> Path:
+    return Path(output_dir) / f"{case.id}{'.dcm' if output_format == 'dicom-seg' else '.nii.gz'}"
+
+
 def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool = False,
                postprocess: Any = None, overwrite: bool = False, scores: bool = False,
-               min_score: float | None = None, output_format: str = "nifti"
-               ) -> Iterator[ScanResult]:
+               min_score: float | None = None, output_format: str = "nifti",
+               read_ahead: dict[str, Future] | None = None) -> Iterator[ScanResult]:
     """Predict every case into ``output_dir/<case>.nii.gz``; yields one result per case.
 
     ``postprocess``: a recipe Postprocess (None: none). ``scores``: compute each case's
     quality score (confidence x TTA agreement; pseudo-labels). With ``min_score`` a case whose
     quality score falls short is not written -- and an earlier output of it is removed, so
-    that nothing downstream takes a stale pseudo-label for a rejected one.
+    that nothing downstream takes a stale pseudo-label for a rejected one. ``read_ahead``:
+    reads already started (case id -> future of ``read_case``), e.g. while the model loaded.
     """
     import torch
 
@@ -91,14 +109,14 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(output_dir)
     todo = []
-    suffix = ".dcm" if output_format == "dicom-seg" else ".nii.gz"
+    read_ahead = dict(read_ahead or {})
 
     def result_of(c: Case, target: Path, **kw) -> ScanResult:
         image = str(Path(c.image).resolve()) if c.image is not None else ""
         return ScanResult(c.id, image, str(target), series_uid=c.series_uid, **kw)
 
     for c in cases:
-        target = output_dir / f"{c.id}{suffix}"
+        target = output_path(output_dir, c, output_format)
         if c.problems:  # e.g. two files for one case: which one was meant is not ours to pick
             yield result_of(c, target, error="; ".join(c.problems))
         elif target.exists() and not overwrite:
@@ -107,15 +125,8 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
             todo.append((c, target))
 
     def read(case: Case):
-        t0 = time.perf_counter()
-        try:
-            image, geometry = read_scan(case.image, case.series_uid)
-            if min(image.shape) < 2:
-                raise InputError(f"{case.image.name}: image has a single slice/row ({image.shape}"
-                                 "), expected a 3-D scan")
-            return image, geometry, time.perf_counter() - t0, None
-        except FlareError as e:
-            return None, None, time.perf_counter() - t0, str(e)
+        started = read_ahead.pop(case.id, None)
+        return started.result() if started is not None else read_case(case)
 
     def write(target: Path, label: np.ndarray, geometry, case: Case) -> float:
         t0 = time.perf_counter()
@@ -370,6 +381,13 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     choice = BackendChoice(run.backend, run.precision, run.cache_dir)
     choice.check(dev)
     setup_torch(dev, tune_heap=choice.name == "torch")  # OpenVINO: keep memory returnable
+    # the first scan to compute is read while the model loads (a one-scan run, as the FLARE
+    # laptop tasks time it, would otherwise read and load one after the other)
+    first = next((c for c in cases if not c.problems and (run.overwrite or not output_path(
+        run.output_dir, c, run.output_format).exists())), None)
+    early = ThreadPoolExecutor(1)
+    read_ahead = {first.id: early.submit(read_case, first)} if first is not None else {}
+    early.shutdown(wait=False)
     t0 = time.perf_counter()
     with opened_model(run.model) as model_dir:  # a folder, or a zip unpacked for loading
         engine = Engine(model_dir, dev, with_tumor=run.with_tumor, which=run.weights,
@@ -391,7 +409,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     results = []
     for r in run_folder(engine, cases, run.output_dir, tta=run.tta, postprocess=post,
                         overwrite=run.overwrite, scores=run.scores, min_score=run.min_score,
-                        output_format=run.output_format):
+                        output_format=run.output_format, read_ahead=read_ahead):
         results.append(r)
         if on_result is not None:
             on_result(r)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"
               "amx_tile", "amx_bf16", "amx_int8", "avx_vnni")
 
 _core: Any = None
+_CONVERTING = threading.Lock()
+_CORE = threading.Lock()
 
 
 class NotInstalled(Exception):
@@ -52,8 +55,9 @@ def _openvino():
 
 def core():
     global _core
-    if _core is None:
-        _core = _openvino().Core()
+    with _CORE:
+        if _core is None:
+            _core = _openvino().Core()
     return _core
 
 
@@ -214,7 +218,9 @@ def convert(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
 def _compile(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
              config: dict[str, Any], outputs: str = "logits") -> Any:
     try:
-        return core().compile_model(convert(model, heads, input_shape, outputs), "CPU", config)
+        with _CONVERTING:  # torch's tracing is not thread-safe (stages load in threads)
+            converted = convert(model, heads, input_shape, outputs)
+        return core().compile_model(converted, "CPU", config)
     except Exception as e:  # noqa: BLE001 -- OpenVINO raises plain RuntimeErrors and more
         raise CompileFailed((str(e).strip().splitlines() or [type(e).__name__])[0][:200]) from e
 
