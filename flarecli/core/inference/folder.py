@@ -377,17 +377,17 @@ def predict(run: PredictRun, cases: list[Case], source: str,
                 run = replace(run, device=f"cuda:{local % torch.cuda.device_count()}")
     else:
         cases = [c for c in cases if in_shard(c.id, run.shard)]
-    dev = resolve_device(run.device)
-    choice = BackendChoice(run.backend, run.precision, run.cache_dir)
-    choice.check(dev)
-    setup_torch(dev, tune_heap=choice.name == "torch")  # OpenVINO: keep memory returnable
-    # the first scan to compute is read while the model loads (a one-scan run, as the FLARE
-    # laptop tasks time it, would otherwise read and load one after the other)
+    # the first scan to compute is read while torch is imported and the model loads (a
+    # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     first = next((c for c in cases if not c.problems and (run.overwrite or not output_path(
         run.output_dir, c, run.output_format).exists())), None)
     early = ThreadPoolExecutor(1)
     read_ahead = {first.id: early.submit(read_case, first)} if first is not None else {}
     early.shutdown(wait=False)
+    dev = resolve_device(run.device)
+    choice = BackendChoice(run.backend, run.precision, run.cache_dir)
+    choice.check(dev)
+    setup_torch(dev, tune_heap=choice.name == "torch")  # OpenVINO: keep memory returnable
     t0 = time.perf_counter()
     with opened_model(run.model) as model_dir:  # a folder, or a zip unpacked for loading
         engine = Engine(model_dir, dev, with_tumor=run.with_tumor, which=run.weights,
