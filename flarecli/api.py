@@ -85,15 +85,16 @@ class Segmenter:
 
     ``model``: a folder made by ``flare train`` / ``flare demo`` (one bundle per stage and
     ``recipe.json``), or its ``flare export`` zip. ``device``, ``backend``, ``precision``,
-    ``cache_dir``, ``graph``, ``weights`` and ``tta`` mean what the ``flare infer`` options
-    of those names mean;
+    ``cache_dir``, ``calibration``, ``graph``, ``weights`` and ``tta`` mean what the ``flare
+    infer`` options of those names mean;
     ``postprocess`` None applies the recipe's post-processing, False none.
     """
 
     def __init__(self, model: str | Path, device: str = "auto", backend: str = "auto",
                  precision: str = "auto", tta: bool = False, postprocess: bool | None = None,
                  graph: str | None = None, weights: str | None = None,
-                 cache_dir: str | Path | None = None) -> None:
+                 cache_dir: str | Path | None = None,
+                 calibration: str | Path | None = None) -> None:
         from flarecli.core.inference.backends import BackendChoice
         from flarecli.core.inference.engine import Engine
         from flarecli.core.inference.folder import PredictRun, resolved_postprocess
@@ -101,7 +102,8 @@ class Segmenter:
         from flarecli.core.runtime import resolve_device, setup_torch
 
         self.device = resolve_device(device)
-        choice = BackendChoice(backend, precision, Path(cache_dir) if cache_dir else None)
+        choice = BackendChoice(backend, precision, Path(cache_dir) if cache_dir else None,
+                               Path(calibration) if calibration else None)
         choice.check(self.device)
         setup_torch(self.device, tune_heap=backend == "torch")
         with opened_model(Path(model)) as folder:  # a model folder or an exported zip

@@ -15,17 +15,18 @@ def predict_folder(input_dir: Path, run: Any, reports: dict[str, Path | None] | 
     before any work). The caller raises CasesFailed after the loop if any scan failed."""
     from flarecli.core.inference.folder import input_cases, predict
     from flarecli.core.io.cases import require_dir
-    from flarecli.core.io.outputs import check_output_file
+    from flarecli.core.io.outputs import check_output_dir, check_output_file
 
     require_dir(input_dir, "input")
+    inputs = [input_dir, run.model] + ([run.calibration] if run.calibration else [])
+    if run.calibration is not None:  # scans that are read, never written into
+        check_output_dir(run.output_dir, "output folder", case_dirs=inputs)
     cases, found = input_cases(input_dir, run.output_dir, run.model)
     reads = [c.image for c in cases]
     for what, path in (reports or {}).items():
-        check_output_file(path, what, reads=reads, case_dirs=[input_dir, run.model])
+        check_output_file(path, what, reads=reads, case_dirs=inputs)
     if getattr(run, "cache_dir", None) is not None:
-        from flarecli.core.io.outputs import check_output_dir
-
-        check_output_dir(run.cache_dir, "--cache-dir", case_dirs=[input_dir, run.model])
+        check_output_dir(run.cache_dir, "--cache-dir", case_dirs=inputs)
     for path, message in found.stray:
         note(str(path), message)
     with progress_bar(len(cases), run.command) as advance:

@@ -37,7 +37,10 @@ DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N.")
 BACKEND = typer.Option("auto", "--backend", help="auto, torch or openvino: auto takes "
                        "OpenVINO on the CPU when installed, torch on CUDA.")
 PRECISION = typer.Option("auto", "--precision", help="auto (the backend's fast default: "
-                         "bf16 on CPUs that have it) or f32.")
+                         "bf16 on CPUs that have it), f32, or int8 (OpenVINO; needs "
+                         "--calibration).")
+CALIBRATION = typer.Option(None, "--calibration", file_okay=False, help="A folder of a few "
+                           "training scans that calibrate --precision int8 (8 is plenty).")
 CACHE_DIR = typer.Option(None, "--cache-dir", file_okay=False, help="Where compiled "
                          "OpenVINO models are kept (default: $XDG_CACHE_HOME/flare).")
 SHARD = typer.Option(None, "--shard", help="I/N: only the I-th of N disjoint shares of the "

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._predict import finish, predict_folder
-from flarecli.commands._ui import BACKEND, CACHE_DIR, DEVICE, PRECISION, SHARD, out
+from flarecli.commands._ui import BACKEND, CACHE_DIR, CALIBRATION, DEVICE, PRECISION, SHARD, out
 
 
 def infer(
@@ -21,6 +21,7 @@ def infer(
     device: str = DEVICE,
     backend: str = BACKEND,
     precision: str = PRECISION,
+    calibration: Path | None = CALIBRATION,
     cache_dir: Path | None = CACHE_DIR,
     weights: str | None = typer.Option(None, "--weights", help="best or final (default: each "
                                        "bundle's own choice)."),
@@ -60,6 +61,7 @@ def infer(
                      postprocess=postprocess, connectivity=connectivity,
                      min_tumor_mm3=min_tumor_mm3, overwrite=overwrite, graph=graph,
                      backend=backend, precision=precision, cache_dir=cache_dir,
+                     calibration=calibration,
                      shard=parse_shard(shard), output_format=output_format)
     if preview is not None:
         from flarecli.core.io.outputs import check_output_dir

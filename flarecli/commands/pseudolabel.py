@@ -7,7 +7,16 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._predict import finish, predict_folder
-from flarecli.commands._ui import BACKEND, CACHE_DIR, DEVICE, PRECISION, SHARD, out, write_csv
+from flarecli.commands._ui import (
+    BACKEND,
+    CACHE_DIR,
+    CALIBRATION,
+    DEVICE,
+    PRECISION,
+    SHARD,
+    out,
+    write_csv,
+)
 
 
 def pseudolabel(
@@ -17,6 +26,7 @@ def pseudolabel(
     device: str = DEVICE,
     backend: str = BACKEND,
     precision: str = PRECISION,
+    calibration: Path | None = CALIBRATION,
     cache_dir: Path | None = CACHE_DIR,
     weights: str | None = typer.Option(None, "--weights", help="best or final."),
     tta: bool = typer.Option(False, "--tta", help="Average softmax over the mirror "
@@ -43,6 +53,7 @@ def pseudolabel(
                      tta=tta, with_tumor=with_tumor, postprocess=True, overwrite=overwrite,
                      scores=True, min_score=min_score,
                      backend=backend, precision=precision, cache_dir=cache_dir,
+                     calibration=calibration,
                      shard=parse_shard(shard))
     suffix = f".shard-{run.shard[0]}-of-{run.shard[1]}" if run.shard else ""
     scores = scores or Path(output_dir) / f"scores{suffix}.csv"

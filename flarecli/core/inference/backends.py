@@ -12,7 +12,8 @@ takes OpenVINO on the CPU when it is installed and the network compiles, torch o
 one warning line per run); ``--backend openvino`` makes either failure
 an error. ``--precision auto`` is each runtime's fast default (OpenVINO: bf16 on CPUs with
 AVX-512 bf16 or AMX, else f32; torch: the stage's precision, full precision on the CPU);
-``f32`` asks for strict single precision.
+``f32`` asks for strict single precision; ``int8`` (OpenVINO, with ``--calibration``) runs
+networks quantized by NNCF on scans the user names (``calibration.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 from flarecli.core.errors import InputError, ModelError
 
 BACKENDS = ("auto", "torch", "openvino")
-BACKEND_PRECISIONS = ("auto", "f32")
+BACKEND_PRECISIONS = ("auto", "f32", "int8")
 
 
 class Backend(Protocol):
@@ -68,11 +69,12 @@ def argmax_labels(logits) -> Any:
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """``--backend``, ``--precision`` and ``--cache-dir`` of a run."""
+    """``--backend``, ``--precision``, ``--cache-dir`` and ``--calibration`` of a run."""
 
     name: str = "auto"
     precision: str = "auto"
     cache_dir: Path | None = None
+    calibration: Path | None = None  # scans that calibrate int8 (``calibration.py``)
 
     def check(self, device) -> None:
         if self.name not in BACKENDS:
@@ -83,6 +85,27 @@ class BackendChoice:
         if self.name == "openvino" and device.type != "cpu":
             raise InputError(f"--backend openvino runs on the CPU, not on {device}",
                              hint="use --device cpu, or --backend torch (or auto) on CUDA")
+        if self.precision == "int8":
+            self._check_int8(device)
+        elif self.calibration is not None:
+            raise InputError("--calibration calibrates --precision int8 only",
+                             hint="add --precision int8, or leave --calibration out")
+
+    def _check_int8(self, device) -> None:
+        if self.name == "torch" or device.type != "cpu":
+            raise InputError("--precision int8 is OpenVINO's, on the CPU",
+                             hint="use --device cpu with --backend auto or openvino")
+        if self.calibration is None:
+            raise InputError("--precision int8 needs --calibration IMAGES: a few training "
+                             "scans to quantize each network with")
+        from flarecli.core.inference import openvino as OV
+        from flarecli.core.inference.calibration import check_available
+
+        try:
+            OV._openvino()
+        except OV.NotInstalled as e:
+            raise InputError(f"--precision int8: {e}", hint="pip install openvino") from None
+        check_available()
 
 
 class TorchBackend:
@@ -119,13 +142,14 @@ class TorchBackend:
 def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
                  input_shape: tuple[int, ...], key: dict[str, Any], choice: BackendChoice,
                  notes: Callable[[str], None] | None = None, where: str = "",
-                 fallbacks: list[str] | None = None, outputs: str = "logits") -> Any:
+                 fallbacks: list[str] | None = None, outputs: str = "logits",
+                 calibration: Any = None) -> Any:
     """The backend a stage runs on. ``input_shape``: the network's input, batch first (-1 for
     a batch that varies); ``key``: what identifies the weights (their SHA-256 and
     architecture) for the compiled-model cache; ``outputs``: what the run will ask of it
     (OUTPUTS; OpenVINO compiles that graph first, the other only if it is asked for). With
     ``auto``, why OpenVINO was not used is appended to ``fallbacks`` (the caller warns once
-    for the whole model)."""
+    for the whole model). ``calibration``: the run's Calibration with ``--precision int8``."""
     torch_precision = "fp32" if choice.precision == "f32" else stage_precision
     if choice.name == "torch" or (choice.name == "auto" and device.type != "cpu"):
         return TorchBackend(model, device, heads, torch_precision)
@@ -133,7 +157,7 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
 
     try:
         return OV.OpenVinoBackend.build(model, heads, input_shape, key, choice.precision,
-                                        choice.cache_dir, notes, outputs)
+                                        choice.cache_dir, notes, outputs, calibration)
     except OV.NotInstalled as e:
         if choice.name == "openvino":
             raise InputError(f"--backend openvino: {e}",

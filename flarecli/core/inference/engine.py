@@ -116,6 +116,13 @@ class Engine:
         self.fallbacks: list[str] = []  # why OpenVINO was not used (backend 'auto')
         self.recipe = read_model_recipe(model_dir)
         self.graph_name, self.graph = choose_graph(self.recipe, model_dir, graph)
+        self.calibration = None
+        if backend is not None and backend.precision == "int8":
+            from flarecli.core.inference.calibration import Calibration
+
+            self.calibration = Calibration(backend.calibration)
+            self.calibration.bind(model_dir, with_tumor=with_tumor, which=which, graph=graph,
+                                  backend=backend)
         self.stages: dict[str, ST.LoadedStage] = {}
         self._load_all(which, probabilities)
         self.outputs: list[tuple[str, str]] = []  # (stage, head) in merge order
@@ -150,7 +157,8 @@ class Engine:
 
         def load(name: str) -> ST.LoadedStage:
             return ST.load_stage(name, self.model_dir / name, self.device, which,
-                                 self.backend_choice, self.warn, self.fallbacks, wanted[name])
+                                 self.backend_choice, self.warn, self.fallbacks, wanted[name],
+                                 self.calibration)
 
         with ThreadPoolExecutor(max(1, len(wanted))) as pool:
             loaded = {name: pool.submit(load, name) for name in wanted}
@@ -173,6 +181,8 @@ class Engine:
             if getattr(b, "entry", None) is not None:
                 out[name]["cache"] = str(b.entry)
                 out[name]["cached"] = b.cached
+            if b.precision == "int8" and self.calibration is not None:
+                out[name]["calibration_sha256"] = self.calibration.digest
         return out
 
     def views(self, tta: bool) -> dict[str, int]:

@@ -252,6 +252,7 @@ class PredictRun:
     backend: str = "auto"
     precision: str = "auto"
     cache_dir: Path | None = None
+    calibration: Path | None = None  # scans that calibrate --precision int8
     shard: tuple[int, int] | None = None  # (i, n): the i-th of n disjoint shares, 1-based
     output_format: str = "nifti"  # or 'dicom-seg' (DICOM inputs)
     argv: list[str] = field(default_factory=list)
@@ -385,7 +386,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     read_ahead = {first.id: early.submit(read_case, first)} if first is not None else {}
     early.shutdown(wait=False)
     dev = resolve_device(run.device)
-    choice = BackendChoice(run.backend, run.precision, run.cache_dir)
+    choice = BackendChoice(run.backend, run.precision, run.cache_dir, run.calibration)
     choice.check(dev)
     setup_torch(dev, tune_heap=choice.name == "torch")  # OpenVINO: keep memory returnable
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flarecli.core.errors import ModelError
+from flarecli.core.errors import FlareError, ModelError
 
 #: CPU flags that change which kernels OpenVINO compiles (x86; other machines have none).
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
@@ -100,14 +100,16 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, heads: tuple[str, ...],
-                 build: Callable[[str], tuple[Any, Path | None, bool]], first: str) -> None:
+                 build: Callable[[str], tuple[Any, Path | None, bool]], first: str,
+                 int8: bool = False) -> None:
         import torch
 
         self.heads, self._build, self._compiled = heads, build, {}
         self.device = torch.device("cpu")
         compiled = self._get(first)
         self.entry, self.cached = self._compiled[first][1:]
-        self.precision = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.precision = "int8" if int8 else _type_name(
+            compiled.get_property("INFERENCE_PRECISION_HINT"))
 
     def _get(self, outputs: str):
         if outputs not in self._compiled:
@@ -138,10 +140,11 @@ class OpenVinoBackend:
     @classmethod
     def build(cls, model, heads: tuple[str, ...], input_shape: tuple[int, ...],
               key: dict[str, Any], precision: str, cache_dir: Path | None,
-              warn: Callable[[str], None] | None = None, outputs: str = "logits"
-              ) -> OpenVinoBackend:
-        """From the cache when a sound entry is there, else converted, compiled and cached.
-        Raises NotInstalled or CompileFailed."""
+              warn: Callable[[str], None] | None = None, outputs: str = "logits",
+              calibration: Any = None) -> OpenVinoBackend:
+        """From the cache when a sound entry is there, else converted (quantized, for int8,
+        with ``calibration``'s inputs), compiled and cached. Raises NotInstalled or
+        CompileFailed."""
         ov = _openvino()
         from flarecli.core.runtime import usable_cpus
 
@@ -154,15 +157,18 @@ class OpenVinoBackend:
         def build(kind: str) -> tuple[Any, Path | None, bool]:
             ident = {**key, "input_shape": list(input_shape), "outputs": kind,
                      "openvino": ov.__version__, "precision": precision, "isa": isa()}
+            if precision == "int8":
+                ident["calibration_sha256"] = calibration.digest
             entry = root / "openvino" / _sha256(json.dumps(ident, sort_keys=True).encode())[:32]
             compiled = _load_entry(entry, config, warn)
             if compiled is not None:
                 return compiled, entry, True
-            compiled = _compile(model, heads, input_shape, config, kind)
+            compiled = _compile(model, heads, input_shape, config, kind,
+                                calibration if precision == "int8" else None)
             stored = _store_entry(entry, compiled, ident, warn)
             return compiled, entry if stored else None, False
 
-        return cls(heads, build, outputs)
+        return cls(heads, build, outputs, int8=precision == "int8")
 
 
 def _load_entry(entry: Path, config: dict[str, Any], warn) -> Any:
@@ -216,11 +222,17 @@ def convert(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
 
 
 def _compile(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
-             config: dict[str, Any], outputs: str = "logits") -> Any:
+             config: dict[str, Any], outputs: str = "logits", calibration: Any = None) -> Any:
     try:
         with _CONVERTING:  # torch's tracing is not thread-safe (stages load in threads)
             converted = convert(model, heads, input_shape, outputs)
+        if calibration is not None:
+            from flarecli.core.inference.calibration import quantize
+
+            converted = quantize(converted, calibration.inputs(input_shape))
         return core().compile_model(converted, "CPU", config)
+    except FlareError:  # e.g. an unreadable calibration scan: the user's to fix
+        raise
     except Exception as e:  # noqa: BLE001 -- OpenVINO raises plain RuntimeErrors and more
         raise CompileFailed((str(e).strip().splitlines() or [type(e).__name__])[0][:200]) from e
 

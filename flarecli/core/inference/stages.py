@@ -80,7 +80,7 @@ class LoadedStage:
 
 def load_stage(name: str, folder: Path, device, which: str | None = None,
                choice: Any = None, notes: Any = None, fallbacks: list[str] | None = None,
-               probabilities: bool = True) -> LoadedStage:
+               probabilities: bool = True, calibration: Any = None) -> LoadedStage:
     """A bundle's stage on the backend ``choice`` asks for (a BackendChoice; default: torch).
     The weights' checksum is verified before any backend sees them. ``probabilities``: the
     run will average or score this stage's softmax (TTA, confidence); without, a fixed-size
@@ -99,7 +99,7 @@ def load_stage(name: str, folder: Path, device, which: str | None = None,
         else "logits"
     backend = make_backend(model, device, heads, stage.precision, network_input(stage, dims),
                            key, choice or BackendChoice("torch"), notes, str(folder),
-                           fallbacks, outputs)
+                           fallbacks, outputs, calibration)
     return LoadedStage(name, Path(folder), meta, stage, intensity, backend, dims, chosen)
 
 

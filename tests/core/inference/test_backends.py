@@ -154,6 +154,60 @@ def test_argmax_labels_is_torch_argmax_ties_included():
     assert torch.equal(argmax_labels(y[:, :1]), torch.zeros(2, 5, 6, 7, dtype=torch.uint8))
 
 
+def test_int8_is_calibrated_on_the_named_scans_cached_and_close_to_the_default(
+        trained, tmp_path, run_cli):
+    pytest.importorskip("nncf")
+    model, images = trained
+    calib = model.parent / "data" / "imagesTr"
+    cache = tmp_path / "cache"
+    rec_d, _ = infer(run_cli, model, images, tmp_path / "default", "--cache-dir", cache)
+    opts = ("--precision", "int8", "--calibration", calib, "--cache-dir", cache)
+    rec, _ = infer(run_cli, model, images, tmp_path / "int8", *opts)
+    assert {b["precision"] for b in rec["backends"].values()} == {"int8"}
+    assert not any(b["cached"] for b in rec["backends"].values())
+    digests = {b["calibration_sha256"] for b in rec["backends"].values()}
+    assert len(digests) == 1
+    a, b = labels(tmp_path / "default"), labels(tmp_path / "int8")
+    for name in a:
+        fg = (a[name] > 0) | (b[name] > 0)
+        assert (a[name][fg] == b[name][fg]).mean() > 0.9, name
+
+    # cached: no calibration run, same labels; other scans make other entries
+    rec, _ = infer(run_cli, model, images, tmp_path / "again", *opts)
+    assert all(b["cached"] for b in rec["backends"].values())
+    assert all(np.array_equal(v, labels(tmp_path / "again")[k]) for k, v in b.items())
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    first = sorted(calib.glob("*.nii.gz"))[0]
+    shutil.copy(first, fewer / first.name)
+    rec, _ = infer(run_cli, model, images, tmp_path / "fewer_out", "--precision", "int8",
+                   "--calibration", fewer, "--cache-dir", cache)
+    assert not any(b["cached"] for b in rec["backends"].values())
+    assert {b["calibration_sha256"] for b in rec["backends"].values()}.isdisjoint(digests)
+
+
+def test_int8_usage_errors_are_one_line_and_exit_code_3(trained, tmp_path, run_cli,
+                                                          monkeypatch):
+    import sys
+
+    model, images = trained
+    calib = model.parent / "data" / "imagesTr"
+
+    def fails(*extra, out=tmp_path / "o"):
+        res = run_cli("infer", images, out, "--model", model, "--device", "cpu", *extra)
+        assert res.code == 3, res.stderr
+        assert "Traceback" not in res.stderr
+        return res.stderr
+
+    assert "--calibration" in fails("--precision", "int8")
+    assert "int8" in fails("--precision", "int8", "--calibration", calib, "--backend", "torch")
+    assert "int8 only" in fails("--calibration", calib)
+    assert str(calib) in fails("--precision", "int8", "--calibration", calib, out=calib / "out")
+    monkeypatch.setitem(sys.modules, "nncf", None)  # not installed
+    assert "NNCF" in fails("--precision", "int8", "--calibration", calib)
+    assert not (calib / "out").exists()
+
+
 def _replace_weights(bundle):
     """Perturb a bundle's weights and record their new checksum (a retrained stage)."""
     import torch
