@@ -112,7 +112,7 @@ class Engine:
         if not model_dir.is_dir():
             raise ModelError(f"{model_dir}: model folder not found")
         self.model_dir, self.device = model_dir, device
-        self.backend_choice, self.warn, self.probabilities = backend, warn, probabilities
+        self.backend_choice, self.warn = backend, warn
         self.fallbacks: list[str] = []  # why OpenVINO was not used (backend 'auto')
         self.recipe = read_model_recipe(model_dir)
         self.graph_name, self.graph = choose_graph(self.recipe, model_dir, graph)
