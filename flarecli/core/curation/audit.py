@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from flarecli import __version__
 from flarecli.core.errors import FlareError, InputError
 from flarecli.core.io.cases import Case, Discovery, discover_cases, require_dir
@@ -29,6 +27,7 @@ from flarecli.core.labels import (
     check_label_values,
     read_dataset_json,
 )
+from flarecli.core.preprocessing.boxes import label_counts
 
 SCHEMA_VERSION = 1
 
@@ -126,7 +125,7 @@ def audit_case(case: Case) -> CaseAudit:
         out.problems.extend(value_problems)
         if label is None:
             return out
-        counts = np.bincount(label.ravel(), minlength=MAX_LABEL + 1)
+        counts = label_counts(label, minlength=MAX_LABEL + 1)
         out.voxels = {c: int(counts[c]) for c in CLASSES if counts[c] > 0}
         out.organs = [c for c in ORGANS if counts[c] > 0]
         out.tumor = bool(counts[TUMOR] > 0)

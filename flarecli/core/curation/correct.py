@@ -25,12 +25,13 @@ from flarecli.core.io.cases import discover_cases, label_files, require_dir
 from flarecli.core.io.nifti import read_label_map, remove_stale_parts, write_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.labels import CLASSES, KINDS, ORGANS
+from flarecli.core.preprocessing.boxes import label_counts
 
 MANIFEST_SCHEMA = "flare-correct"
 
 
 def annotated_classes(partial: np.ndarray) -> list[int]:
-    counts = np.bincount(partial.ravel(), minlength=256)
+    counts = label_counts(partial, minlength=256)
     return [c for c in CLASSES if counts[c] > 0]
 
 

@@ -144,7 +144,8 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
                  notes: Callable[[str], None] | None = None, where: str = "",
                  fallbacks: list[str] | None = None, outputs: str = "logits",
                  calibration: Any = None) -> Any:
-    """The backend a stage runs on. ``input_shape``: the network's input, batch first (-1 for
+    """The backend a stage runs on. ``model``: a function that builds the torch network
+    (called only if the backend needs it). ``input_shape``: the network's input, batch first (-1 for
     a batch that varies); ``key``: what identifies the weights (their SHA-256 and
     architecture) for the compiled-model cache; ``outputs``: what the run will ask of it
     (OUTPUTS; OpenVINO compiles that graph first, the other only if it is asked for). With
@@ -152,7 +153,7 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
     for the whole model). ``calibration``: the run's Calibration with ``--precision int8``."""
     torch_precision = "fp32" if choice.precision == "f32" else stage_precision
     if choice.name == "torch" or (choice.name == "auto" and device.type != "cpu"):
-        return TorchBackend(model, device, heads, torch_precision)
+        return TorchBackend(model(), device, heads, torch_precision)
     from flarecli.core.inference import openvino as OV
 
     try:
@@ -170,4 +171,4 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
         reason = f"could not compile {where} ({e})"
     if fallbacks is not None:
         fallbacks.append(reason)
-    return TorchBackend(model, device, heads, torch_precision)
+    return TorchBackend(model(), device, heads, torch_precision)

@@ -24,6 +24,7 @@ from flarecli.core.io.cases import Case, discover_scans, read_scan
 from flarecli.core.io.nifti import remove_stale_parts, write_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.labels import ORGANS
+from flarecli.core.preprocessing.boxes import label_counts
 
 
 @dataclass
@@ -181,7 +182,7 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
             result.cpu_area_pct_s = round(sampler.cpu_area_pct_s, 1)
             result.cpu_utilisation_pct = sampler.cpu_utilisation_pct
             result.confidence, result.agreement = pred.confidence, pred.agreement
-            counts = np.bincount(label.ravel(), minlength=15)
+            counts = label_counts(label, minlength=15)
             result.volumes_ml = {c: round(float(counts[c]) * geometry.voxel_volume_mm3 / 1000, 3)
                                  for c in ORGANS}
             if engine.device.type == "cuda":

@@ -143,8 +143,8 @@ class OpenVinoBackend:
               warn: Callable[[str], None] | None = None, outputs: str = "logits",
               calibration: Any = None) -> OpenVinoBackend:
         """From the cache when a sound entry is there, else converted (quantized, for int8,
-        with ``calibration``'s inputs), compiled and cached. Raises NotInstalled or
-        CompileFailed."""
+        with ``calibration``'s inputs), compiled and cached; ``model`` builds the torch
+        network, called only then. Raises NotInstalled or CompileFailed."""
         ov = _openvino()
         from flarecli.core.runtime import usable_cpus
 
@@ -163,7 +163,7 @@ class OpenVinoBackend:
             compiled = _load_entry(entry, config, warn)
             if compiled is not None:
                 return compiled, entry, True
-            compiled = _compile(model, heads, input_shape, config, kind,
+            compiled = _compile(model(), heads, input_shape, config, kind,
                                 calibration if precision == "int8" else None)
             stored = _store_entry(entry, compiled, ident, warn)
             return compiled, entry if stored else None, False

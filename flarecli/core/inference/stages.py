@@ -82,17 +82,29 @@ def load_stage(name: str, folder: Path, device, which: str | None = None,
                choice: Any = None, notes: Any = None, fallbacks: list[str] | None = None,
                probabilities: bool = True, calibration: Any = None) -> LoadedStage:
     """A bundle's stage on the backend ``choice`` asks for (a BackendChoice; default: torch).
-    The weights' checksum is verified before any backend sees them. ``probabilities``: the
-    run will average or score this stage's softmax (TTA, confidence); without, a fixed-size
-    stage only needs each head's argmax."""
-    from flarecli.core.inference.backends import BackendChoice, make_backend
-    from flarecli.core.io.bundle import bundle_stage, load_bundle, weights_entry
+    The weights' checksum is verified before any backend sees them; the torch network is
+    built only when a backend needs it (not for an OpenVINO model found in the cache, which
+    was compiled from these very weights). ``probabilities``: the run will average or score
+    this stage's softmax (TTA, confidence); without, a fixed-size stage only needs each
+    head's argmax."""
+    import functools
 
-    model, meta = load_bundle(folder, which, device=str(device))
+    from flarecli.core.inference.backends import BackendChoice, make_backend
+    from flarecli.core.io.bundle import (
+        bundle_stage,
+        network_of,
+        read_bundle,
+        verified_weights,
+        weights_entry,
+    )
+
+    meta = read_bundle(folder)
+    path = verified_weights(folder, meta, which)
     stage, intensity = bundle_stage(folder, meta)
     chosen, entry = weights_entry(folder, meta, which)
     heads = tuple(stage.network.heads)
-    dims = getattr(model, "dims", 3)
+    dims = int(meta["architecture"].get("args", {}).get("dims", 3))
+    model = functools.cache(lambda: network_of(path, meta, str(device)))
     key = {"weights_sha256": entry["sha256"], "architecture": meta["architecture"],
            "heads": list(heads)}
     outputs = "labels" if stage.geometry.size_zyx is not None and not probabilities \

@@ -120,17 +120,28 @@ def load_bundle(folder: Path, which: str | None = None, device: str = "cpu"):
     ``which``: 'best' or 'final' (default: the bundle's ``default_weights``). Raises
     ModelError for a missing, tampered (checksum) or incompatible file.
     """
-    import torch
-
-    from flarecli.models import build_model
-
     meta = read_bundle(folder)
+    return network_of(verified_weights(folder, meta, which), meta, device), meta
+
+
+def verified_weights(folder: Path, meta: dict[str, Any], which: str | None = None) -> Path:
+    """The weights file a run uses, after checking it against the bundle's SHA-256. Raises
+    ModelError when it is missing or does not match (modified or corrupt)."""
     _, entry = weights_entry(folder, meta, which)
     path = Path(folder) / entry["file"]
     if not path.is_file():
         raise ModelError(f"{path}: weights file missing")
     if sha256(path) != entry["sha256"]:
         raise ModelError(f"{path}: checksum mismatch (modified or corrupt weights file)")
+    return path
+
+
+def network_of(path: Path, meta: dict[str, Any], device: str = "cpu"):
+    """The bundle's network with the (verified) weights of ``path``, in eval mode."""
+    import torch
+
+    from flarecli.models import build_model
+
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         arch = meta["architecture"]
@@ -140,7 +151,7 @@ def load_bundle(folder: Path, which: str | None = None, device: str = "cpu"):
             pickle.UnpicklingError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ModelError(f"{path}: cannot load weights ({reason})") from e
-    return model.to(device).eval(), meta
+    return model.to(device).eval()
 
 
 # ---------------------------------------------------------------------------------------------

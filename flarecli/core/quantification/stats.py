@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from flarecli.core.io.nifti import Geometry
 from flarecli.core.labels import MAX_LABEL, MIN_TUMOR_MM3, ORGANS, TUMOR, label_name
+from flarecli.core.preprocessing.boxes import label_counts
 
 SCHEMA_VERSION = 1
 HU_FIELDS = ("hu_mean", "hu_std", "hu_median", "hu_p5", "hu_p95")
@@ -94,7 +95,7 @@ def case_stats(case_id: str, labels: np.ndarray, geometry: Geometry,
     grid."""
     out = CaseStats(case_id)
     ml = geometry.voxel_volume_mm3 / 1000.0
-    counts = np.bincount(labels.ravel(), minlength=MAX_LABEL + 1)
+    counts = label_counts(labels, minlength=MAX_LABEL + 1)
     boxes = ndimage.find_objects(labels, max_label=MAX_LABEL)
     for c in range(1, MAX_LABEL + 1):
         if counts[c] == 0:
