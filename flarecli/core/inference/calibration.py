@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from flarecli.core.errors import InputError
+from flarecli.core.errors import FlareError, InputError
 
 
 def check_available() -> None:
@@ -102,7 +102,11 @@ class Calibration:
         for ls in engine.stages.values():
             ls.backend = _Capturing(ls.backend, keep)
         for case in self.cases:
-            image, geometry = read_scan(case.image, case.series_uid)
+            try:
+                image, geometry = read_scan(case.image, case.series_uid)
+            except FlareError as e:  # nothing is quantized from a scan it cannot read
+                raise InputError(f"--calibration: {e}",
+                                 hint="leave the scan out of the calibration folder") from None
             engine.predict(image, geometry)
         return captured
 

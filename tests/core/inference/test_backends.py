@@ -188,6 +188,7 @@ def test_int8_is_calibrated_on_the_named_scans_cached_and_close_to_the_default(
 
 def test_int8_usage_errors_are_one_line_and_exit_code_3(trained, tmp_path, run_cli,
                                                           monkeypatch):
+    import importlib.util
     import sys
 
     model, images = trained
@@ -203,6 +204,12 @@ def test_int8_usage_errors_are_one_line_and_exit_code_3(trained, tmp_path, run_c
     assert "int8" in fails("--precision", "int8", "--calibration", calib, "--backend", "torch")
     assert "int8 only" in fails("--calibration", calib)
     assert str(calib) in fails("--precision", "int8", "--calibration", calib, out=calib / "out")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x_0000.nii.gz").write_bytes(b"not a scan")
+    if importlib.util.find_spec("nncf") is not None:  # an unreadable calibration scan
+        assert "x_0000.nii.gz" in fails("--precision", "int8", "--calibration", bad,
+                                        "--cache-dir", tmp_path / "cache")
     monkeypatch.setitem(sys.modules, "nncf", None)  # not installed
     assert "NNCF" in fails("--precision", "int8", "--calibration", calib)
     assert not (calib / "out").exists()
