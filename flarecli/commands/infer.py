@@ -86,11 +86,11 @@ def infer(
 def draw_previews(results, folder: Path) -> None:
     """A preview PNG of each output this process wrote or kept."""
     from flarecli.commands._ui import problem
+    from flarecli.core.inference.folder import written
     from flarecli.core.preview.render import preview_case
 
     for r in results:
-        if r.error or r.rejected or not r.output.endswith(".nii.gz") or \
-                not Path(r.output).is_file():
+        if not written(r.to_json()):
             continue
         message = preview_case((r.case, r.output, r.image, str(Path(folder) / f"{r.case}.png"),
                                 r.series_uid))
@@ -101,14 +101,14 @@ def draw_previews(results, folder: Path) -> None:
 def output_stats(scans: list[dict], min_tumor_mm3: float | None) -> dict:
     """``flare stats`` of the outputs the run record lists (every rank's, earlier runs'
     too) with their input scans (HU statistics)."""
+    from flarecli.core.inference.folder import written
     from flarecli.core.labels import MIN_TUMOR_MM3
     from flarecli.core.quantification import stats as core
 
     minimum = MIN_TUMOR_MM3 if min_tumor_mm3 is None else min_tumor_mm3
     cases = []
     for scan in scans:
-        if scan.get("error") or scan.get("rejected") or not scan["output"].endswith(
-                ".nii.gz") or not Path(scan["output"]).is_file():
+        if not written(scan):
             continue
         found, _ = core.stats_case(core.StatsJob(scan["case"], scan["output"], scan["image"],
                                                  minimum, scan.get("series_uid")))

@@ -48,7 +48,7 @@ def _run(jobs, workers):
 
 
 def preview_jobs(labels_dir: Path, images: Path, output_dir: Path
-                 ) -> tuple[list[tuple[str, str, str, str]], int]:
+                 ) -> tuple[list[tuple[str, str, str, str, str | None]], int]:
     """(jobs, cases that cannot be drawn: reported here) of a labels and an images folder."""
     from flarecli.core.io.cases import discover_scans, label_files
 

@@ -92,6 +92,18 @@ def output_path(output_dir: Path, case: Case, output_format: str) -> Path:
     return Path(output_dir) / f"{case.id}{'.dcm' if output_format == 'dicom-seg' else '.nii.gz'}"
 
 
+def computes(case: Case, target: Path, overwrite: bool) -> bool:
+    """Whether a run computes a case: it has no problem and no finished output (or it is
+    redone)."""
+    return not case.problems and (overwrite or not target.exists())
+
+
+def written(scan: dict[str, Any]) -> bool:
+    """Whether a run record's scan (``ScanResult.to_json``) has a NIfTI output on disk."""
+    return (not scan.get("error") and not scan.get("rejected")
+            and scan["output"].endswith(".nii.gz") and Path(scan["output"]).is_file())
+
+
 def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool = False,
                postprocess: Any = None, overwrite: bool = False, scores: bool = False,
                min_score: float | None = None, output_format: str = "nifti",
@@ -118,12 +130,12 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
 
     for c in cases:
         target = output_path(output_dir, c, output_format)
-        if c.problems:  # e.g. two files for one case: which one was meant is not ours to pick
-            yield result_of(c, target, error="; ".join(c.problems))
-        elif target.exists() and not overwrite:
-            yield result_of(c, target, skipped=True)
-        else:
+        if computes(c, target, overwrite):
             todo.append((c, target))
+        elif c.problems:  # e.g. two files for one case: which one was meant is not ours to pick
+            yield result_of(c, target, error="; ".join(c.problems))
+        else:
+            yield result_of(c, target, skipped=True)
 
     def read(case: Case):
         started = read_ahead.pop(case.id, None)
@@ -381,8 +393,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         cases = [c for c in cases if in_shard(c.id, run.shard)]
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
-    first = next((c for c in cases if not c.problems and (run.overwrite or not output_path(
-        run.output_dir, c, run.output_format).exists())), None)
+    first = next((c for c in cases if computes(
+        c, output_path(run.output_dir, c, run.output_format), run.overwrite)), None)
     early = ThreadPoolExecutor(1)
     read_ahead = {first.id: early.submit(read_case, first)} if first is not None else {}
     early.shutdown(wait=False)

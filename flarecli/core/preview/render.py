@@ -152,15 +152,14 @@ def write_preview(path, image: np.ndarray, labels: np.ndarray, geometry: Geometr
         picture.save(tmp, format="PNG")
 
 
-def preview_case(job: tuple) -> str | None:
-    """Render one case ``(case, label path, image path, png path[, DICOM series uid])``;
-    the problem, or None."""
+def preview_case(job: tuple[str, str, str, str, str | None]) -> str | None:
+    """Render one case ``(case, label path, image path, png path, DICOM series uid or
+    None)``; the problem, or None."""
     from flarecli.core.errors import FlareError
     from flarecli.core.io.cases import read_scan
     from flarecli.core.io.nifti import read_label_map
 
-    case, label_path, image_path, target = job[:4]
-    series = job[4] if len(job) > 4 else None
+    case, label_path, image_path, target, series = job
     try:
         labels, geometry = read_label_map(label_path, "label")
         image, image_geometry = read_scan(image_path, series)
