@@ -45,11 +45,6 @@ class Backend(Protocol):
         ...
 
 
-#: Which outputs a stage's backend is built for: each head's logits (sliding windows, TTA,
-#: confidence scores) or only its argmax.
-OUTPUTS = ("labels", "logits")
-
-
 def argmax_labels(logits) -> Any:
     """Argmax over the classes (dim 1) as uint8, the first class winning ties like
     ``torch.argmax``. On the CPU a running maximum over the classes: torch's reduction over an
@@ -147,8 +142,9 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
     """The backend a stage runs on. ``model``: a function that builds the torch network
     (called only if the backend needs it). ``input_shape``: the network's input, batch first (-1 for
     a batch that varies); ``key``: what identifies the weights (their SHA-256 and
-    architecture) for the compiled-model cache; ``outputs``: what the run will ask of it
-    (OUTPUTS; OpenVINO compiles that graph first, the other only if it is asked for). With
+    architecture) for the compiled-model cache; ``outputs``: what the run will ask of it,
+    ``"labels"`` (each head's argmax) or ``"logits"`` (OpenVINO compiles that graph first,
+    the other only if it is asked for). With
     ``auto``, why OpenVINO was not used is appended to ``fallbacks`` (the caller warns once
     for the whole model). ``calibration``: the run's Calibration with ``--precision int8``."""
     torch_precision = "fp32" if choice.precision == "f32" else stage_precision

@@ -35,9 +35,12 @@ def check_available() -> None:
 
 
 class Calibration:
-    """The calibration scans of a run; their network inputs are computed on first need."""
+    """The calibration scans of a run; their network inputs are computed on first need, by
+    the model of ``model_dir`` run with ``engine_args`` (the run's graph options) and the
+    run's compiled-model cache."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, model_dir: Path, cache_dir: Path | None,
+                 **engine_args: Any) -> None:
         from flarecli.core.io.cases import discover_scans, require_dir
 
         require_dir(folder, "--calibration")
@@ -49,7 +52,7 @@ class Calibration:
         self.digest = self._digest()
         self._inputs: dict[tuple[int, ...], list[Any]] | None = None
         self._lock = threading.Lock()
-        self._engine_args: dict[str, Any] = {}
+        self._model = (Path(model_dir), cache_dir, engine_args)
 
     def _digest(self) -> str:
         h = hashlib.sha256()
@@ -61,10 +64,6 @@ class Calibration:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         h.update(block)
         return h.hexdigest()
-
-    def bind(self, model_dir: Path, **engine_args: Any) -> None:
-        """The model (and graph options) whose stages these scans calibrate."""
-        self._engine_args = {"model_dir": Path(model_dir), **engine_args}
 
     def inputs(self, input_shape: tuple[int, ...]) -> list[Any]:
         """The calibration inputs of the stage whose network takes ``input_shape`` (matched
@@ -87,10 +86,9 @@ class Calibration:
         from flarecli.core.inference.engine import Engine
         from flarecli.core.io.cases import read_scan
 
-        args = dict(self._engine_args)
-        choice: BackendChoice = args.pop("backend")
-        engine = Engine(args.pop("model_dir"), torch.device("cpu"),
-                        backend=BackendChoice("auto", "auto", choice.cache_dir), **args)
+        model_dir, cache_dir, engine_args = self._model
+        engine = Engine(model_dir, torch.device("cpu"),
+                        backend=BackendChoice("auto", "auto", cache_dir), **engine_args)
         captured: dict[tuple[int, ...], list[Any]] = {}
 
         def keep(batch) -> None:

@@ -120,9 +120,8 @@ class Engine:
         if backend is not None and backend.precision == "int8":
             from flarecli.core.inference.calibration import Calibration
 
-            self.calibration = Calibration(backend.calibration)
-            self.calibration.bind(model_dir, with_tumor=with_tumor, which=which, graph=graph,
-                                  backend=backend)
+            self.calibration = Calibration(backend.calibration, model_dir, backend.cache_dir,
+                                           with_tumor=with_tumor, which=which, graph=graph)
         self.stages: dict[str, ST.LoadedStage] = {}
         self._load_all(which, probabilities)
         self.outputs: list[tuple[str, str]] = []  # (stage, head) in merge order

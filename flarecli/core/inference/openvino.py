@@ -142,9 +142,10 @@ class OpenVinoBackend:
               key: dict[str, Any], precision: str, cache_dir: Path | None,
               warn: Callable[[str], None] | None = None, outputs: str = "logits",
               calibration: Any = None) -> OpenVinoBackend:
-        """From the cache when a sound entry is there, else converted (quantized, for int8,
-        with ``calibration``'s inputs), compiled and cached; ``model`` builds the torch
-        network, called only then. Raises NotInstalled or CompileFailed."""
+        """From the cache when a sound entry is there, else converted (quantized to int8
+        with ``calibration``'s inputs, when given: the run's ``--precision int8``), compiled
+        and cached; ``model`` builds the torch network, called only then. Raises NotInstalled
+        or CompileFailed."""
         ov = _openvino()
         from flarecli.core.runtime import usable_cpus
 
@@ -157,18 +158,17 @@ class OpenVinoBackend:
         def build(kind: str) -> tuple[Any, Path | None, bool]:
             ident = {**key, "input_shape": list(input_shape), "outputs": kind,
                      "openvino": ov.__version__, "precision": precision, "isa": isa()}
-            if precision == "int8":
+            if calibration is not None:
                 ident["calibration_sha256"] = calibration.digest
             entry = root / "openvino" / _sha256(json.dumps(ident, sort_keys=True).encode())[:32]
             compiled = _load_entry(entry, config, warn)
             if compiled is not None:
                 return compiled, entry, True
-            compiled = _compile(model(), heads, input_shape, config, kind,
-                                calibration if precision == "int8" else None)
+            compiled = _compile(model(), heads, input_shape, config, kind, calibration)
             stored = _store_entry(entry, compiled, ident, warn)
             return compiled, entry if stored else None, False
 
-        return cls(heads, build, outputs, int8=precision == "int8")
+        return cls(heads, build, outputs, int8=calibration is not None)
 
 
 def _load_entry(entry: Path, config: dict[str, Any], warn) -> Any:
