@@ -24,6 +24,7 @@ the official rule gives.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from flarecli.core.labels import (
     label_name,
 )
 from flarecli.core.metrics.scores import dice, normalized_surface_dice
+from flarecli.core.runtime import usable_cpus
 
 PROTOCOLS: tuple[str, ...] = ("exact", "flare23")
 CSV_COLUMNS: tuple[str, ...] = ("case", "label", "name", "dsc", "nsd", "gt_voxels",
@@ -87,8 +89,6 @@ def score_labels(
     """
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol '{protocol}'")
-    from concurrent.futures import ThreadPoolExecutor
-
     def boxes_and_counts(labels: np.ndarray) -> tuple[list, list[int]]:
         boxes = ndimage.find_objects(labels, max_label=MAX_LABEL)
         return boxes, _counts(labels, boxes)
@@ -127,16 +127,14 @@ def score_labels(
             d, nsd = round(d, 4), round(nsd, 4)
         return ClassScore(c, d, nsd, n_gt, n_pred)
 
-    from flarecli.core.runtime import usable_cpus
-
     with ThreadPoolExecutor(max(2, usable_cpus())) as pool:
         return list(pool.map(score, classes))
 
 
 def _counts(labels: np.ndarray, boxes: list) -> list[int]:
-    """Voxels per class 0..MAX_LABEL (0 not counted), each counted inside its own box: on a
-    512 x 512 x 270 map this is a fraction of one ``np.bincount`` pass (0.38 s), which
-    widens every byte to an integer first."""
+    """Voxels per class 0..MAX_LABEL (0 not counted), each counted inside its own box, which
+    ``find_objects`` has already given: unlike ``boxes.label_counts`` (one ``bincount`` of
+    the labelled box) it needs no integer copy and runs beside the other map's count."""
     counts = [0] * (MAX_LABEL + 1)
     for c, box in enumerate(boxes, start=1):
         if box is not None:
@@ -163,8 +161,6 @@ class EvalJob:
 
 def evaluate_case(job: EvalJob) -> CaseResult:
     """Score one case; problems (unreadable, geometry, label values) go to ``problems``."""
-    from concurrent.futures import ThreadPoolExecutor
-
     result = CaseResult(job.case, missing_prediction=job.pred is None)
     try:
         with ThreadPoolExecutor(1) as pool:  # both files decompress at once
