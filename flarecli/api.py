@@ -97,7 +97,7 @@ class Segmenter:
                  calibration: str | Path | None = None) -> None:
         from flarecli.core.inference.backends import BackendChoice
         from flarecli.core.inference.engine import Engine
-        from flarecli.core.inference.folder import PredictRun, resolved_postprocess
+        from flarecli.core.inference.folder import resolved_postprocess
         from flarecli.core.io.archive import opened_model
         from flarecli.core.runtime import resolve_device, setup_torch
 
@@ -111,8 +111,7 @@ class Segmenter:
                                  backend=choice, probabilities=tta,
                                  warn=lambda text: warnings.warn(text, stacklevel=3))
         self.tta = tta
-        self.postprocess = resolved_postprocess(
-            self.engine, PredictRun("api", Path(model), Path("."), postprocess=postprocess))
+        self.postprocess = resolved_postprocess(self.engine, postprocess)
 
     @property
     def backends(self) -> dict[str, dict[str, Any]]:

@@ -330,18 +330,20 @@ def _gather(items: list[Any]) -> list[Any] | None:
     return [x for part in gathered for x in part]
 
 
-def resolved_postprocess(engine: Engine, run: PredictRun):
-    """The post-processing a run applies: the recipe's, switched and adjusted by options."""
+def resolved_postprocess(engine: Engine, switch: bool | None,
+                         min_tumor_mm3: float | None = None, connectivity: int | None = None):
+    """The post-processing a run applies: the recipe's, switched (``switch`` None: as the
+    recipe says) and adjusted by options."""
     from dataclasses import replace
 
     from flarecli.core.recipes import spec as S
 
     base = engine.graph.postprocess
-    if run.postprocess is False or (run.postprocess is None and base is None):
+    if switch is False or (switch is None and base is None):
         return None
     spec = base or S.Postprocess()
-    changes = {k: v for k, v in (("min_tumor_mm3", run.min_tumor_mm3),
-                                 ("connectivity", run.connectivity)) if v is not None}
+    changes = {k: v for k, v in (("min_tumor_mm3", min_tumor_mm3),
+                                 ("connectivity", connectivity)) if v is not None}
     return replace(spec, **changes)
 
 
@@ -408,7 +410,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
                         graph=run.graph, backend=choice, warn=notes,
                         probabilities=run.tta or run.scores or run.min_score is not None)
     t_load = time.perf_counter() - t0
-    post = resolved_postprocess(engine, run)
+    post = resolved_postprocess(engine, run.postprocess, run.min_tumor_mm3, run.connectivity)
     record_path = Path(run.output_dir) / run.record_name
     if not run.overwrite:
         check_same_model(record_path, engine)
