@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flarecli.core.errors import InputError
+from flarecli.core.errors import DataError, InputError
 from flarecli.core.io.nifti import nifti_suffix, strip_nifti_suffix
 
 #: Files that sit beside NIfTI folders without being cases (run records, score tables).
@@ -183,3 +183,16 @@ def read_scan(image: Path | str, series_uid: str | None = None):
     from flarecli.core.io.nifti import read_volume
 
     return read_volume(Path(image))
+
+
+def read_labelled_scan(label: Path | str, image: Path | str, series_uid: str | None = None):
+    """``(labels uint8, geometry, CT array)`` of a label map and its scan (a NIfTI file or a
+    DICOM series). Raises DataError ``label vs image ...`` when their grids differ."""
+    from flarecli.core.io.nifti import read_label_map
+
+    labels, geometry = read_label_map(label, "label")
+    ct, ct_geometry = read_scan(image, series_uid)
+    mismatch = geometry.mismatches(ct_geometry)
+    if mismatch:
+        raise DataError("label vs image " + "; ".join(mismatch))
+    return labels, geometry, ct

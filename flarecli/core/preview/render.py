@@ -156,16 +156,11 @@ def preview_case(job: tuple[str, str, str, str, str | None]) -> str | None:
     """Render one case ``(case, label path, image path, png path, DICOM series uid or
     None)``; the problem, or None."""
     from flarecli.core.errors import FlareError
-    from flarecli.core.io.cases import read_scan
-    from flarecli.core.io.nifti import read_label_map
+    from flarecli.core.io.cases import read_labelled_scan
 
-    case, label_path, image_path, target, series = job
+    _, label_path, image_path, target, series = job
     try:
-        labels, geometry = read_label_map(label_path, "label")
-        image, image_geometry = read_scan(image_path, series)
-        mismatch = geometry.mismatches(image_geometry)
-        if mismatch:
-            return "label vs image " + "; ".join(mismatch)
+        labels, geometry, image = read_labelled_scan(label_path, image_path, series)
         write_preview(target, image, labels, geometry)
         return None
     except FlareError as e:

@@ -228,17 +228,16 @@ class StatsJob:
 def stats_case(job: StatsJob) -> tuple[CaseStats | None, list[str]]:
     """(statistics, problems) of one case read from disk; a problem leaves the case out."""
     from flarecli.core.errors import FlareError
-    from flarecli.core.io.cases import read_scan
+    from flarecli.core.io.cases import read_labelled_scan
     from flarecli.core.io.nifti import read_label_map
 
     try:
-        labels, geometry = read_label_map(job.label, "label")
-        image = None
-        if job.image is not None:
-            image, image_geometry = read_scan(job.image, job.image_series)
-            mismatch = geometry.mismatches(image_geometry)
-            if mismatch:
-                return None, ["label vs image " + "; ".join(mismatch)]
+        if job.image is None:
+            labels, geometry = read_label_map(job.label, "label")
+            image = None
+        else:
+            labels, geometry, image = read_labelled_scan(job.label, job.image,
+                                                         job.image_series)
         return case_stats(job.case, labels, geometry, image, job.min_tumor_mm3), []
     except FlareError as e:
         return None, [str(e)]
