@@ -147,8 +147,8 @@ def network_of(path: Path, meta: dict[str, Any], device: str = "cpu"):
         arch = meta["architecture"]
         model = build_model(arch["name"], **arch["args"])
         model.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError, TypeError, EOFError,
-            pickle.UnpicklingError) as e:
+    except (RuntimeError, ValueError, KeyError, TypeError, EOFError, OSError,
+            pickle.UnpicklingError) as e:  # OSError: the file went away after verification
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ModelError(f"{path}: cannot load weights ({reason})") from e
     return model.to(device).eval()

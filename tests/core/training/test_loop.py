@@ -120,6 +120,20 @@ def test_bundle_refuses_tampered_and_pickled_weights(blobs, tmp_path):
         load_bundle(tmp_path)
 
 
+def test_a_network_built_after_its_weights_went_away_is_a_model_error(blobs, tmp_path):
+    """Inference builds a stage's torch network only when a backend needs it: weights that
+    disappeared after verification (an unpacked model zip, cleaned up) are one clear error."""
+    from flarecli.core.io.bundle import network_of, read_bundle, verified_weights
+
+    train(train_run(blobs, tmp_path / "m", recipe=tiny_recipe(epochs=1, iterations=1)))
+    run = tmp_path / "m" / "organs"
+    meta = read_bundle(run)
+    path = verified_weights(run, meta, "final")
+    path.unlink()
+    with pytest.raises(ModelError, match="cannot load weights"):
+        network_of(path, meta)
+
+
 def test_mean_teacher_exports_its_ema_teacher(blobs, tmp_path):
     recipe = tiny_recipe(epochs=1, iterations=3, method={"name": "mean_teacher",
                                                          "ema_decay": 0.9})
