@@ -8,10 +8,9 @@ the stmt paper student networks (coarse 128^3, organs 192^3).
 Speed does not depend on the weights, so the networks have random weights and the
 calibration inputs are normalised-CT-like noise. flare adds int8 only if it is at least 1.5x
 faster than the default precision and organ DSC drops by at most 0.01 on trained models:
-``--trained`` checks the second. Each stage of the model is quantized with its own network
-inputs on ``--calibration`` training scans of DATASET (a ``flare synth`` folder: imagesTr),
-captured from a torch run; OpenVINO default precision and int8 then segment imagesTs, scored
-against labelsTs.
+``--trained`` checks the second with flare's own ``--precision int8``, calibrated on the
+first ``--calibration`` training scans of DATASET (a ``flare synth`` folder: imagesTr):
+OpenVINO default precision and int8 segment imagesTs, scored against labelsTs.
 """
 
 from __future__ import annotations
@@ -33,73 +32,30 @@ def timed(compiled, x, repeats: int) -> float:
     return best
 
 
-def calibration_inputs(model: Path, images: list[Path]) -> dict[tuple, list]:
-    """Each stage's network inputs on some training scans, keyed by the input shape (StMt's
-    organ and tumor stages share theirs), captured from a torch run of the model."""
-    import numpy as np
-    import torch
-
-    from flarecli.core.inference.backends import BackendChoice
-    from flarecli.core.inference.engine import Engine
-    from flarecli.core.io.cases import read_scan
-
-    engine = Engine(model, torch.device("cpu"), backend=BackendChoice("torch"))
-    captured: dict[tuple, list] = {}
-
-    def capture(original):
-        def labels(batch):
-            seen = captured.setdefault(tuple(batch.shape), [])
-            x = batch.numpy().copy()
-            if not seen or not np.array_equal(seen[-1], x):
-                seen.append(x)
-            return original(batch)
-        return labels
-
-    for ls in engine.stages.values():
-        ls.backend.labels = capture(ls.backend.labels)
-    for path in images:
-        image, geometry = read_scan(path, None)
-        engine.predict(image, geometry)
-    return captured
-
-
 def int8_dsc(name: str, model: Path, data: Path, calibration: int) -> tuple[float, float]:
-    """(organ DSC at OpenVINO's default precision, organ DSC int8) on the test split."""
+    """(organ DSC at OpenVINO's default precision, organ DSC with flare's ``--precision int8``
+    calibrated on the first ``calibration`` training scans) on the test split."""
     import shutil
 
-    import nncf
-
-    from flarecli.core.inference import openvino as OV
     from flarecli.core.inference.folder import PredictRun, input_cases, predict
     from flarecli.core.pipeline.demo import evaluate_folder
 
-    images = sorted((data / "imagesTr").glob("*.nii.gz"))[:calibration]
-    calib = calibration_inputs(model, images)
     work = ROOT / "bench" / "out" / "int8" / name
     shutil.rmtree(work, ignore_errors=True)
-    original = OV._compile
-
-    def quantized(net, heads, input_shape, config, outputs="logits"):
-        with OV._CONVERTING:
-            converted = OV.convert(net, heads, input_shape, outputs)
-        samples = calib[tuple(input_shape)]
-        q = nncf.quantize(converted, nncf.Dataset(samples), subset_size=len(samples))
-        return OV.core().compile_model(q, "CPU", config)
-
+    calib = work / "calibration"
+    calib.mkdir(parents=True)
+    for image in sorted((data / "imagesTr").glob("*.nii.gz"))[:calibration]:
+        (calib / image.name).symlink_to(image.resolve())
     scores = []
-    for label in ("default", "int8"):
-        out = work / label
+    for precision in ("auto", "int8"):
+        out = work / precision
         cases, _ = input_cases(data / "imagesTs", out, model)
-        OV._compile = quantized if label == "int8" else original
-        try:  # a cache of its own: the int8 models must not land under the default's keys
-            predict(PredictRun("infer", model, out, device="cpu", backend="openvino",
-                               cache_dir=work / f"cache_{label}", overwrite=True), cases,
-                    "bench")
-        finally:
-            OV._compile = original
+        predict(PredictRun("infer", model, out, device="cpu", backend="openvino",
+                           precision=precision, cache_dir=work / "cache", overwrite=True,
+                           calibration=calib if precision == "int8" else None), cases, "bench")
         scores.append(evaluate_folder(out, data / "labelsTs", 2)[0]["organ_dsc"])
     print(f"{name}: organ DSC default {scores[0]:.4f}, int8 {scores[1]:.4f} "
-          f"({scores[1] - scores[0]:+.4f}; calibrated on {len(images)} training scans)")
+          f"({scores[1] - scores[0]:+.4f}; calibrated on {calibration} training scans)")
     return scores[0], scores[1]
 
 
