@@ -159,11 +159,11 @@ def discover_scans(folder: Path) -> Discovery:
     found = discover_cases(folder)
     if any(c.image is not None for c in found.cases):
         return found
-    from flarecli.core.io.dicom import find_series, has_dicom
+    from flarecli.core.io.dicom import find_series
 
-    if not has_dicom(folder):
-        return found
     series, problems = find_series(folder)
+    if not series and not problems:  # no DICOM either
+        return found
     cases = [Case(s.case, image=s.folder, series_uid=s.uid) for s in series]
     ids = {c.id for c in cases}
     for path, message in problems:

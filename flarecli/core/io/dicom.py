@@ -45,11 +45,6 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def has_dicom(root: Path) -> bool:
-    """Whether a folder holds DICOM files (at any depth)."""
-    return any(p.is_file() and _is_dicom(p) for p in Path(root).rglob("*"))
-
-
 def find_series(root: Path) -> tuple[list[Series], list[tuple[Path, str]]]:
     """The CT series under ``root`` and (folder, problem) for folders GDCM cannot read."""
     import SimpleITK as sitk
@@ -184,6 +179,8 @@ def write_seg(target: Path, labels: np.ndarray, folder: Path | str, uid: str) ->
     if len(sources) != labels.shape[0]:
         raise DataError(f"{folder}: series has {len(sources)} slices, labels {labels.shape[0]}")
     present = [int(c) for c in np.unique(labels) if c > 0]
+    if not present:  # highdicom needs a segment: an empty label map gets none, say so
+        raise DataError(f"{folder}: no structure found, no DICOM SEG written")
     descriptions = []
     for number, c in enumerate(present, start=1):
         category, kind, side = _segment_codes(c)
@@ -202,8 +199,6 @@ def write_seg(target: Path, labels: np.ndarray, folder: Path | str, uid: str) ->
     remap = np.zeros(256, np.uint8)
     for number, c in enumerate(present, start=1):
         remap[c] = number
-    if not present:  # highdicom needs a segment: an empty label map gets none, say so
-        raise DataError(f"{folder}: no structure found, no DICOM SEG written")
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=remap[labels],
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
