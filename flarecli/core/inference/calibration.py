@@ -130,21 +130,16 @@ _QUIET = threading.Lock()
 
 def quantize(converted: Any, samples: list[Any]) -> Any:
     """NNCF post-training int8 quantization of an OpenVINO model, silently: NNCF draws its
-    progress on rich's global console, which is swapped for a silent one meanwhile -- one
-    quantization at a time, since stages load in threads and a swap (like redirecting
-    ``sys.stdout``) is not thread-safe. flare's own consoles are not rich's global one."""
+    progress on standard output, which is redirected meanwhile -- one quantization at a
+    time, since stages load in threads and two overlapping redirections restore each other's
+    streams wrongly (seen: bars on stdout, and stdout left pointing at a buffer)."""
+    import contextlib
     import io
     import logging
 
     import nncf
-    import rich
-    from rich.console import Console
 
     nncf.set_log_level(logging.ERROR)
-    with _QUIET:
-        saved = rich.get_console()
-        rich._console = Console(file=io.StringIO())
-        try:
-            return nncf.quantize(converted, nncf.Dataset(samples), subset_size=len(samples))
-        finally:
-            rich._console = saved
+    with _QUIET, contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        return nncf.quantize(converted, nncf.Dataset(samples), subset_size=len(samples))
