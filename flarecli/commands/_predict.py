@@ -15,7 +15,7 @@ def predict_folder(input_dir: Path, run: Any, reports: dict[str, Path | None] | 
     before any work). The caller raises CasesFailed after the loop if any scan failed."""
     from flarecli.core.inference.folder import input_cases, predict
     from flarecli.core.io.cases import require_dir
-    from flarecli.core.io.outputs import check_output_dir, check_output_file
+    from flarecli.core.io.outputs import check_distinct, check_output_dir, check_output_file
 
     require_dir(input_dir, "input")
     inputs = [input_dir, run.model] + ([run.calibration] if run.calibration else [])
@@ -25,6 +25,7 @@ def predict_folder(input_dir: Path, run: Any, reports: dict[str, Path | None] | 
     reads = [c.image for c in cases]
     for what, path in (reports or {}).items():
         check_output_file(path, what, reads=reads, case_dirs=inputs)
+    check_distinct({**(reports or {}), "the run record": Path(run.output_dir) / run.record_name})
     if getattr(run, "cache_dir", None) is not None:
         check_output_dir(run.cache_dir, "--cache-dir", case_dirs=inputs)
     for path, message in found.stray:

@@ -38,14 +38,16 @@ def audit(
     from flarecli.core.curation import audit as core
     from flarecli.core.errors import CasesFailed, InputError
     from flarecli.core.io.cases import discover_cases
-    from flarecli.core.io.outputs import check_output_file
+    from flarecli.core.io.outputs import check_distinct, check_output_file
     from flarecli.core.parallel import imap_ordered
 
     if dataset is not None and (images is not None or labels is not None):
         raise InputError("give either DATASET or --images/--labels, not both")
     if dataset is not None:
         found = core.dataset_cases(dataset)
-        folders = [Path(dataset) / s for s in ("imagesTr", "labelsTr", "imagesUn")]
+        # every folder of a dataset holds cases (imagesTs, labelsFull, ... too), and its
+        # dataset.json is read: a report goes beside them, never among or over them
+        folders = [p for p in Path(dataset).iterdir() if p.is_dir()]
         source = {"dataset": str(Path(dataset).resolve())}
     elif images is not None or labels is not None:
         found = discover_cases(images, labels)
@@ -57,8 +59,11 @@ def audit(
     if not found.cases and not found.stray:
         raise InputError(f"no NIfTI files found in {source}")
     reads = [f for c in found.cases for f in (c.image, c.label) if f is not None]
+    if dataset is not None:
+        reads.append(Path(dataset) / "dataset.json")
     for path, what in ((json_path, "--json"), (csv_path, "--csv")):
         check_output_file(path, what, reads=reads, case_dirs=folders)
+    check_distinct({"--json": json_path, "--csv": csv_path})
 
     for path, message in found.stray:
         note(str(path), message)

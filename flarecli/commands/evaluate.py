@@ -47,7 +47,7 @@ def evaluate(
     from flarecli.core.curation.audit import read_manifest
     from flarecli.core.errors import CasesFailed, check_choice
     from flarecli.core.io.cases import require_dir
-    from flarecli.core.io.outputs import check_output_file
+    from flarecli.core.io.outputs import check_distinct, check_output_file
     from flarecli.core.metrics import evaluate as core
     from flarecli.core.parallel import imap_ordered
 
@@ -58,6 +58,7 @@ def evaluate(
     reads += [manifest] if manifest else []
     for path, what in ((json_path, "--json"), (csv_path, "--csv")):
         check_output_file(path, what, reads=reads, case_dirs=[pred_dir, gt_dir])
+    check_distinct({"--json": json_path, "--csv": csv_path})
     man = read_manifest(manifest) if manifest else None
     plan = core.plan_jobs(pred_dir, gt_dir, protocol, nsd_threshold, man)
     for path, message in plan.stray:

@@ -30,7 +30,7 @@ def stats(
     from flarecli.commands._ui import write_csv, write_json
     from flarecli.core.errors import CasesFailed, InputError
     from flarecli.core.io.cases import discover_cases, discover_scans, require_dir
-    from flarecli.core.io.outputs import check_output_file
+    from flarecli.core.io.outputs import check_distinct, check_output_file
     from flarecli.core.parallel import imap_ordered
     from flarecli.core.quantification import stats as core
 
@@ -43,6 +43,7 @@ def stats(
     reads = [p for folder in folders for p in Path(folder).iterdir()]
     for path, what in ((json_path, "--json"), (csv_path, "--csv")):
         check_output_file(path, what, reads=reads, case_dirs=folders)
+    check_distinct({"--json": json_path, "--csv": csv_path})
     for path, message in found.stray:
         note(str(path), message)
     jobs, failed = [], 0

@@ -22,7 +22,7 @@ import numpy as np
 
 from flarecli.core.errors import DiskFull, FlareError, InputError
 from flarecli.core.io.cases import discover_cases, label_files, require_dir
-from flarecli.core.io.nifti import read_label_map, remove_stale_parts, write_volume
+from flarecli.core.io.nifti import kept, read_label_map, remove_stale_parts, write_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.labels import CLASSES, KINDS, ORGANS
 from flarecli.core.preprocessing.boxes import label_counts
@@ -121,7 +121,7 @@ def correct_case(job: Job) -> Result:
                 result.kind, out, result.annotated = "PL", pseudo, []
         present = annotated_classes(out)
         result.from_teacher = [c for c in present if c not in result.annotated]
-        if job.overwrite or not Path(job.target).exists():
+        if not kept(Path(job.target), job.overwrite):
             write_volume(Path(job.target), out, geometry)
     except DiskFull:
         raise  # every later write would fail too: the run stops

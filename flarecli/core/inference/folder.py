@@ -92,10 +92,36 @@ def output_path(output_dir: Path, case: Case, output_format: str) -> Path:
     return Path(output_dir) / f"{case.id}{'.dcm' if output_format == 'dicom-seg' else '.nii.gz'}"
 
 
-def computes(case: Case, target: Path, overwrite: bool) -> bool:
-    """Whether a run computes a case: it has no problem and no finished output (or it is
-    redone)."""
-    return not case.problems and (overwrite or not target.exists())
+@dataclass(frozen=True)
+class Planned:
+    """What a run does with a case: ``compute`` it, ``skip`` it (a finished output that reads
+    back whole is kept), or report its ``error``. ``redo``: why an output on disk was not
+    trusted (cut short by a full disk, say), so the case is computed again."""
+
+    case: Case
+    target: Path
+    action: str  # 'compute', 'skip' or 'error'
+    redo: str | None = None
+
+
+def plan_outputs(cases: list[Case], output_dir: Path, output_format: str, overwrite: bool
+                 ) -> list[Planned]:
+    """Each case's action. An existing output is kept only when it reads back whole
+    (:func:`~flarecli.core.io.nifti.damaged`): a file cut short, copied from a full disk or
+    half-written by another tool, is computed again, never trusted for being there."""
+    from flarecli.core.io.nifti import damaged
+
+    plan = []
+    for c in cases:
+        target = output_path(output_dir, c, output_format)
+        if c.problems:  # e.g. two files for one case: which one was meant is not ours to pick
+            plan.append(Planned(c, target, "error"))
+        elif overwrite or not target.exists():
+            plan.append(Planned(c, target, "compute"))
+        else:
+            why = damaged(target)
+            plan.append(Planned(c, target, "skip" if why is None else "compute", why))
+    return plan
 
 
 def written(scan: dict[str, Any]) -> bool:
@@ -104,38 +130,39 @@ def written(scan: dict[str, Any]) -> bool:
             and scan["output"].endswith(".nii.gz") and Path(scan["output"]).is_file())
 
 
-def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool = False,
-               postprocess: Any = None, overwrite: bool = False, scores: bool = False,
+def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bool = False,
+               postprocess: Any = None, scores: bool = False,
                min_score: float | None = None, output_format: str = "nifti",
                read_ahead: dict[str, Future] | None = None) -> Iterator[ScanResult]:
-    """Predict every case into ``output_dir/<case>.nii.gz``; yields one result per case.
+    """Predict the planned cases (:func:`plan_outputs`) into ``output_dir/<case>.nii.gz``;
+    yields one result per case.
 
     ``postprocess``: a recipe Postprocess (None: none). ``scores``: compute each case's
     quality score (confidence x TTA agreement; pseudo-labels). With ``min_score`` a case whose
     quality score falls short is not written -- and an earlier output of it is removed, so
     that nothing downstream takes a stale pseudo-label for a rejected one. ``read_ahead``:
     reads already started (case id -> future of ``read_case``), e.g. while the model loaded.
+
+    A write that fails is that case's error; a full disk stops the run (DiskFull, naming
+    the case whose output it cut short) after the cases already written are yielded.
     """
     import torch
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(output_dir)
-    todo = []
     read_ahead = dict(read_ahead or {})
 
     def result_of(c: Case, target: Path, **kw) -> ScanResult:
         image = str(Path(c.image).resolve()) if c.image is not None else ""
         return ScanResult(c.id, image, str(target), series_uid=c.series_uid, **kw)
 
-    for c in cases:
-        target = output_path(output_dir, c, output_format)
-        if computes(c, target, overwrite):
-            todo.append((c, target))
-        elif c.problems:  # e.g. two files for one case: which one was meant is not ours to pick
-            yield result_of(c, target, error="; ".join(c.problems))
-        else:
-            yield result_of(c, target, skipped=True)
+    todo = [(p.case, p.target) for p in plan if p.action == "compute"]
+    for p in plan:
+        if p.action == "error":
+            yield result_of(p.case, p.target, error="; ".join(p.case.problems))
+        elif p.action == "skip":
+            yield result_of(p.case, p.target, skipped=True)
 
     def read(case: Case):
         started = read_ahead.pop(case.id, None)
@@ -151,14 +178,21 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
             write_volume(target, label, geometry)
         return time.perf_counter() - t0
 
-    def finish(pending: tuple[Future, ScanResult]) -> ScanResult:
+    def finish(pending: tuple[Future, ScanResult], position: int) -> ScanResult:
         future, result = pending
         try:
             result.seconds["write"] = future.result()
-        except DiskFull:
-            raise  # every later write would fail too: the run stops
+        except DiskFull as e:  # every later write would fail too: the run stops, naming them
+            left = [c.id for c, _ in todo[position + 1:]]
+            if left:
+                e.message += (f"; not written: {len(left)} more case"
+                              f"{'s' if len(left) > 1 else ''} ({', '.join(left[:5])}"
+                              f"{', ...' if len(left) > 5 else ''})")
+            raise
         except FlareError as e:
             result.error = str(e)
+        except OSError as e:  # outside the atomic write (e.g. reading a DICOM source again)
+            result.error = f"{result.output}: cannot be written ({e.strerror or e})"
         result.seconds["total"] = sum(result.seconds.get(k, 0.0)
                                       for k in ("read", "compute", "write"))
         return result
@@ -166,6 +200,7 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
     # the next scan is read and the previous one written while the current one is computed
     with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
         pending: tuple[Future, ScanResult] | None = None
+        at = -1  # the position in ``todo`` of the pending write
         next_read = reader.submit(read, todo[0][0]) if todo else None
         for i, (case, target) in enumerate(todo):
             image, geometry, t_read, error = next_read.result()  # type: ignore[union-attr]
@@ -207,10 +242,10 @@ def run_folder(engine: Engine, cases: list[Case], output_dir: Path, *, tta: bool
                 yield result
                 continue
             if pending is not None:
-                yield finish(pending)
-            pending = (writer.submit(write, target, label, geometry, case), result)
+                yield finish(pending, at)
+            pending, at = (writer.submit(write, target, label, geometry, case), result), i
         if pending is not None:
-            yield finish(pending)
+            yield finish(pending, at)
 
 
 def profile_summary(results: list[ScanResult]) -> dict[str, Any]:
@@ -395,8 +430,12 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         cases = [c for c in cases if in_shard(c.id, run.shard)]
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
-    first = next((c for c in cases if computes(
-        c, output_path(run.output_dir, c, run.output_format), run.overwrite)), None)
+    plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
+    if notes is not None:
+        for p in plan:
+            if p.redo is not None:
+                notes(f"note: {p.target}: {p.redo}; computed again")
+    first = next((p.case for p in plan if p.action == "compute"), None)
     early = ThreadPoolExecutor(1)
     read_ahead = {first.id: early.submit(read_case, first)} if first is not None else {}
     early.shutdown(wait=False)
@@ -423,8 +462,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
                 notes(f"note: {run.model}/{name} was trained without mirroring, so TTA has "
                       "no views to add for it: a flipped scan is anatomy it never saw")
     results = []
-    for r in run_folder(engine, cases, run.output_dir, tta=run.tta, postprocess=post,
-                        overwrite=run.overwrite, scores=run.scores, min_score=run.min_score,
+    for r in run_folder(engine, plan, run.output_dir, tta=run.tta, postprocess=post,
+                        scores=run.scores, min_score=run.min_score,
                         output_format=run.output_format, read_ahead=read_ahead):
         results.append(r)
         if on_result is not None:

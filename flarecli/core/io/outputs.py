@@ -8,6 +8,10 @@
 * The place must be writable: its folder exists or can be made, no file sits where a folder
   is expected, and a probe file can be created there (root ignores permission bits, so
   only trying tells).
+* A report (JSON, CSV) never takes the name of a scan or label map (``.nii``, ``.nii.gz``,
+  ``.dcm``): it would replace one, or later be read as one.
+* Two outputs of one run are never the same file (:func:`check_distinct`): one would
+  silently replace the other.
 
 Each problem is one InputError (exit code 3) naming the path.
 """
@@ -79,8 +83,34 @@ def check_output_file(path: Path | None, what: str, *, reads: Iterable[Path] = (
         if _inside(path, Path(folder)):
             raise InputError(f"{path}: {what} would land among the cases of {folder}",
                              hint="write reports beside the case folders, not inside them")
+    if _image_name(path):
+        raise InputError(f"{path}: {what} has the name of a scan or label map",
+                         hint="reports are JSON or CSV: give a name such as report.json")
     probe_folder(path.parent, what)
     return path
+
+
+def _image_name(path: Path) -> bool:
+    from flarecli.core.io.nifti import nifti_suffix
+
+    return nifti_suffix(path) is not None or path.suffix.lower() == ".dcm"
+
+
+def _same_place(a: Path, b: Path) -> bool:
+    """Whether two output paths name one file: the same resolved path (a file that does not
+    exist yet), or one file on disk (a hard link, a symlink)."""
+    return a.resolve() == b.resolve() or _same_file(a, b)
+
+
+def check_distinct(outputs: dict[str, Path | None]) -> None:
+    """Refuse two outputs of one run that name the same file (option name -> path; None
+    entries are not written): one would silently replace the other."""
+    named = [(what, Path(p)) for what, p in outputs.items() if p is not None]
+    for i, (what, path) in enumerate(named):
+        for other, other_path in named[i + 1:]:
+            if _same_place(path, other_path):
+                raise InputError(f"{path}: {what} and {other} name the same file",
+                                 hint="give each output its own file")
 
 
 def check_output_dir(path: Path, what: str, *, case_dirs: Iterable[Path] = ()) -> Path:

@@ -64,9 +64,9 @@ def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: fl
 def run_case(job: Job) -> Result:
     """Clean one label map; a problem is the case's error, except a full disk, which stops
     the run (every later write would fail too)."""
-    from flarecli.core.io.nifti import read_label_map
+    from flarecli.core.io.nifti import kept, read_label_map
 
-    if job.target.exists() and not job.overwrite:
+    if kept(job.target, job.overwrite):
         return Result(job.case, skipped=True)
     try:
         labels, geometry = read_label_map(job.source)

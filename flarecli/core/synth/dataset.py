@@ -31,7 +31,13 @@ from scipy import ndimage
 
 from flarecli import __version__
 from flarecli.core.errors import InputError
-from flarecli.core.io.nifti import Geometry, remove_stale_parts, write_text_atomic, write_volume
+from flarecli.core.io.nifti import (
+    Geometry,
+    kept,
+    remove_stale_parts,
+    write_text_atomic,
+    write_volume,
+)
 from flarecli.core.labels import CLASSES, FIVE_ORGANS, ORGANS, TUMOR, dataset_json
 
 #: FLARE23 training label patterns and their shares (StMt Fig. 1, FLARE23 data description).
@@ -186,7 +192,7 @@ def make_case(job: CaseJob) -> dict[str, Any]:
     record["classes"] = [int(c) for c in np.unique(label) if c in CLASSES]
     if job.split == "un":
         record["classes"] = []
-    if job.overwrite or not all(p.exists() for p in paths.values()):
+    if not all(kept(p, job.overwrite) for p in paths.values()):
         write_volume(paths["truth"], full, geom)
         if "label" in paths:
             write_volume(paths["label"], label, geom)

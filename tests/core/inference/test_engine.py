@@ -196,7 +196,8 @@ def test_interrupted_write_leaves_no_partial_file(model_dir, tmp_path, monkeypat
     engine = Engine(model_dir, resolve_device("cpu"))
     cases = discover_cases(tmp_path / "in").cases
     with pytest.raises(KeyboardInterrupt):
-        list(predict_run.run_folder(engine, cases, tmp_path / "out"))
+        plan = predict_run.plan_outputs(cases, tmp_path / "out", "nifti", False)
+        list(predict_run.run_folder(engine, plan, tmp_path / "out"))
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -1,0 +1,245 @@
+"""Nothing lost: a full disk never leaves a short output under its final name, a re-run never
+trusts an output it cannot read back whole, and no report replaces an input or another
+output of the same run (exit code 3 before any work)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from flarecli.core.errors import DiskFull, WriteFailed
+from flarecli.core.io.nifti import damaged, kept, write_volume
+from tests.conftest import blob_case, geom
+from tests.reliability.test_bad_inputs import digest
+
+SHAPE = (20, 24, 28)
+
+
+def labels() -> np.ndarray:
+    """A label map whose .nii.gz is a few kB (noise inside a box compresses poorly)."""
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[4:16, 5:20, 6:22] = np.random.default_rng(0).integers(0, 15, (12, 15, 16))
+    return lab
+
+
+def short_write(keep: int):
+    """SimpleITK's WriteImage as it behaves on a full disk: the first ``keep`` bytes reach
+    the file, the rest is lost, and no error is raised."""
+    real = sitk.WriteImage
+
+    def write(image, path, *args, **kw):
+        real(image, path, *args, **kw)
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[:keep])
+
+    return write
+
+
+@pytest.mark.parametrize("keep", [0, 300, -8])
+def test_a_short_write_is_never_renamed_into_place(keep, tmp_path, monkeypatch):
+    target = tmp_path / "out" / "case.nii.gz"
+    monkeypatch.setattr(sitk, "WriteImage", short_write(keep))
+    with pytest.raises(WriteFailed) as info:
+        write_volume(target, labels(), geom(SHAPE))
+    assert not isinstance(info.value, DiskFull)  # the disk has room: a write error, named
+    assert str(target) in str(info.value)
+    assert list((tmp_path / "out").iterdir()) == []  # neither the output nor its .part
+
+
+def test_a_short_write_on_a_full_disk_is_disk_full(tmp_path, monkeypatch):
+    import flarecli.core.io.nifti as nifti
+
+    monkeypatch.setattr(sitk, "WriteImage", short_write(100))
+    monkeypatch.setattr(nifti.shutil, "disk_usage",
+                        lambda p: shutil._ntuple_diskusage(10**6, 10**6, 0))
+    with pytest.raises(DiskFull):
+        write_volume(tmp_path / "case.nii.gz", labels(), geom(SHAPE))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_damaged_tells_whole_from_cut_files(suffix, tmp_path):
+    path = tmp_path / f"case{suffix}"
+    write_volume(path, labels(), geom(SHAPE), compress=suffix == ".nii.gz")
+    assert damaged(path) is None and kept(path)
+    assert not kept(path, overwrite=True)
+    data = path.read_bytes()
+    assert len(data) > 1000
+    for cut in (0, 100, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        assert damaged(path) is not None, cut
+        assert not kept(path)
+    if suffix == ".nii.gz":  # a flipped byte inside the stream fails its CRC or its inflate
+        bad = bytearray(data)
+        bad[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(bad))
+        assert damaged(path) is not None
+
+
+def test_infer_recomputes_outputs_cut_short(tiny_model, tmp_path, run_cli):
+    """What a full disk left behind, copied elsewhere and re-run: the empty and cut outputs
+    are computed again (a note each), the whole one is kept, exit 0, every output whole."""
+    scans = tmp_path / "scans"
+    for i in range(3):
+        blob_case(tmp_path / "d", f"c{i}", 10 + i)
+    shutil.copytree(tmp_path / "d" / "imagesTr", scans)
+    out = tmp_path / "out"
+    model = tiny_model / "model"
+    assert run_cli("infer", scans, out, "--model", model).code == 0
+    whole = {p.name: p.read_bytes() for p in out.glob("*.nii.gz")}
+    (out / "c0.nii.gz").write_bytes(b"")
+    (out / "c1.nii.gz").write_bytes(whole["c1.nii.gz"][:200])
+    kept_before = (out / "c2.nii.gz").stat().st_mtime_ns
+    res = run_cli("infer", scans, out, "--model", model)
+    assert res.code == 0, res.stderr
+    assert "skipped 1 existing" in res.stdout
+    for case in ("c0", "c1"):
+        assert f"{out / case}.nii.gz: truncated gzip stream; computed again" in res.stderr
+    assert (out / "c2.nii.gz").stat().st_mtime_ns == kept_before
+    assert {p.name: p.read_bytes() for p in out.glob("*.nii.gz")} == whole
+
+
+def test_infer_names_the_case_a_full_disk_stopped(tiny_model, tmp_path, run_cli,
+                                                  monkeypatch):
+    import flarecli.core.io.nifti as nifti
+
+    for i in range(3):
+        blob_case(tmp_path / "d", f"c{i}", 10 + i)
+    real, calls = sitk.WriteImage, []
+
+    def write(image, path, *args, **kw):  # the second output finds the disk full
+        real(image, path, *args, **kw)
+        calls.append(path)
+        if len(calls) >= 2:
+            Path(path).write_bytes(Path(path).read_bytes()[:50])
+
+    monkeypatch.setattr(sitk, "WriteImage", write)
+    monkeypatch.setattr(nifti.shutil, "disk_usage",
+                        lambda p: shutil._ntuple_diskusage(10**6, 10**6, 0))
+    out = tmp_path / "out"
+    res = run_cli("infer", tmp_path / "d" / "imagesTr", out, "--model", tiny_model / "model")
+    assert res.code == 4 and "Traceback" not in res.stderr
+    assert f"{out / 'c1.nii.gz'}: no space left on the device" in res.stderr
+    assert "not written: 1 more case (c2)" in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["c0.nii.gz"]  # no part, no cut file
+
+
+def _tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_infer_onto_a_real_full_disk(tiny_model, tmp_path, run_cli):
+    """The reported case on a real 12 KiB tmpfs (needs root; skipped elsewhere)."""
+    disk = tmp_path / "disk"
+    if not _tmpfs(disk, "12k"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        for i in range(5):
+            blob_case(tmp_path / "d", f"c{i}", 20 + i)
+        res = run_cli("infer", tmp_path / "d" / "imagesTr", disk / "out", "--model",
+                      tiny_model / "model")
+        assert res.code == 4 and "no space left on the device" in res.stderr
+        left = sorted((disk / "out").iterdir())
+        assert left and all(damaged(p) is None for p in left), left  # only whole files
+        copy = tmp_path / "copy"
+        shutil.copytree(disk / "out", copy)
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+    res = run_cli("infer", tmp_path / "d" / "imagesTr", copy, "--model", tiny_model / "model")
+    assert res.code == 0, res.stderr
+    assert all(damaged(p) is None for p in copy.glob("*.nii.gz"))
+    assert len(list(copy.glob("*.nii.gz"))) == 5
+
+
+def test_postprocess_and_correct_redo_cut_outputs(tmp_path, run_cli):
+    blob_case(tmp_path / "d", "c0", 1)
+    lab = tmp_path / "d" / "labelsTr"
+    assert run_cli("postprocess", lab, tmp_path / "pp").code == 0
+    good = (tmp_path / "pp" / "c0.nii.gz").read_bytes()
+    (tmp_path / "pp" / "c0.nii.gz").write_bytes(good[:40])
+    assert run_cli("postprocess", lab, tmp_path / "pp").code == 0
+    assert (tmp_path / "pp" / "c0.nii.gz").read_bytes() == good
+    images = ("--images", tmp_path / "d" / "imagesTr")
+    assert run_cli("correct", lab, lab, tmp_path / "cor", *images).code == 0
+    good = (tmp_path / "cor" / "c0.nii.gz").read_bytes()
+    (tmp_path / "cor" / "c0.nii.gz").write_bytes(b"")
+    assert run_cli("correct", lab, lab, tmp_path / "cor", *images).code == 0
+    assert (tmp_path / "cor" / "c0.nii.gz").read_bytes() == good
+
+
+# ---- reports never replace inputs, nor each other ------------------------------------------
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    root = tmp_path / "D"
+    blob_case(root, "tr0", 0)
+    blob_case(root, "ts0", 1, images="imagesTs", labels="labelsTs")
+    (root / "dataset.json").write_text('{"labels": {"background": 0, "liver": 1}}\n')
+    return root
+
+
+@pytest.mark.parametrize("option,path", [
+    ("--json", "imagesTs/ts0_0000.nii.gz"),  # a CT audit does not read, in the dataset
+    ("--csv", "imagesTs/../labelsTs/ts0.nii.gz"),
+    ("--json", "imagesTs/ts0_0000.nii.gz/"),  # a trailing slash names the same file
+    ("--json", "dataset.json"),  # audit reads it
+    ("--json", "imagesTr/tr0_0000.nii.gz"),
+    ("--csv", "labelsTs/report.csv"),  # among cases of the dataset
+])
+def test_audit_never_writes_over_the_dataset(option, path, dataset, run_cli):
+    before = digest(dataset)
+    res = run_cli("audit", dataset, option, f"{dataset}/{path}")
+    assert res.code == 3, res.stderr
+    assert res.stderr.startswith("flare: error:") and "Traceback" not in res.stderr
+    assert digest(dataset) == before
+
+
+def test_audit_report_beside_the_dataset_is_fine(dataset, run_cli):
+    res = run_cli("audit", dataset, "--json", dataset / "audit.json")
+    assert res.code in (0, 4), res.stderr
+    assert (dataset / "audit.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["audit", "evaluate", "stats"])
+def test_two_outputs_of_one_run_are_never_one_file(command, dataset, tmp_path, run_cli):
+    same = tmp_path / "report.txt"
+    args = {"audit": [dataset],
+            "evaluate": [dataset / "labelsTr", dataset / "labelsTr"],
+            "stats": [dataset / "labelsTr"]}[command]
+    for a, b in ((same, same), (same, tmp_path / "." / "report.txt")):
+        res = run_cli(command, *args, "--json", a, "--csv", b)
+        assert res.code == 3, res.stderr
+        assert "--json and --csv name the same file" in res.stderr
+    (tmp_path / "x").touch()
+    os.link(tmp_path / "x", tmp_path / "y")
+    res = run_cli(command, *args, "--json", tmp_path / "x", "--csv", tmp_path / "y")
+    assert res.code == 3 and "name the same file" in res.stderr  # a hard link is one file
+    assert not same.exists()
+
+
+def test_infer_reports_never_replace_each_other_or_the_record(tiny_model, tmp_path, run_cli):
+    blob_case(tmp_path / "d", "c0", 3)
+    out = tmp_path / "out"
+    model = tiny_model / "model"
+    scans = tmp_path / "d" / "imagesTr"
+    res = run_cli("infer", scans, out, "--model", model, "--profile", tmp_path / "r.json",
+                  "--stats", tmp_path / "r.json")
+    assert res.code == 3 and "--profile and --stats name the same file" in res.stderr
+    res = run_cli("infer", scans, out, "--model", model, "--profile", out / "infer.json")
+    assert res.code == 3 and "the run record name the same file" in res.stderr
+    res = run_cli("pseudolabel", scans, out, "--model", model, "--scores",
+                  out / "pseudolabel.json")
+    assert res.code == 3 and "the run record name the same file" in res.stderr
+    res = run_cli("infer", scans, out, "--model", model, "--stats", out / "c0.nii.gz")
+    assert res.code == 3 and "has the name of a scan or label map" in res.stderr
+    assert not out.exists() or not any(out.iterdir())
