@@ -21,7 +21,7 @@ def peak_rss_mb(children: bool = False) -> float:
 
 def realistic_case(seed: int, slices: tuple[int, int] = (260, 340)):
     """A realistic-size (512 x 512 x ~300) synthetic case: (image, label, geometry, seconds)."""
-    from flarecli.core.io.nifti import Geometry
+    from flarecli.core.io.geometry import Geometry
     from flarecli.core.synth.anatomy import sample_case_spec
     from flarecli.core.synth.phantom import render_case
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flarecli.core.io.nifti import Geometry, write_volume
+from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.nifti import write_volume
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalseg-example"
 

@@ -85,14 +85,14 @@ def note(where: str, message: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    from flarecli.core.io.nifti import write_text_atomic
+    from flarecli.core.io.files import write_text_atomic
 
     write_text_atomic(Path(path), json.dumps(data, indent=2) + "\n")
     err.print(f"wrote {path}", highlight=False)
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    from flarecli.core.io.nifti import write_text_atomic
+    from flarecli.core.io.files import write_text_atomic
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -1,4 +1,5 @@
-"""The FLARE label schema, in one place, and the nnU-Net style ``dataset.json``.
+"""The FLARE label vocabulary, in one place: ids and names, the kinds and label patterns a
+training case can have, and the checks of label values. Pure: no I/O.
 
 Ids 0..14: 0 background, 1..13 the abdominal organs, 14 the pan-cancer tumor class.
 """
@@ -6,12 +7,8 @@ Ids 0..14: 0 background, 1..13 the abdominal organs, 14 the pan-cancer tumor cla
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-
-from flarecli.core.errors import InputError
 
 LABELS: dict[int, str] = {
     0: "background",
@@ -52,6 +49,15 @@ NSD_TOLERANCE_MM: dict[int, float] = {
 #: pseudo-label, pseudo-label only.
 KINDS: tuple[str, ...] = ("FL", "CPL", "PL")
 
+#: What a training case can be: the kinds of ``flare correct`` plus those of an audit.
+CASE_KINDS: tuple[str, ...] = (*KINDS, "partial", "unlabeled")
+
+#: The label patterns an audit sorts cases into (FLARE23's partial-label patterns, StMt Fig. 1,
+#: plus unlabeled and empty label maps).
+GROUPS: tuple[str, ...] = (
+    "unlabeled", "13_organs", "5_organs", "5_organs_tumor", "tumor_only", "other", "empty",
+)
+
 #: Default smallest tumor kept by post-processing: a sphere of about 5.8 mm diameter, below
 #: the smallest lesions annotated in FLARE (about 60 voxels at 0.8 x 0.8 x 2.5 mm).
 MIN_TUMOR_MM3: float = 100.0
@@ -75,55 +81,6 @@ LR_SWAP: np.ndarray = _lr_swap()
 
 def label_name(label: int) -> str:
     return LABELS.get(int(label), f"label_{int(label)}")
-
-
-# ---------------------------------------------------------------------------------------------
-# dataset.json
-# ---------------------------------------------------------------------------------------------
-
-def dataset_json(
-    name: str,
-    num_training: int,
-    description: str = "",
-    file_ending: str = ".nii.gz",
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """An nnU-Net v2 ``dataset.json`` for the FLARE labels (plus flare's own extra keys)."""
-    data: dict[str, Any] = {
-        "name": name,
-        "description": description,
-        "channel_names": {"0": "CT"},
-        "labels": {LABELS[i]: i for i in sorted(LABELS)},
-        "numTraining": int(num_training),
-        "file_ending": file_ending,
-    }
-    if extra:
-        data.update(extra)
-    return data
-
-
-def read_dataset_json(path: Path) -> dict[str, Any]:
-    """Read a ``dataset.json`` (nnU-Net v1 or v2). Adds ``label_ids``: {id: name}.
-
-    v2 maps name -> id (``{"liver": 1}``), v1 maps id -> name (``{"1": "liver"}``); both are
-    accepted. Raises InputError for unreadable JSON or a label map that is neither.
-    """
-    from flarecli.core.io.nifti import read_json
-
-    data = read_json(path, "dataset.json")
-    labels = data.get("labels") if isinstance(data, dict) else None
-    if not isinstance(labels, dict) or not labels:
-        raise InputError(f"{path}: dataset.json has no 'labels' mapping")
-    ids: dict[int, str] = {}
-    try:
-        if all(str(k).lstrip("-").isdigit() for k in labels):  # v1: id -> name
-            ids = {int(k): str(v) for k, v in labels.items()}
-        else:  # v2: name -> id (region-based lists are not used by FLARE)
-            ids = {int(v): str(k) for k, v in labels.items()}
-    except (TypeError, ValueError) as e:
-        raise InputError(f"{path}: 'labels' is neither id->name nor name->id ({e})") from e
-    data["label_ids"] = ids
-    return data
 
 
 def check_flare_labels(label_ids: Mapping[int, str]) -> list[str]:

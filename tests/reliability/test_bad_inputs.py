@@ -386,26 +386,26 @@ def test_a_failed_write_fails_that_case_only(tmp_path, run_cli, monkeypatch):
 
 
 def test_outputs_follow_the_umask(tmp_path, run_cli):
-    from flarecli.core.io import nifti
+    from flarecli.core.io import files
 
     old = os.umask(0o022)
     try:
         (tmp_path / "in").mkdir()
         write_volume(tmp_path / "in" / "a.nii.gz", label(), geom(SHAPE))
-        assert nifti._UMASK in (0o022, os.umask(0o022))
+        assert files._UMASK in (0o022, os.umask(0o022))
         res = run_cli("postprocess", tmp_path / "in", tmp_path / "out")
         assert res.code == 0
         mode = (tmp_path / "out" / "a.nii.gz").stat().st_mode & 0o777
-        assert mode == 0o666 & ~nifti._UMASK, oct(mode)
+        assert mode == 0o666 & ~files._UMASK, oct(mode)
         res = run_cli("evaluate", tmp_path / "out", tmp_path / "in", "--json",
                       tmp_path / "s.json")
-        assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o666 & ~nifti._UMASK
+        assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o666 & ~files._UMASK
     finally:
         os.umask(old)
 
 
 def test_stale_temporary_files_of_dead_runs_are_removed(tmp_path, run_cli):
-    from flarecli.core.io.nifti import _HOST
+    from flarecli.core.io.files import _HOST
 
     (tmp_path / "in").mkdir()
     write_volume(tmp_path / "in" / "a.nii.gz", label(), geom(SHAPE))

@@ -14,7 +14,8 @@ import pytest
 import SimpleITK as sitk
 
 from flarecli.core.errors import DiskFull, WriteFailed
-from flarecli.core.io.nifti import damaged, kept, write_volume
+from flarecli.core.io.files import damaged, kept
+from flarecli.core.io.nifti import write_volume
 from tests.conftest import blob_case, geom
 from tests.reliability.test_bad_inputs import digest
 

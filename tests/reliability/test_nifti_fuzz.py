@@ -13,7 +13,8 @@ import sys
 
 import numpy as np
 
-from flarecli.core.io.nifti import Geometry, write_volume
+from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.nifti import write_volume
 
 #: (byte offset, struct format) of the NIfTI-1 fields the fuzzer mutates.
 FIELDS = {

@@ -16,24 +16,22 @@ from typing import Any
 from flarecli import __version__
 from flarecli.core.errors import FlareError, InputError
 from flarecli.core.io.cases import Case, Discovery, discover_cases, require_dir
-from flarecli.core.io.nifti import Geometry, read_volume
+from flarecli.core.io.dataset_json import read_dataset_json
+from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.nifti import read_volume
 from flarecli.core.labels import (
     CLASSES,
     FIVE_ORGANS,
+    GROUPS,
     MAX_LABEL,
     ORGANS,
     TUMOR,
     check_flare_labels,
     check_label_values,
-    read_dataset_json,
 )
 from flarecli.core.preprocessing.boxes import label_counts
 
 SCHEMA_VERSION = 1
-
-GROUPS: tuple[str, ...] = (
-    "unlabeled", "13_organs", "5_organs", "5_organs_tumor", "tumor_only", "other", "empty",
-)
 
 
 @dataclass
@@ -250,7 +248,7 @@ def csv_rows(cases: list[CaseAudit]) -> list[list[Any]]:
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """Read an audit manifest; raises InputError if missing, unreadable or of another schema."""
-    from flarecli.core.io.nifti import read_json
+    from flarecli.core.io.files import read_json
 
     data = read_json(path, "manifest")
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:

@@ -22,7 +22,8 @@ import numpy as np
 
 from flarecli.core.errors import DiskFull, FlareError, InputError
 from flarecli.core.io.cases import discover_cases, label_files, require_dir
-from flarecli.core.io.nifti import kept, read_label_map, remove_stale_parts, write_volume
+from flarecli.core.io.files import kept, remove_stale_parts
+from flarecli.core.io.nifti import read_label_map, write_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.labels import CLASSES, KINDS, ORGANS
 from flarecli.core.preprocessing.boxes import label_counts

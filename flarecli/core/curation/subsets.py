@@ -59,7 +59,7 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str], Proble
     entry that is not a usable case (no image, an id that cannot name a file) is a
     problem. Relative paths are relative to the manifest's folder."""
     from flarecli.core.io.cases import case_id_problem
-    from flarecli.core.io.nifti import read_json
+    from flarecli.core.io.files import read_json
 
     data = read_json(path, "manifest")
     entries = data.get("cases") if isinstance(data, dict) else None

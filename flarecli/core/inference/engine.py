@@ -35,7 +35,7 @@ import numpy as np
 from flarecli.core.errors import ModelError
 from flarecli.core.inference import stages as ST
 from flarecli.core.inference.profiling import step
-from flarecli.core.io.nifti import Geometry
+from flarecli.core.io.geometry import Geometry
 from flarecli.core.labels import TUMOR
 from flarecli.core.postprocessing.components import postprocess as clean
 from flarecli.core.preprocessing.boxes import (
@@ -66,7 +66,7 @@ def read_model_recipe(model_dir: Path) -> S.Recipe:
     path = Path(model_dir) / "recipe.json"
     if not path.is_file():
         return load_recipe("stmt", "paper")
-    from flarecli.core.io.nifti import read_json
+    from flarecli.core.io.files import read_json
 
     return recipe_from_json(read_json(path, "model recipe", ModelError), str(path))
 

@@ -21,7 +21,8 @@ from flarecli.core.errors import DiskFull, FlareError, InputError
 from flarecli.core.inference.engine import Engine, produces_tumor
 from flarecli.core.inference.profiling import ResourceSampler, recording
 from flarecli.core.io.cases import Case, discover_scans, read_scan
-from flarecli.core.io.nifti import remove_stale_parts, write_volume
+from flarecli.core.io.files import remove_stale_parts
+from flarecli.core.io.nifti import write_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.labels import ORGANS
 from flarecli.core.preprocessing.boxes import label_counts
@@ -107,9 +108,9 @@ class Planned:
 def plan_outputs(cases: list[Case], output_dir: Path, output_format: str, overwrite: bool
                  ) -> list[Planned]:
     """Each case's action. An existing output is kept only when it reads back whole
-    (:func:`~flarecli.core.io.nifti.damaged`): a file cut short, copied from a full disk or
+    (:func:`~flarecli.core.io.files.damaged`): a file cut short, copied from a full disk or
     half-written by another tool, is computed again, never trusted for being there."""
-    from flarecli.core.io.nifti import damaged
+    from flarecli.core.io.files import damaged
 
     plan = []
     for c in cases:
@@ -394,7 +395,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     from flarecli import __version__
     from flarecli.core.inference.backends import BackendChoice
     from flarecli.core.io.archive import opened_model
-    from flarecli.core.io.nifti import write_text_atomic
+    from flarecli.core.io.files import write_text_atomic
     from flarecli.core.labels import LABELS
     from flarecli.core.postprocessing.components import structure
     from flarecli.core.postprocessing.folder import check_min_tumor_mm3

@@ -69,7 +69,7 @@ def provenance(model_dir: Path, stages: list[tuple[str, dict[str, Any]]]) -> str
 def export_model(model_dir: Path, target: Path) -> list[str]:
     """Write the model folder as a zip (atomically); returns the member names."""
     from flarecli.core.io.bundle import sha256
-    from flarecli.core.io.nifti import atomic_path
+    from flarecli.core.io.files import atomic_path
 
     model_dir = Path(model_dir)
     stages = _stages(model_dir)

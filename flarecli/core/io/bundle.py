@@ -24,7 +24,7 @@ from typing import Any
 
 from flarecli import __version__
 from flarecli.core.errors import ModelError
-from flarecli.core.io.nifti import atomic_path, read_json, write_text_atomic
+from flarecli.core.io.files import atomic_path, read_json, write_text_atomic
 
 BUNDLE_SCHEMA = 2
 WEIGHTS = ("best", "final")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flarecli.core.errors import DataError, InputError
-from flarecli.core.io.nifti import nifti_suffix, strip_nifti_suffix
+from flarecli.core.io.nifti_header import nifti_suffix, strip_nifti_suffix
 
 #: Files that sit beside NIfTI folders without being cases (run records, score tables).
 REPORT_SUFFIXES: tuple[str, ...] = (".json", ".csv")

@@ -170,7 +170,7 @@ def write_seg(target: Path, labels: np.ndarray, folder: Path | str, uid: str) ->
     import SimpleITK as sitk
 
     from flarecli import __version__
-    from flarecli.core.io.nifti import atomic_path
+    from flarecli.core.io.files import atomic_path
     from flarecli.core.labels import LABELS
 
     pydicom, hd = _require()

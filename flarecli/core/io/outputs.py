@@ -91,7 +91,7 @@ def check_output_file(path: Path | None, what: str, *, reads: Iterable[Path] = (
 
 
 def _image_name(path: Path) -> bool:
-    from flarecli.core.io.nifti import nifti_suffix
+    from flarecli.core.io.nifti_header import nifti_suffix
 
     return nifti_suffix(path) is not None or path.suffix.lower() == ".dcm"
 

@@ -62,7 +62,7 @@ def evaluate_folder(pred_dir: Path, gt_dir: Path, workers: int) -> tuple[dict[st
 
 def run_demo(run: DemoRun, progress: PipelineProgress | None = None) -> DemoResult:
     from flarecli.core.inference.folder import PredictRun, input_cases, predict
-    from flarecli.core.io.nifti import write_text_atomic
+    from flarecli.core.io.files import write_text_atomic
     from flarecli.core.metrics.evaluate import CSV_COLUMNS, csv_rows
     from flarecli.core.recipes.load import load_recipe
 

@@ -118,7 +118,7 @@ class _Record:
         return entry.get("fingerprint") == fingerprint and entry.get("finished", False)
 
     def set(self, name: str, fingerprint: str, finished: bool, seconds: float = 0.0) -> None:
-        from flarecli.core.io.nifti import write_text_atomic
+        from flarecli.core.io.files import write_text_atomic
 
         self.data["steps"][name] = {"fingerprint": fingerprint, "finished": finished,
                                     "seconds": round(seconds, 3)}
@@ -202,7 +202,7 @@ def _execute(run: PipelineRun, step: Any, out: Path, record: _Record,
 
 def _audit(run: PipelineRun, out: Path) -> str | None:
     from flarecli.core.curation import audit
-    from flarecli.core.io.nifti import write_text_atomic
+    from flarecli.core.io.files import write_text_atomic
     from flarecli.core.parallel import imap_ordered
 
     found = audit.dataset_cases(Path(run.dataset))
@@ -285,7 +285,7 @@ def _pseudolabel(run: PipelineRun, step: S.PseudolabelStep, out: Path,
 def _correct(run: PipelineRun, step: S.CorrectStep, out: Path) -> str | None:
     from flarecli.core.curation import correct
     from flarecli.core.curation.subsets import select
-    from flarecli.core.io.nifti import write_text_atomic
+    from flarecli.core.io.files import write_text_atomic
     from flarecli.core.parallel import imap_ordered
     from flarecli.core.recipes.load import BUILTIN_SUBSETS
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from flarecli.core.errors import DiskFull, FlareError, InputError
 from flarecli.core.io.cases import label_files, require_dir
-from flarecli.core.io.nifti import remove_stale_parts, write_volume
+from flarecli.core.io.files import remove_stale_parts
+from flarecli.core.io.nifti import write_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.postprocessing.components import postprocess, structure
 
@@ -64,7 +65,8 @@ def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: fl
 def run_case(job: Job) -> Result:
     """Clean one label map; a problem is the case's error, except a full disk, which stops
     the run (every later write would fail too)."""
-    from flarecli.core.io.nifti import kept, read_label_map
+    from flarecli.core.io.files import kept
+    from flarecli.core.io.nifti import read_label_map
 
     if kept(job.target, job.overwrite):
         return Result(job.case, skipped=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flarecli.core.io.nifti import Geometry
+from flarecli.core.io.geometry import Geometry
 from flarecli.core.labels import LABELS, TUMOR
 
 #: Soft-tissue window (level 40, width 400 HU).
@@ -145,7 +145,7 @@ def write_preview(path, image: np.ndarray, labels: np.ndarray, geometry: Geometr
     """Render and write one PNG, atomically."""
     from pathlib import Path
 
-    from flarecli.core.io.nifti import atomic_path
+    from flarecli.core.io.files import atomic_path
 
     picture, _ = render(image, labels, geometry)
     with atomic_path(Path(path)) as tmp:

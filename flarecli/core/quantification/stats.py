@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from flarecli.core.io.nifti import Geometry
+from flarecli.core.io.geometry import Geometry
 from flarecli.core.labels import MAX_LABEL, MIN_TUMOR_MM3, ORGANS, TUMOR, label_name
 from flarecli.core.preprocessing.boxes import label_counts
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flarecli.core.errors import did_you_mean
+from flarecli.core.labels import CASE_KINDS, GROUPS
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.typed import RecipeError, parse, to_json
 
@@ -32,8 +33,8 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 #: Subset names every recipe knows, besides its own ``subsets``.
 BUILTIN_SUBSETS: dict[str, S.Subset] = {
     "all": S.Subset(),
-    **{kind: S.Subset(kinds=(kind,)) for kind in S.CASE_KINDS},
-    "labeled": S.Subset(kinds=tuple(k for k in S.CASE_KINDS if k != "unlabeled")),
+    **{kind: S.Subset(kinds=(kind,)) for kind in CASE_KINDS},
+    "labeled": S.Subset(kinds=tuple(k for k in CASE_KINDS if k != "unlabeled")),
 }
 
 #: Train-step sources besides the names of correct steps.
@@ -261,8 +262,6 @@ def subset_names(recipe: S.Recipe) -> list[str]:
 
 def check_subset(recipe: S.Recipe, subset: str | S.Subset, path: str,
                   seen: tuple[str, ...] = ()) -> None:
-    from flarecli.core.curation.audit import GROUPS
-
     if isinstance(subset, str):
         if subset in BUILTIN_SUBSETS:
             return

@@ -25,7 +25,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from flarecli.core.labels import CLASSES, KINDS, MAX_LABEL, MIN_TUMOR_MM3, ORGANS
+from flarecli.core.labels import CASE_KINDS, CLASSES, MAX_LABEL, MIN_TUMOR_MM3, ORGANS
 
 SCHEMA_VERSION = 1
 
@@ -76,10 +76,6 @@ class Subset:
         for kind in self.kinds or ():
             if kind not in CASE_KINDS:
                 raise ValueError(f"kinds: '{kind}' is not one of {', '.join(CASE_KINDS)}")
-
-
-#: What a training case can be: the kinds of ``flare correct`` plus those of an audit.
-CASE_KINDS: tuple[str, ...] = (*KINDS, "partial", "unlabeled")
 
 
 def _check_classes(name: str, classes) -> None:

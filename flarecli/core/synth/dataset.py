@@ -31,14 +31,11 @@ from scipy import ndimage
 
 from flarecli import __version__
 from flarecli.core.errors import InputError
-from flarecli.core.io.nifti import (
-    Geometry,
-    kept,
-    remove_stale_parts,
-    write_text_atomic,
-    write_volume,
-)
-from flarecli.core.labels import CLASSES, FIVE_ORGANS, ORGANS, TUMOR, dataset_json
+from flarecli.core.io.dataset_json import dataset_json
+from flarecli.core.io.files import kept, remove_stale_parts, write_text_atomic
+from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.nifti import write_volume
+from flarecli.core.labels import CLASSES, FIVE_ORGANS, ORGANS, TUMOR
 
 #: FLARE23 training label patterns and their shares (StMt Fig. 1, FLARE23 data description).
 PATTERNS: dict[str, float] = {

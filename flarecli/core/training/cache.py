@@ -126,7 +126,7 @@ def cache_key(stage: Any, intensity: Intensity, label_path: Path) -> str:
 
 
 def save_cached(path: Path, arrays: dict[str, Any]) -> None:
-    from flarecli.core.io.nifti import atomic_path
+    from flarecli.core.io.files import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{k: v for k, v in arrays.items() if v is not None})

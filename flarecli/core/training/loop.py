@@ -36,12 +36,8 @@ import numpy as np
 
 from flarecli.core.curation.subsets import SourceCase, read_source, select
 from flarecli.core.errors import DataError, FlareError, InputError, ModelError
-from flarecli.core.io.nifti import (
-    read_label_map,
-    read_volume,
-    remove_stale_parts,
-    write_text_atomic,
-)
+from flarecli.core.io.files import remove_stale_parts, write_text_atomic
+from flarecli.core.io.nifti import read_label_map, read_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.preprocessing import intensity as I
 from flarecli.core.recipes import spec as S
@@ -362,7 +358,7 @@ def save_checkpoint(state: RunState) -> None:
     import torch
 
     from flarecli.core.io.bundle import torch_bytes
-    from flarecli.core.io.nifti import atomic_path
+    from flarecli.core.io.files import atomic_path
 
     ckpt = {
         "model": state.module.state_dict(),

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from flarecli.core.io.nifti import Geometry, read_volume, write_volume
+from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.nifti import read_volume, write_volume
 from flarecli.core.training.loop import train
 from tests.conftest import blob_case, geom, tiny_recipe, train_run
 

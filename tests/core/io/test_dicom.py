@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from flarecli.core.io.nifti import Geometry, read_volume, write_volume
+from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.nifti import read_volume, write_volume
 
 pydicom = pytest.importorskip("pydicom")
 hd = pytest.importorskip("highdicom")

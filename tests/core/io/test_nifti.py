@@ -2,15 +2,7 @@ import numpy as np
 import pytest
 
 from flarecli.core.errors import DataError, InputError
-from flarecli.core.io.nifti import (
-    Geometry,
-    atomic_path,
-    nifti_suffix,
-    read_header,
-    read_volume,
-    strip_nifti_suffix,
-    write_volume,
-)
+from flarecli.core.io.nifti import read_header, read_volume, write_volume
 from tests.conftest import geom
 
 FLIPPED = (-1, 0, 0, 0, -1, 0, 0, 0, 1)
@@ -57,17 +49,6 @@ def test_array_axis_convention_matches_physical_points(tmp_path):
     assert sagittal.superior_axis() == 1
 
 
-def test_geometry_mismatches_are_named():
-    a = geom()
-    assert a.mismatches(a) == []
-    b = Geometry(a.shape_zyx, (1.0, 1.0, 2.0), a.origin_xyz, a.direction)
-    assert any("spacing" in m for m in a.mismatches(b))
-    c = Geometry((8, 10, 13), a.spacing_xyz, (0.0, 0.5, 0.0), FLIPPED)
-    kinds = " ".join(a.mismatches(c))
-    assert "shape" in kinds and "origin" in kinds and "direction" in kinds
-    # float32 noise in the header is not a mismatch
-    d = Geometry(a.shape_zyx, (1.00000003, 1.0, 1.0), (1e-5, 0.0, 0.0), a.direction)
-    assert a.mismatches(d) == []
 
 
 def test_read_errors_are_clear(tmp_path):
@@ -117,16 +98,6 @@ def test_2d_image_is_rejected(tmp_path):
         read_volume(tmp_path / "flat.nii.gz")
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path):
-    target = tmp_path / "out.nii.gz"
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_bytes(b"half")
-        raise RuntimeError("interrupted")
-    assert list(tmp_path.iterdir()) == []
-    with atomic_path(target) as tmp:
-        assert tmp.name.startswith(".") and tmp.name.endswith(".nii.gz")
-        tmp.write_bytes(b"done")
-    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
 
 
 def test_write_rejects_shape_mismatch(tmp_path):
@@ -134,11 +105,6 @@ def test_write_rejects_shape_mismatch(tmp_path):
         write_volume(tmp_path / "x.nii.gz", np.zeros((2, 2, 2), np.uint8), geom())
 
 
-def test_suffix_helpers():
-    assert nifti_suffix("a.NII.GZ") == ".nii.gz"
-    assert nifti_suffix("a.nii") == ".nii"
-    assert nifti_suffix("a.nrrd") is None
-    assert strip_nifti_suffix("case_0000.nii.gz") == "case_0000"
 
 
 def test_real_ct_geometry(shared_ct):
@@ -150,19 +116,3 @@ def test_real_ct_geometry(shared_ct):
     assert g.mismatches(gl) == []
 
 
-@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
-def test_header_zooms_are_the_stored_pixdim(tmp_path, suffix):
-    import struct
-
-    from flarecli.core.io.nifti import header_zooms
-
-    g = geom((5, 6, 7), spacing_xyz=(0.75, 0.8125, 2.5), direction=FLIPPED)
-    write_volume(tmp_path / f"a{suffix}", np.zeros(g.shape_zyx, np.uint8), g)
-    assert header_zooms(tmp_path / f"a{suffix}") == (0.75, 0.8125, 2.5)
-    raw = bytearray((tmp_path / f"a{suffix}").read_bytes() if suffix == ".nii" else b"")
-    if raw:  # a header whose pixdim[1] is 3: the zooms follow the header, silently for ITK
-        raw[80:84] = struct.pack("<f", 3.0)
-        (tmp_path / "b.nii").write_bytes(bytes(raw))
-        assert header_zooms(tmp_path / "b.nii")[0] == 3.0
-        read_volume(tmp_path / "b.nii")  # ITK's warning is not printed
-    assert header_zooms(tmp_path / "missing.nii") is None

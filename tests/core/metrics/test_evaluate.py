@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from flarecli.core.io.nifti import Geometry, write_volume
+from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.nifti import write_volume
 from flarecli.core.metrics.evaluate import CaseResult, score_labels, summarize
 from tests.conftest import geom
 from tests.reference import reference_scores

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flarecli.core.io.nifti import Geometry, write_volume
+from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.nifti import write_volume
 from flarecli.core.preview.render import ALPHA, COLOURS, TUMOR_OUTLINE, _window, render
 from tests.conftest import geom
 

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from flarecli.core.io.nifti import Geometry, write_volume
+from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.nifti import write_volume
 from flarecli.core.quantification.stats import case_stats
 
 
