@@ -199,7 +199,7 @@ class Engine:
         ``min_fraction`` of the largest is kept: a coarse mask that came out in pieces (liver
         side and spleen side) must not lose half the abdomen; specks are still dropped.
         """
-        from flarecli.core.postprocessing.components import main_components
+        from flarecli.core.preprocessing.connected import main_components
 
         ls = self.roi_stage
         assert ls is not None and self.graph.roi is not None

@@ -397,8 +397,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     from flarecli.core.io.archive import opened_model
     from flarecli.core.io.files import write_text_atomic
     from flarecli.core.labels import LABELS
-    from flarecli.core.postprocessing.components import structure
     from flarecli.core.postprocessing.folder import check_min_tumor_mm3
+    from flarecli.core.preprocessing.connected import structure
     from flarecli.core.recipes.typed import to_json
     from flarecli.core.runtime import resolve_device, setup_torch
 

@@ -34,6 +34,7 @@ from flarecli.core.preprocessing.orientation import (
 )
 from flarecli.core.preprocessing.resample import resample, size_at_spacing
 from flarecli.core.recipes import spec as S
+from flarecli.core.recipes.heads import head_ids
 
 #: Most tiles per forward pass of a sliding window (2-D slices are cheap, 3-D patches not).
 TILES_PER_BATCH = {2: 32, 3: 1}
@@ -63,8 +64,6 @@ class LoadedStage:
 
     def ids(self, head: str) -> np.ndarray:
         """uint8 lookup head class -> FLARE id."""
-        from flarecli.core.training.data import head_ids
-
         return head_ids(self.stage.network.heads[head])
 
     def views(self, tta: bool) -> list[tuple[int, ...]]:

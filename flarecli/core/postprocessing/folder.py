@@ -11,7 +11,8 @@ from flarecli.core.io.cases import label_files, require_dir
 from flarecli.core.io.files import remove_stale_parts
 from flarecli.core.io.nifti import write_volume
 from flarecli.core.io.outputs import check_output_dir
-from flarecli.core.postprocessing.components import postprocess, structure
+from flarecli.core.postprocessing.components import postprocess
+from flarecli.core.preprocessing.connected import structure
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from flarecli.core.preprocessing.connected import largest_component
+
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # [(start, stop)] per z, y, x
 
 
@@ -75,8 +77,6 @@ def pad_to_aspect(box: Box, spacing_zyx, size_zyx) -> Box:
 
 def body_box(image: np.ndarray, threshold_hu: float = -500.0) -> Box:
     """Box of the largest connected region above ``threshold_hu`` (the patient's body)."""
-    from flarecli.core.postprocessing.components import largest_component
-
     body = largest_component(image > threshold_hu, connectivity=6)
     if body is None:
         return whole(image.shape)

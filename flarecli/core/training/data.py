@@ -1,9 +1,8 @@
-"""Training data: head lookup tables, the validation split, the batch sampler, and the
-per-sample pipeline (a jittered ROI resampled to a fixed size, or a random patch), with
-augmentation.
+"""Training data: the validation split, the batch sampler, and the per-sample pipeline (a
+jittered ROI resampled to a fixed size, or a random patch), with augmentation.
 
 Labels stay FLARE ids until the loss: each head maps them to its own classes with
-:func:`head_lut`, so one cached case serves every head and stage.
+:func:`flarecli.core.recipes.heads.head_lut`, so one cached case serves every head and stage.
 """
 
 from __future__ import annotations
@@ -14,29 +13,6 @@ from typing import Any
 import numpy as np
 
 from flarecli.core.errors import InputError
-
-
-def head_lut(classes: Sequence[int | Sequence[int]]) -> np.ndarray:
-    """uint8 lookup FLARE id -> head class: entry k of ``classes`` (a FLARE id, or several
-    merged into one class) is class k + 1; every other id is background (0)."""
-    lut = np.zeros(256, np.uint8)
-    for k, entry in enumerate(classes, start=1):
-        for c in (entry if isinstance(entry, Sequence) else (entry,)):
-            lut[int(c)] = k
-    return lut
-
-
-def head_ids(classes: Sequence[int | Sequence[int]]) -> np.ndarray:
-    """uint8 lookup head class -> FLARE id (0 for a class that merges several ids)."""
-    ids = np.zeros(256, np.uint8)
-    for k, entry in enumerate(classes, start=1):
-        ids[k] = entry if isinstance(entry, int) else 0
-    return ids
-
-
-def plain_classes(classes: Sequence[int | Sequence[int]]) -> set[int]:
-    """The FLARE ids a head predicts one by one (merged entries left out)."""
-    return {int(c) for c in classes if isinstance(c, int)}
 
 
 def split_validation(ids: list[str], candidates: set[str], fraction: float, seed: int

@@ -41,6 +41,7 @@ from flarecli.core.io.nifti import read_label_map, read_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.preprocessing import intensity as I
 from flarecli.core.recipes import spec as S
+from flarecli.core.recipes.heads import head_lut, plain_classes
 from flarecli.core.recipes.load import BUILTIN_SUBSETS, recipe_to_json
 from flarecli.core.recipes.typed import RecipeError, parse, to_json
 from flarecli.core.runtime import usable_cpus
@@ -121,7 +122,7 @@ def _validation_candidates(cases: list[SourceCase], stage: S.Stage, heads) -> se
     first two steps): its corrected and pseudo-labelled cases are the reference then."""
     need: set[int] = set()
     for h in heads:
-        need |= D.plain_classes(stage.network.heads[h])
+        need |= plain_classes(stage.network.heads[h])
     complete = {c.id for c in cases if c.kind == "FL" or (need and need <= set(c.annotated))}
     if complete:
         return complete
@@ -835,7 +836,7 @@ def make_feed(stage: S.Stage, module, run: TrainRun, ctx: Context) -> Feed:
 
     aug, swap = _augment_config(stage)
     on_device = ctx.device.type == "cuda"  # augment on the GPU; workers only load arrays
-    return Feed({h: torch.as_tensor(D.head_lut(c), device=ctx.device).long()
+    return Feed({h: torch.as_tensor(head_lut(c), device=ctx.device).long()
                  for h, c in stage.network.heads.items()}, aug, swap,
                 getattr(module, "dims", 3),
                 run.workers if run.workers is not None else (min(4, usable_cpus())

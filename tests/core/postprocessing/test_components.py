@@ -3,7 +3,7 @@ import pytest
 
 from flarecli.core.errors import InputError
 from flarecli.core.io.nifti import read_volume, write_volume
-from flarecli.core.postprocessing.components import main_components, postprocess
+from flarecli.core.postprocessing.components import postprocess
 from tests.conftest import geom
 
 
@@ -17,17 +17,6 @@ def test_largest_component_kept_islands_removed():
     assert (out == 1).sum() == 512 and removed == {1: 9}
     assert (out == 3).sum() == 64
     assert out[15, 15, 15] == 0 and lab[15, 15, 15] == 1  # the input is untouched
-
-
-def test_main_components_keep_pieces_and_drop_specks():
-    mask = np.zeros((20, 20, 20), bool)
-    mask[2:10, 2:10, 2:8] = True  # liver side, 384 voxels
-    mask[2:10, 2:10, 12:16] = True  # spleen side, 256 voxels, not connected
-    mask[18, 18, 18] = True  # a speck
-    out = main_components(mask, 0.1)
-    assert out.sum() == 640 and not out[18, 18, 18]
-    assert main_components(mask, 0.9).sum() == 384  # only the largest
-    assert main_components(np.zeros((4, 4, 4), bool), 0.1) is None
 
 
 def test_connectivity_option():

@@ -24,18 +24,6 @@ def test_sampler_balances_kinds_and_is_reproducible():
     assert all(i in (0, 1, 2) for b in only_fl for i, _ in b)
 
 
-def test_head_luts():
-    ids = np.arange(15, dtype=np.uint8)
-    abdomen = [list(range(1, 15))]
-    assert D.head_lut(abdomen)[ids].tolist() == [0] + [1] * 14
-    assert D.head_lut(list(range(1, 14)))[ids].tolist() == list(range(14)) + [0]
-    assert D.head_lut([14])[ids].tolist() == [0] * 14 + [1]
-    assert D.head_lut([2, [7, 8], 13])[ids].tolist() == [0, 0, 1, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0,
-                                                         3, 0]
-    assert D.head_ids([2, [7, 8], 13])[:4].tolist() == [0, 2, 0, 13]
-    assert D.plain_classes([2, [7, 8], 13]) == {2, 13}
-
-
 def test_validation_split():
     ids = [f"c{i}" for i in range(20)]
     candidates = {f"c{i}" for i in range(10)}
