@@ -96,8 +96,7 @@ class Segmenter:
                  cache_dir: str | Path | None = None,
                  calibration: str | Path | None = None) -> None:
         from flarecli.core.inference.backends import BackendChoice
-        from flarecli.core.inference.engine import Engine
-        from flarecli.core.inference.folder import resolved_postprocess
+        from flarecli.core.inference.folder import load_engine, resolved_postprocess
         from flarecli.core.io.archive import opened_model
         from flarecli.core.runtime import resolve_device, setup_torch
 
@@ -107,9 +106,9 @@ class Segmenter:
         choice.check(self.device)
         setup_torch(self.device, tune_heap=backend == "torch")
         with opened_model(Path(model)) as folder:  # a model folder or an exported zip
-            self.engine = Engine(folder, self.device, which=weights, graph=graph,
-                                 backend=choice, probabilities=tta,
-                                 warn=lambda text: warnings.warn(text, stacklevel=3))
+            self.engine = load_engine(folder, self.device, choice, which=weights, graph=graph,
+                                      probabilities=tta,
+                                      warn=lambda text: warnings.warn(text, stacklevel=3))
         self.tta = tta
         self.postprocess = resolved_postprocess(self.engine, postprocess)
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flarecli.commands._ui import err, note, problem, progress_bar
 
+if TYPE_CHECKING:  # the core loads inside the command, so that --help stays light
+    from flarecli.core.inference.folder import PredictRun
+    from flarecli.core.inference.record import ScanResult
 
-def predict_folder(input_dir: Path, run: Any, reports: dict[str, Path | None] | None = None
-                   ) -> tuple[list[Any], dict[str, Any]]:
+
+def predict_folder(input_dir: Path, run: PredictRun,
+                   reports: dict[str, Path | None] | None = None
+                   ) -> tuple[list[ScanResult], dict[str, Any]]:
     """Predict every scan of ``input_dir`` (core.inference.folder.predict); prints notes and
     problems. ``reports``: option name -> file the command writes after the run (checked
     before any work). The caller raises CasesFailed after the loop if any scan failed."""
@@ -26,12 +31,12 @@ def predict_folder(input_dir: Path, run: Any, reports: dict[str, Path | None] | 
     for what, path in (reports or {}).items():
         check_output_file(path, what, reads=reads, case_dirs=inputs)
     check_distinct({**(reports or {}), "the run record": Path(run.output_dir) / run.record_name})
-    if getattr(run, "cache_dir", None) is not None:
+    if run.cache_dir is not None:
         check_output_dir(run.cache_dir, "--cache-dir", case_dirs=inputs)
     for path, message in found.stray:
         note(str(path), message)
     with progress_bar(len(cases), run.command) as advance:
-        def on_result(r) -> None:
+        def on_result(r: ScanResult) -> None:
             if r.error:
                 problem(r.case, r.error)
             advance()
@@ -41,7 +46,7 @@ def predict_folder(input_dir: Path, run: Any, reports: dict[str, Path | None] | 
                        on_result=on_result)
 
 
-def finish(results: list[Any], what: str = "scans") -> None:
+def finish(results: list[ScanResult], what: str = "scans") -> None:
     from flarecli.core.errors import CasesFailed
 
     failed = sum(1 for r in results if r.error)

@@ -55,7 +55,8 @@ def infer(
     Exit code 4 if some scans failed (the others are written).
     """
     from flarecli.commands._ui import write_json
-    from flarecli.core.inference.folder import PredictRun, parse_shard
+    from flarecli.core.inference.folder import PredictRun
+    from flarecli.core.inference.shards import parse_shard
 
     run = PredictRun("infer", model, output_dir, device=device, weights=weights, tta=tta,
                      postprocess=postprocess, connectivity=connectivity,
@@ -86,7 +87,7 @@ def infer(
 def draw_previews(results, folder: Path) -> None:
     """A preview PNG of each output this process wrote or kept."""
     from flarecli.commands._ui import problem
-    from flarecli.core.inference.folder import written
+    from flarecli.core.inference.record import written
     from flarecli.core.preview.render import preview_case
 
     for r in results:
@@ -101,7 +102,7 @@ def draw_previews(results, folder: Path) -> None:
 def output_stats(scans: list[dict], min_tumor_mm3: float | None) -> dict:
     """``flare stats`` of the outputs the run record lists (every rank's, earlier runs'
     too) with their input scans (HU statistics)."""
-    from flarecli.core.inference.folder import written
+    from flarecli.core.inference.record import written
     from flarecli.core.labels import MIN_TUMOR_MM3
     from flarecli.core.quantification import stats as core
 

@@ -47,7 +47,9 @@ def pseudolabel(
     without mirroring and has no views to add). Cases below --min-score are not written (an
     earlier output of such a case is removed); the CSV lists every case.
     """
-    from flarecli.core.inference.folder import PredictRun, parse_shard, scores_table
+    from flarecli.core.inference.folder import PredictRun
+    from flarecli.core.inference.record import scores_table
+    from flarecli.core.inference.shards import parse_shard
 
     run = PredictRun("pseudolabel", model, output_dir, device=device, weights=weights,
                      tta=tta, with_tumor=with_tumor, postprocess=True, overwrite=overwrite,

@@ -13,7 +13,7 @@ one warning line per run); ``--backend openvino`` makes either failure
 an error. ``--precision auto`` is each runtime's fast default (OpenVINO: bf16 on CPUs with
 AVX-512 bf16 or AMX, else f32; torch: the stage's precision, full precision on the CPU);
 ``f32`` asks for strict single precision; ``int8`` (OpenVINO, with ``--calibration``) runs
-networks quantized by NNCF on scans the user names (``calibration.py``).
+networks quantized by NNCF on scans the user names (``int8.py``, ``calibration.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flarecli.core.errors import InputError, ModelError
+from flarecli.core.inference.int8 import Int8Calibration, check_available
 
 BACKENDS = ("auto", "torch", "openvino")
 BACKEND_PRECISIONS = ("auto", "f32", "int8")
@@ -69,7 +70,7 @@ class BackendChoice:
     name: str = "auto"
     precision: str = "auto"
     cache_dir: Path | None = None
-    calibration: Path | None = None  # scans that calibrate int8 (``calibration.py``)
+    calibration: Path | None = None  # the folder of scans that calibrate int8
 
     def check(self, device) -> None:
         if self.name not in BACKENDS:
@@ -94,7 +95,6 @@ class BackendChoice:
             raise InputError("--precision int8 needs --calibration IMAGES: a few training "
                              "scans to quantize each network with")
         from flarecli.core.inference import openvino as OV
-        from flarecli.core.inference.calibration import check_available
 
         try:
             OV._openvino()
@@ -138,7 +138,7 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
                  input_shape: tuple[int, ...], key: dict[str, Any], choice: BackendChoice,
                  notes: Callable[[str], None] | None = None, where: str = "",
                  fallbacks: list[str] | None = None, outputs: str = "logits",
-                 calibration: Any = None) -> Any:
+                 calibration: Int8Calibration | None = None) -> Backend:
     """The backend a stage runs on. ``model``: a function that builds the torch network
     (called only if the backend needs it). ``input_shape``: the network's input, batch first (-1 for
     a batch that varies); ``key``: what identifies the weights (their SHA-256 and
@@ -146,7 +146,7 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
     ``"labels"`` (each head's argmax) or ``"logits"`` (OpenVINO compiles that graph first,
     the other only if it is asked for). With
     ``auto``, why OpenVINO was not used is appended to ``fallbacks`` (the caller warns once
-    for the whole model). ``calibration``: the run's Calibration with ``--precision int8``."""
+    for the whole model). ``calibration``: the run's calibration with ``--precision int8``."""
     torch_precision = "fp32" if choice.precision == "f32" else stage_precision
     if choice.name == "torch" or (choice.name == "auto" and device.type != "cpu"):
         return TorchBackend(model(), device, heads, torch_precision)

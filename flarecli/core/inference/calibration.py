@@ -1,71 +1,53 @@
-"""int8 for OpenVINO: each stage's network quantized with its own inputs on scans the user names.
+"""int8 calibration: the inputs each stage's network sees on the scans the user names.
 
-``--precision int8 --calibration IMAGES``: NNCF's post-training quantization (8-bit weights
-and activations, statistics from the calibration inputs, fast bias correction) of every stage
-of the model. A stage's calibration inputs are what it sees on the calibration scans: the
-model runs on them once at its default precision and each network's input is kept (the fine
-stages see the region the coarse stage finds, as in inference).
+``--precision int8 --calibration IMAGES``: a stage's calibration inputs are what it sees on
+the calibration scans -- the model runs on them once at its default precision and each
+network's input is kept (the fine stages see the region the coarse stage finds, as in
+inference). :mod:`flarecli.core.inference.int8` quantizes with them.
 
-Measured (``bench/int8_gain.py``, 2-core AVX-512/AMX Xeon): 1.61x (128^3) and 1.66x (192^3)
-over bf16 on the paper student; organ DSC on the demo's test split -0.0002 (demo student) and
-+0.0002 (paper student architecture) with 8 calibration scans.
-
-The quantized, compiled model is cached like any other (``openvino.py``); its key adds the
-calibration's digest -- the scans' names and the SHA-256 of their contents -- so other scans
-make another entry and a cached int8 model never needs the calibration run again.
+This module stands above the engine: a :class:`Calibration` builds an engine of its own at the
+default precision to capture the inputs, and is handed to the int8 engine, which knows it only
+as an :class:`~flarecli.core.inference.backends.Int8Calibration` (a digest and the inputs per
+network shape). The capture runs on first need: when every stage's quantized model is in the
+compiled-model cache (keyed by the digest), the calibration scans are never run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 from flarecli.core.errors import FlareError, InputError
-
-
-def check_available() -> None:
-    """InputError (exit code 3) when NNCF, which does the quantization, is not installed."""
-    try:
-        import nncf  # noqa: F401
-    except Exception as e:  # noqa: BLE001 -- a broken install is as good as none
-        raise InputError(f"--precision int8 needs NNCF ({type(e).__name__}: {e})"[:200],
-                         hint="pip install 'flarecli[int8]' (or pip install nncf)") from None
+from flarecli.core.inference.backends import Backend, BackendChoice
+from flarecli.core.inference.engine import Engine
+from flarecli.core.inference.int8 import scans_digest
+from flarecli.core.io.cases import discover_scans, read_scan, require_dir
 
 
 class Calibration:
     """The calibration scans of a run; their network inputs are computed on first need, by
-    the model of ``model_dir`` run with ``engine_args`` (the run's graph options) and the
-    run's compiled-model cache."""
+    the model of ``model_dir`` run with the run's graph options (``with_tumor``, ``which``,
+    ``graph``) and its compiled-model cache."""
 
-    def __init__(self, folder: Path, model_dir: Path, cache_dir: Path | None,
-                 **engine_args: Any) -> None:
-        from flarecli.core.io.cases import discover_scans, require_dir
-
+    def __init__(self, folder: Path, model_dir: Path, cache_dir: Path | None, *,
+                 with_tumor: bool = True, which: str | None = None,
+                 graph: str | None = None) -> None:
         require_dir(folder, "--calibration")
         cases = [c for c in discover_scans(folder).cases if not c.problems]
         if not cases:
             raise InputError(f"{folder}: no usable scans for --calibration",
                              hint="name a folder of a few training images (8 is plenty)")
         self.cases = cases
-        self.digest = self._digest()
-        self._inputs: dict[tuple[int, ...], list[Any]] | None = None
+        self.digest = scans_digest(c.image for c in cases)
+        self._inputs: dict[tuple[int, ...], list[np.ndarray]] | None = None
         self._lock = threading.Lock()
-        self._model = (Path(model_dir), cache_dir, engine_args)
+        self._model_dir, self._cache_dir = Path(model_dir), cache_dir
+        self._graph_options = {"with_tumor": with_tumor, "which": which, "graph": graph}
 
-    def _digest(self) -> str:
-        h = hashlib.sha256()
-        for case in self.cases:
-            paths = sorted(case.image.iterdir()) if case.image.is_dir() else [case.image]
-            for path in paths:
-                h.update(path.name.encode() + b"\0")
-                with open(path, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
-        return h.hexdigest()
-
-    def inputs(self, input_shape: tuple[int, ...]) -> list[Any]:
+    def inputs(self, input_shape: tuple[int, ...]) -> list[np.ndarray]:
         """The calibration inputs of the stage whose network takes ``input_shape`` (matched
         on channels and size: a 2-D network's batch varies)."""
         with self._lock:
@@ -76,20 +58,15 @@ class Calibration:
             raise RuntimeError(f"no calibration input of shape {list(input_shape)}")
         return found
 
-    def _capture(self) -> dict[tuple[int, ...], list[Any]]:
+    def _capture(self) -> dict[tuple[int, ...], list[np.ndarray]]:
         """Run the model at its default precision on the calibration scans, keeping every
         network's inputs."""
-        import numpy as np
         import torch
 
-        from flarecli.core.inference.backends import BackendChoice
-        from flarecli.core.inference.engine import Engine
-        from flarecli.core.io.cases import read_scan
-
-        model_dir, cache_dir, engine_args = self._model
-        engine = Engine(model_dir, torch.device("cpu"),
-                        backend=BackendChoice("auto", "auto", cache_dir), **engine_args)
-        captured: dict[tuple[int, ...], list[Any]] = {}
+        engine = Engine(self._model_dir, torch.device("cpu"),
+                        backend=BackendChoice("auto", "auto", self._cache_dir),
+                        **self._graph_options)
+        captured: dict[tuple[int, ...], list[np.ndarray]] = {}
 
         def keep(batch) -> None:
             seen = captured.setdefault(tuple(batch.shape[1:]), [])
@@ -112,7 +89,7 @@ class Calibration:
 class _Capturing:
     """A backend that hands each batch to ``keep`` before running it."""
 
-    def __init__(self, inner: Any, keep: Any) -> None:
+    def __init__(self, inner: Backend, keep: Callable[[object], None]) -> None:
         self.inner, self.keep = inner, keep
         self.name, self.device, self.precision = inner.name, inner.device, inner.precision
 
@@ -123,23 +100,3 @@ class _Capturing:
     def labels(self, batch):
         self.keep(batch)
         return self.inner.labels(batch)
-
-
-_QUIET = threading.Lock()
-
-
-def quantize(converted: Any, samples: list[Any]) -> Any:
-    """NNCF post-training int8 quantization of an OpenVINO model, silently: NNCF draws its
-    progress on standard output, which is redirected meanwhile -- one quantization at a
-    time, since stages load in threads and two overlapping redirections restore each other's
-    streams wrongly (seen: bars on stdout, and stdout left pointing at a buffer)."""
-    import contextlib
-    import io
-    import logging
-
-    import nncf
-
-    nncf.set_log_level(logging.ERROR)
-    with _QUIET, contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        return nncf.quantize(converted, nncf.Dataset(samples), subset_size=len(samples))

@@ -26,15 +26,19 @@ does not grow with the slice count (measured: ../shared/PERFORMANCE.md).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flarecli.core.errors import ModelError
+from flarecli.core.errors import ModelError, did_you_mean
 from flarecli.core.inference import stages as ST
+from flarecli.core.inference.backends import BackendChoice
+from flarecli.core.inference.int8 import Int8Calibration
 from flarecli.core.inference.profiling import step
+from flarecli.core.io.files import read_json
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.labels import TUMOR
 from flarecli.core.postprocessing.components import postprocess as clean
@@ -47,7 +51,10 @@ from flarecli.core.preprocessing.boxes import (
     paste,
     whole,
 )
+from flarecli.core.preprocessing.connected import main_components
+from flarecli.core.preprocessing.orientation import to_canonical
 from flarecli.core.recipes import spec as S
+from flarecli.core.recipes.load import load_recipe, output_head, recipe_from_json
 
 
 @dataclass
@@ -61,21 +68,15 @@ class Prediction:
 
 def read_model_recipe(model_dir: Path) -> S.Recipe:
     """The recipe of a model folder (``stmt`` for folders written before recipes existed)."""
-    from flarecli.core.recipes.load import load_recipe, recipe_from_json
-
     path = Path(model_dir) / "recipe.json"
     if not path.is_file():
         return load_recipe("stmt", "paper")
-    from flarecli.core.io.files import read_json
-
     return recipe_from_json(read_json(path, "model recipe", ModelError), str(path))
 
 
 def choose_graph(recipe: S.Recipe, model_dir: Path, name: str | None = None
                  ) -> tuple[str, S.Graph]:
     """Graph ``name`` of the recipe, or the first whose required stages the folder holds."""
-    from flarecli.core.errors import did_you_mean
-
     present = {p.name for p in Path(model_dir).iterdir() if (p / "model.json").is_file()} \
         if Path(model_dir).is_dir() else set()
     if name is not None and name not in recipe.models:
@@ -101,27 +102,27 @@ class Engine:
     """The loaded graph of a model folder."""
 
     def __init__(self, model_dir: Path, device, with_tumor: bool = True,
-                 which: str | None = None, graph: str | None = None, backend: Any = None,
-                 warn: Any = None, probabilities: bool = False) -> None:
+                 which: str | None = None, graph: str | None = None,
+                 backend: BackendChoice | None = None,
+                 warn: Callable[[str], None] | None = None, probabilities: bool = False,
+                 calibration: Int8Calibration | None = None) -> None:
         """``probabilities``: the run asks for TTA or confidence scores, so the output
         stages' backends are built for softmax outputs, not labels only (a backend builds the
-        other kind when asked, so this is about speed, not correctness)."""
-        from flarecli.core.recipes.load import output_head
-
+        other kind when asked, so this is about speed, not correctness). ``calibration``: the
+        inputs that quantize the networks, with ``backend.precision`` 'int8' (and only then;
+        :func:`flarecli.core.inference.folder.load_engine` makes both from a run's options)."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelError(f"{model_dir}: model folder not found")
+        int8 = backend is not None and backend.precision == "int8"
+        if int8 != (calibration is not None):
+            raise ValueError("an int8 engine needs its calibration, and only an int8 engine")
         self.model_dir, self.device = model_dir, device
         self.backend_choice, self.warn = backend, warn
         self.fallbacks: list[str] = []  # why OpenVINO was not used (backend 'auto')
         self.recipe = read_model_recipe(model_dir)
         self.graph_name, self.graph = choose_graph(self.recipe, model_dir, graph)
-        self.calibration = None
-        if backend is not None and backend.precision == "int8":
-            from flarecli.core.inference.calibration import Calibration
-
-            self.calibration = Calibration(backend.calibration, model_dir, backend.cache_dir,
-                                           with_tumor=with_tumor, which=which, graph=graph)
+        self.calibration = calibration
         self.stages: dict[str, ST.LoadedStage] = {}
         self._load_all(which, probabilities)
         self.outputs: list[tuple[str, str]] = []  # (stage, head) in merge order
@@ -199,8 +200,6 @@ class Engine:
         ``min_fraction`` of the largest is kept: a coarse mask that came out in pieces (liver
         side and spleen side) must not lose half the abdomen; specks are still dropped.
         """
-        from flarecli.core.preprocessing.connected import main_components
-
         ls = self.roi_stage
         assert ls is not None and self.graph.roi is not None
         net_in, shape, r = ST.prepare(ls, image, whole(image.shape), spacing_zyx, fill)
@@ -239,8 +238,6 @@ class Engine:
         before the outputs are merged: an organ's largest component is found before tumors
         are overlaid, so a tumor across an organ does not cut it into pieces that are then
         thrown away."""
-        from flarecli.core.preprocessing.orientation import to_canonical
-
         t0 = time.perf_counter()
         with step("reorient"):
             reorient = to_canonical(geometry.direction)

@@ -7,60 +7,39 @@ the current scan is computed; skips finished outputs unless ``overwrite``; a sca
 
 from __future__ import annotations
 
-import resource
+import json
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flarecli import __version__
 from flarecli.core.errors import DiskFull, FlareError, InputError
+from flarecli.core.inference.backends import BackendChoice
+from flarecli.core.inference.calibration import Calibration
 from flarecli.core.inference.engine import Engine, produces_tumor
 from flarecli.core.inference.profiling import ResourceSampler, recording
+from flarecli.core.inference.record import (
+    ScanResult,
+    check_same_model,
+    merge_scans,
+    profile_summary,
+)
+from flarecli.core.inference.shards import distributed, gather, in_shard
 from flarecli.core.io.cases import Case, discover_scans, read_scan
-from flarecli.core.io.files import remove_stale_parts
+from flarecli.core.io.files import remove_stale_parts, write_text_atomic
+from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.nifti import write_volume
 from flarecli.core.io.outputs import check_output_dir
-from flarecli.core.labels import ORGANS
+from flarecli.core.labels import LABELS, ORGANS
 from flarecli.core.preprocessing.boxes import label_counts
-
-
-@dataclass
-class ScanResult:
-    case: str
-    image: str
-    output: str
-    series_uid: str | None = None  # DICOM input: the series segmented
-    skipped: bool = False
-    error: str | None = None
-    rejected: bool = False
-    seconds: dict[str, float] = field(default_factory=dict)
-    confidence: float | None = None
-    agreement: float | None = None
-    volumes_ml: dict[int, float] = field(default_factory=dict)
-    steps: dict[str, float] = field(default_factory=dict)  # seconds of every compute step
-    peak_rss_mb: float | None = None  # sampled while the scan was computed
-    cpu_area_pct_s: float | None = None  # area under the CPU-utilisation curve
-    cpu_utilisation_pct: float | None = None
-    gpu_peak_mb: float | None = None
-    gpu_max_used_mb: float | None = None
-    gpu_area_mb_s: float | None = None
-
-    @property
-    def score(self) -> float | None:
-        """Pseudo-label quality: confidence x TTA agreement (agreement 1 without TTA)."""
-        if self.confidence is None:
-            return None
-        return self.confidence * (self.agreement if self.agreement is not None else 1.0)
-
-    def to_json(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["score"] = self.score
-        d["volumes_ml"] = {str(k): v for k, v in self.volumes_ml.items()}
-        return d
+from flarecli.core.recipes import spec as S
+from flarecli.core.recipes.typed import to_json
 
 
 def input_cases(input_dir: Path, output_dir: Path, model_dir: Path | None = None
@@ -76,7 +55,7 @@ def input_cases(input_dir: Path, output_dir: Path, model_dir: Path | None = None
     return cases, found
 
 
-def read_case(case: Case) -> tuple[Any, Any, float, str | None]:
+def read_case(case: Case) -> tuple[np.ndarray | None, Geometry | None, float, str | None]:
     """(image, geometry, seconds, None) or (None, None, seconds, the problem)."""
     t0 = time.perf_counter()
     try:
@@ -125,14 +104,8 @@ def plan_outputs(cases: list[Case], output_dir: Path, output_format: str, overwr
     return plan
 
 
-def written(scan: dict[str, Any]) -> bool:
-    """Whether a run record's scan (``ScanResult.to_json``) has a NIfTI output on disk."""
-    return (not scan.get("error") and not scan.get("rejected")
-            and scan["output"].endswith(".nii.gz") and Path(scan["output"]).is_file())
-
-
 def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bool = False,
-               postprocess: Any = None, scores: bool = False,
+               postprocess: S.Postprocess | None = None, scores: bool = False,
                min_score: float | None = None, output_format: str = "nifti",
                read_ahead: dict[str, Future] | None = None) -> Iterator[ScanResult]:
     """Predict the planned cases (:func:`plan_outputs`) into ``output_dir/<case>.nii.gz``;
@@ -249,32 +222,6 @@ def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bo
             yield finish(pending, at)
 
 
-def profile_summary(results: list[ScanResult]) -> dict[str, Any]:
-    """Per-scan profile plus means (the ``--profile`` JSON)."""
-    done = [r for r in results if not r.skipped and not r.error and not r.rejected]
-
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return float(np.mean(values)) if values else None
-
-    return {
-        "scans": [r.to_json() for r in results],
-        "summary": {
-            "scans": len(done),
-            "mean_seconds": {k: mean(r.seconds.get(k) for r in done)
-                             for k in ("read", "compute", "write", "total")},
-            "max_gpu_peak_mb": max((r.gpu_peak_mb for r in done if r.gpu_peak_mb), default=None),
-            "mean_steps": {k: mean(r.steps.get(k) for r in done)
-                           for k in dict.fromkeys(k for r in done for k in r.steps)},
-            "mean_gpu_area_mb_s": mean(r.gpu_area_mb_s for r in done),
-            "mean_cpu_area_pct_s": mean(r.cpu_area_pct_s for r in done),
-            "max_scan_rss_mb": max((r.peak_rss_mb for r in done if r.peak_rss_mb),
-                                   default=None),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        },
-    }
-
-
 # ---------------------------------------------------------------------------------------------
 # a whole prediction run: engine, loop, run record
 # ---------------------------------------------------------------------------------------------
@@ -315,65 +262,11 @@ class PredictRun:
         return f"{self.command}.shard-{self.shard[0]}-of-{self.shard[1]}.json"
 
 
-# ---------------------------------------------------------------------------------------------
-# shares of the cases: --shard I/N and torchrun ranks
-# ---------------------------------------------------------------------------------------------
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"I/N"`` (1 <= I <= N) -> (I, N); None stays None. Raises InputError."""
-    if text is None:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        i = n = 0
-    if not 1 <= i <= n:
-        raise InputError(f"--shard {text}: expected I/N with 1 <= I <= N, e.g. 2/8")
-    return i, n
-
-
-def in_shard(case_id: str, shard: tuple[int, int] | None) -> bool:
-    """Whether a case belongs to a shard: by a hash of its id, so shares are disjoint, cover
-    every case, and a case keeps its shard when others are added."""
-    if shard is None:
-        return True
-    import hashlib
-
-    digest = int.from_bytes(hashlib.sha256(case_id.encode()).digest()[:8], "big")
-    return digest % shard[1] == shard[0] - 1
-
-
-def distributed() -> tuple[int, int, int] | None:
-    """(rank, world size, local rank) when started by torchrun with more than one process."""
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1 or "RANK" not in os.environ:
-        return None
-    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0") or 0)
-
-
-def _gather(items: list[Any]) -> list[Any] | None:
-    """Every rank's items on rank 0 (None on the others); CPU collectives (gloo)."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, items)
-    if dist.get_rank() != 0:
-        return None
-    return [x for part in gathered for x in part]
-
-
 def resolved_postprocess(engine: Engine, switch: bool | None,
-                         min_tumor_mm3: float | None = None, connectivity: int | None = None):
+                         min_tumor_mm3: float | None = None, connectivity: int | None = None
+                         ) -> S.Postprocess | None:
     """The post-processing a run applies: the recipe's, switched (``switch`` None: as the
     recipe says) and adjusted by options."""
-    from dataclasses import replace
-
-    from flarecli.core.recipes import spec as S
-
     base = engine.graph.postprocess
     if switch is False or (switch is None and base is None):
         return None
@@ -383,23 +276,49 @@ def resolved_postprocess(engine: Engine, switch: bool | None,
     return replace(spec, **changes)
 
 
+def load_engine(model_dir: Path, device, choice: BackendChoice, *, with_tumor: bool = True,
+                which: str | None = None, graph: str | None = None,
+                warn: Callable[[str], None] | None = None, probabilities: bool = False
+                ) -> Engine:
+    """The engine of a run's options (``choice``: checked already). With ``--precision
+    int8`` it gets the run's :class:`~flarecli.core.inference.calibration.Calibration`, which
+    captures its inputs with the same model at the default precision, on first need."""
+    calibration = None
+    if choice.precision == "int8":
+        assert choice.calibration is not None  # BackendChoice.check refuses int8 without
+        calibration = Calibration(choice.calibration, model_dir, choice.cache_dir,
+                                  with_tumor=with_tumor, which=which, graph=graph)
+    return Engine(model_dir, device, with_tumor=with_tumor, which=which, graph=graph,
+                  backend=choice, warn=warn, probabilities=probabilities,
+                  calibration=calibration)
+
+
+def _share(cases: list[Case], run: PredictRun, ranks: tuple[int, int, int] | None
+           ) -> tuple[list[Case], PredictRun]:
+    """The cases of this process (of its shard, and under torchrun of its rank), and its run
+    (under torchrun on its own GPU)."""
+    if ranks is None:
+        return [c for c in cases if in_shard(c.id, run.shard)], run
+    rank, world, local = ranks
+    cases = [c for c in cases if in_shard(c.id, run.shard) and in_shard(c.id, (rank + 1, world))]
+    if run.device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            run = replace(run, device=f"cuda:{local % torch.cuda.device_count()}")
+    return cases, run
+
+
 def predict(run: PredictRun, cases: list[Case], source: str,
-            notes: Any = None, on_result: Any = None) -> tuple[list[ScanResult], dict[str, Any]]:
+            notes: Callable[[str], None] | None = None,
+            on_result: Callable[[ScanResult], None] | None = None
+            ) -> tuple[list[ScanResult], dict[str, Any]]:
     """Load the model, predict every case, write ``OUTPUT/<command>.json``. Returns (results,
     run record). ``notes(text)`` receives remarks for the user, ``on_result(result)`` each
     result as it comes."""
-    import json
-    import sys
-    from dataclasses import replace
-
-    from flarecli import __version__
-    from flarecli.core.inference.backends import BackendChoice
     from flarecli.core.io.archive import opened_model
-    from flarecli.core.io.files import write_text_atomic
-    from flarecli.core.labels import LABELS
     from flarecli.core.postprocessing.folder import check_min_tumor_mm3
     from flarecli.core.preprocessing.connected import structure
-    from flarecli.core.recipes.typed import to_json
     from flarecli.core.runtime import resolve_device, setup_torch
 
     if run.connectivity is not None:
@@ -418,17 +337,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
             raise InputError("--output-format dicom-seg needs DICOM input series (a DICOM SEG "
                              "references its source images)")
     ranks = distributed()
-    if ranks is not None:  # torchrun: each rank takes its share (of this shard, if any)
-        rank, world, local = ranks
-        cases = [c for c in cases if in_shard(c.id, run.shard)
-                 and in_shard(c.id, (rank + 1, world))]
-        if run.device in ("auto", "cuda"):
-            import torch
-
-            if torch.cuda.is_available():
-                run = replace(run, device=f"cuda:{local % torch.cuda.device_count()}")
-    else:
-        cases = [c for c in cases if in_shard(c.id, run.shard)]
+    cases, run = _share(cases, run, ranks)  # torchrun: each rank its share (of this shard)
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
@@ -446,14 +355,14 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     setup_torch(dev, tune_heap=choice.name == "torch")  # OpenVINO: keep memory returnable
     t0 = time.perf_counter()
     with opened_model(run.model) as model_dir:  # a folder, or a zip unpacked for loading
-        engine = Engine(model_dir, dev, with_tumor=run.with_tumor, which=run.weights,
-                        graph=run.graph, backend=choice, warn=notes,
-                        probabilities=run.tta or run.scores or run.min_score is not None)
+        engine = load_engine(model_dir, dev, choice, with_tumor=run.with_tumor,
+                             which=run.weights, graph=run.graph, warn=notes,
+                             probabilities=run.tta or run.scores or run.min_score is not None)
     t_load = time.perf_counter() - t0
     post = resolved_postprocess(engine, run.postprocess, run.min_tumor_mm3, run.connectivity)
     record_path = Path(run.output_dir) / run.record_name
     if not run.overwrite:
-        check_same_model(record_path, engine)
+        check_same_model(record_path, engine.checksums())
     views = engine.views(run.tta)
     if notes is not None:
         notes(f"{len(cases)} scans, model '{engine.graph_name}' of recipe "
@@ -469,25 +378,9 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         results.append(r)
         if on_result is not None:
             on_result(r)
-    record = {
-        "command": run.command, "shard": list(run.shard) if run.shard else None,
-        "flare_version": __version__, "argv": run.argv or sys.argv[1:],
-        "input": source, "model": str(Path(run.model).resolve()),
-        "recipe": engine.recipe.name, "preset": engine.recipe.preset,
-        "graph": engine.graph_name,
-        "stages": {name: {"sha256": s.sha256, "weights": s.which}
-                   for name, s in engine.stages.items()},
-        "model_sha256": engine.checksums(), "device": str(dev),
-        "backends": engine.backends(), "tta": run.tta,
-        "tta_views": views,
-        "with_tumor": any(produces_tumor(engine.stages[s].stage, h) for s, h in engine.outputs),
-        "postprocess": to_json(post) if post is not None else None,
-        "model_load_seconds": round(t_load, 3),
-        "label_names": {str(k): v for k, v in LABELS.items()},
-        **profile_summary(results),
-    }
+    record = _run_record(run, engine, source, str(dev), post, t_load, results)
     if ranks is not None:  # rank 0 writes the run record of all ranks
-        everything = _gather(results)
+        everything = gather(results)
         if everything is None:
             record["writer"] = False  # the command writes no shared report either
             return results, record
@@ -501,54 +394,24 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     return results, record
 
 
-def check_same_model(record_path: Path, engine: Engine) -> None:
-    """Refuse to add to a folder whose outputs another model made: its run record would
-    then name a model that did not make them all."""
-    import json
-
-    if not record_path.is_file():
-        return
-    try:
-        before = json.loads(record_path.read_text()).get("model_sha256")
-    except (OSError, ValueError, AttributeError):
-        return
-    if isinstance(before, dict) and before and before != engine.checksums():
-        raise InputError(f"{record_path.parent}: holds outputs of another model "
-                         f"(see {record_path.name})",
-                         hint="choose another output folder, or --overwrite to redo every "
-                         "output with this model")
-
-
-def merge_scans(record_path: Path, results: list[ScanResult]) -> list[dict[str, Any]]:
-    """This run's scans plus the earlier runs' entries for the other (or skipped) cases, so
-    several runs into one folder (e.g. imagesTr then imagesUn) keep one complete record."""
-    import json
-
-    earlier: dict[str, dict[str, Any]] = {}
-    if record_path.is_file():
-        try:
-            earlier = {s["case"]: s for s in json.loads(record_path.read_text())["scans"]}
-        except (OSError, ValueError, KeyError, TypeError):
-            earlier = {}
-    for r in results:
-        if not (r.skipped and r.case in earlier):
-            earlier[r.case] = r.to_json()
-    return [earlier[k] for k in sorted(earlier)]
-
-
-def scores_table(record: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """``scores.csv`` of a pseudolabel run: every case of the folder (this run's and earlier
-    ones), its quality score and predicted organ volumes."""
-    header = ["case", "score", "confidence", "agreement", "written",
-              *[f"volume_ml_{c}" for c in ORGANS]]
-
-    def f(v):
-        return "" if v is None else f"{v:.4f}"
-
-    rows = []
-    for r in record["scans"]:
-        volumes = r.get("volumes_ml", {})
-        rows.append([r["case"], f(r.get("score")), f(r.get("confidence")),
-                     f(r.get("agreement")), int(not (r.get("rejected") or r.get("error"))),
-                     *[volumes.get(str(c), "") for c in ORGANS]])
-    return header, rows
+def _run_record(run: PredictRun, engine: Engine, source: str, device: str,
+                post: S.Postprocess | None, t_load: float, results: list[ScanResult]
+                ) -> dict[str, Any]:
+    """The run record of this process's results (the scans of earlier runs not merged yet)."""
+    return {
+        "command": run.command, "shard": list(run.shard) if run.shard else None,
+        "flare_version": __version__, "argv": run.argv or sys.argv[1:],
+        "input": source, "model": str(Path(run.model).resolve()),
+        "recipe": engine.recipe.name, "preset": engine.recipe.preset,
+        "graph": engine.graph_name,
+        "stages": {name: {"sha256": s.sha256, "weights": s.which}
+                   for name, s in engine.stages.items()},
+        "model_sha256": engine.checksums(), "device": device,
+        "backends": engine.backends(), "tta": run.tta,
+        "tta_views": engine.views(run.tta),
+        "with_tumor": any(produces_tumor(engine.stages[s].stage, h) for s, h in engine.outputs),
+        "postprocess": to_json(post) if post is not None else None,
+        "model_load_seconds": round(t_load, 3),
+        "label_names": {str(k): v for k, v in LABELS.items()},
+        **profile_summary(results),
+    }

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flarecli.core.errors import FlareError, ModelError
+from flarecli.core.inference.int8 import Int8Calibration, quantize
 
 #: CPU flags that change which kernels OpenVINO compiles (x86; other machines have none).
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
@@ -141,7 +142,7 @@ class OpenVinoBackend:
     def build(cls, model, heads: tuple[str, ...], input_shape: tuple[int, ...],
               key: dict[str, Any], precision: str, cache_dir: Path | None,
               warn: Callable[[str], None] | None = None, outputs: str = "logits",
-              calibration: Any = None) -> OpenVinoBackend:
+              calibration: Int8Calibration | None = None) -> OpenVinoBackend:
         """From the cache when a sound entry is there, else converted (quantized to int8
         with ``calibration``'s inputs, when given: the run's ``--precision int8``), compiled
         and cached; ``model`` builds the torch network, called only then. Raises NotInstalled
@@ -222,13 +223,12 @@ def convert(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
 
 
 def _compile(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
-             config: dict[str, Any], outputs: str = "logits", calibration: Any = None) -> Any:
+             config: dict[str, Any], outputs: str = "logits",
+             calibration: Int8Calibration | None = None) -> Any:
     try:
         with _CONVERTING:  # torch's tracing is not thread-safe (stages load in threads)
             converted = convert(model, heads, input_shape, outputs)
         if calibration is not None:
-            from flarecli.core.inference.calibration import quantize
-
             converted = quantize(converted, calibration.inputs(input_shape))
         return core().compile_model(converted, "CPU", config)
     except FlareError:  # e.g. an unreadable calibration scan: the user's to fix

@@ -14,15 +14,26 @@ mirrors); a left-right flip also swaps the left/right organ classes of each head
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flarecli.core.inference.backends import argmax_labels
+from flarecli.core.inference.backends import Backend, BackendChoice, argmax_labels, make_backend
+from flarecli.core.inference.int8 import Int8Calibration
 from flarecli.core.inference.profiling import step
+from flarecli.core.io.bundle import (
+    bundle_stage,
+    network_of,
+    read_bundle,
+    verified_weights,
+    weights_entry,
+)
+from flarecli.core.labels import LR_SWAP
 from flarecli.core.preprocessing.boxes import Box, crop
 from flarecli.core.preprocessing.intensity import Intensity
 from flarecli.core.preprocessing.orientation import (
@@ -49,7 +60,7 @@ class LoadedStage:
     meta: dict[str, Any]
     stage: S.Stage
     intensity: Intensity
-    backend: Any
+    backend: Backend
     dims: int
     which: str  # the weights used: 'best' or 'final'
 
@@ -78,25 +89,15 @@ class LoadedStage:
 
 
 def load_stage(name: str, folder: Path, device, which: str | None = None,
-               choice: Any = None, notes: Any = None, fallbacks: list[str] | None = None,
-               probabilities: bool = True, calibration: Any = None) -> LoadedStage:
+               choice: BackendChoice | None = None, notes: Callable[[str], None] | None = None,
+               fallbacks: list[str] | None = None, probabilities: bool = True,
+               calibration: Int8Calibration | None = None) -> LoadedStage:
     """A bundle's stage on the backend ``choice`` asks for (a BackendChoice; default: torch).
     The weights' checksum is verified before any backend sees them; the torch network is
     built only when a backend needs it (not for an OpenVINO model found in the cache, which
     was compiled from these very weights). ``probabilities``: the run will average or score
     this stage's softmax (TTA, confidence); without, a fixed-size stage only needs each
     head's argmax."""
-    import functools
-
-    from flarecli.core.inference.backends import BackendChoice, make_backend
-    from flarecli.core.io.bundle import (
-        bundle_stage,
-        network_of,
-        read_bundle,
-        verified_weights,
-        weights_entry,
-    )
-
     meta = read_bundle(folder)
     path = verified_weights(folder, meta, which)
     stage, intensity = bundle_stage(folder, meta)
@@ -130,8 +131,6 @@ def network_input(stage: S.Stage, dims: int) -> tuple[int, ...]:
 
 def _lr_permutation(stage: S.Stage, head: str) -> list[int]:
     """Channel order of a head after a left-right mirror (left/right organs swapped)."""
-    from flarecli.core.labels import LR_SWAP
-
     classes = stage.network.heads[head]
     index = {c: k for k, c in enumerate(classes, start=1) if isinstance(c, int)}
     perm = list(range(len(classes) + 1))

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from flarecli.core.inference.folder import in_shard, parse_shard
+from flarecli.core.inference.shards import in_shard, parse_shard
 from flarecli.core.io.nifti import read_volume, write_volume
 from tests.conftest import geom
 
