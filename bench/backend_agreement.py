@@ -33,7 +33,8 @@ PAPER_ARGS = {"base_channels": 16, "n_down": 5, "blocks_down": 1, "blocks_up": 0
 def paper_student(data: Path, coarse_from: Path, steps: int) -> Path:
     """stmt's paper organ network trained briefly at 64^3 on the complete synthetic labels."""
     from flarecli.core.recipes.load import load_recipe
-    from flarecli.core.training.loop import TrainRun, train
+    from flarecli.core.training.options import TrainRun
+    from flarecli.core.training.run import train
 
     out = WORK / "paper_student"
     if (out / "organs" / "model.json").is_file():

@@ -43,7 +43,8 @@ def random_bundles(folder: Path) -> None:
     from flarecli.core.preprocessing.intensity import window
     from flarecli.core.recipes.load import load_recipe
     from flarecli.core.recipes.typed import to_json
-    from flarecli.core.training.loop import build_network, write_model_recipe
+    from flarecli.core.training.export import write_model_recipe
+    from flarecli.core.training.network import build_network
 
     recipe = load_recipe("stmt", "paper")
     for name in ("coarse", "organs", "tumor"):

@@ -81,7 +81,7 @@ def main() -> None:
     from flarecli.core.inference.openvino import _compile, convert, core
     from flarecli.core.recipes.load import load_recipe
     from flarecli.core.runtime import usable_cpus
-    from flarecli.core.training.loop import build_network
+    from flarecli.core.training.network import build_network
 
     print(cpu_description())
     print(f"openvino {ov.__version__}, nncf {nncf.__version__}")

@@ -33,7 +33,7 @@ from flarecli.core.inference.folder import PredictRun, input_cases, predict
 from flarecli.core.pipeline.demo import evaluate_folder, make_dataset
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.load import builtin_names
-from flarecli.core.training.loop import build_network
+from flarecli.core.training.network import build_network
 
 NOTES_MARK = "<!-- notes: text below this line is kept when the script rewrites the report -->"
 

@@ -112,7 +112,7 @@ def tiny_recipe(recipe: str = "stmt", stages=STMT_STAGES, extra=None, **fields):
 
 def train_run(src, out, stage="organs", recipe=None, **kw):
     """A TrainRun of a tiny recipe on the CPU."""
-    from flarecli.core.training.loop import TrainRun
+    from flarecli.core.training.options import TrainRun
 
     kw.setdefault("device", "cpu")
     kw.setdefault("workers", 0)
@@ -138,7 +138,7 @@ def tiny_model(tmp_path_factory) -> Path:
     """ROOT with ROOT/data (two blob cases with tumors) and ROOT/model: a tiny stmt model
     (coarse, organs, tumor; one epoch of two steps), shared by the tests that only need some
     trained model to run."""
-    from flarecli.core.training.loop import train
+    from flarecli.core.training.run import train
 
     root = tmp_path_factory.mktemp("tiny-model")
     for i in range(2):

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.gpu,
 
 
 def test_train_and_infer_on_cuda(tmp_path, run_cli):
-    from flarecli.core.training.loop import train
+    from flarecli.core.training.run import train
     from tests.conftest import blob_case, tiny_recipe, train_run
     from tests.core.inference.test_engine import GRIDS, scans
 

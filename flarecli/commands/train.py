@@ -56,7 +56,7 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from flarecli.core.recipes.load import load_with_shortcuts
-    from flarecli.core.training import loop as core
+    from flarecli.core.training import run as core
 
     resolved = load_with_shortcuts(recipe, preset, overrides, stage, model=model, size=size,
                                    epochs=epochs, iterations=iterations,
@@ -83,7 +83,7 @@ def train(
 
 def train_progress(bar=None):
     """A training Progress that prints each epoch to stderr (and drives ``bar`` if given)."""
-    from flarecli.core.training import loop as core
+    from flarecli.core.training import run as core
 
     task = bar.add_task("train", total=None, info="") if bar is not None else None
 

@@ -444,7 +444,8 @@ def test_invalid_numbers_are_refused(tmp_path, run_cli):
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, run_cli):
     from flarecli.core.errors import ModelError
-    from flarecli.core.training.loop import Progress, train
+    from flarecli.core.training.options import Progress
+    from flarecli.core.training.run import train
     from tests.conftest import tiny_recipe, train_run
 
     blob_case(tmp_path / "data", "a", 0)

@@ -3,7 +3,7 @@
 The runner audits the dataset (``RUN/audit.json``), then executes the recipe's steps in
 order, each through the core API (no command line):
 
-* ``train`` / ``retrain``: :func:`flarecli.core.training.loop.train` of the step's stage into
+* ``train`` / ``retrain``: :func:`flarecli.core.training.run.train` of the step's stage into
   ``RUN/<model>/<stage>/`` on the step's subset of its source (the audit manifest, the
   dataset folder, or a correct step's manifest), with the step's ``set`` overrides and
   ``init`` bundle;
@@ -31,6 +31,7 @@ from typing import Any
 from flarecli.core.errors import DataError
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.typed import parse, to_json
+from flarecli.core.training.options import Progress, TrainRun
 
 RECORD_SCHEMA = 1
 
@@ -65,7 +66,7 @@ class PipelineProgress:
     step: Callable[[str, str], None] = lambda name, title: None
     done: Callable[[StepReport], None] = lambda report: None
     note: Callable[[str], None] = lambda text: None
-    train: Any = None  # a flarecli.core.training.loop.Progress
+    train: Progress | None = None  # the training steps' own progress
 
 
 @dataclass
@@ -228,17 +229,17 @@ def _source(step: S.TrainStep, run: PipelineRun, out: Path) -> Path:
 
 def _train(run: PipelineRun, step: S.TrainStep, out: Path, progress: PipelineProgress
            ) -> str | None:
-    from flarecli.core.training import loop
+    from flarecli.core.training.run import train as train_stage
 
     recipe = step_recipe(run.recipe, step)
     run_dir = out / step.model / step.stage
     resume = (run_dir / "checkpoint_last.pt").is_file() and not run.overwrite and _same_stage(
         run_dir, recipe.stages[step.stage])
-    train = loop.TrainRun(recipe, step.stage, str(_source(step, run, out)), str(out / step.model),
-                          data=step.data, init=str(out / step.init) if step.init else None,
-                          seed=run.seed, device=run.device, workers=run.workers,
-                          cache=str(out / "cache"), overwrite=True)
-    summary = loop.train(train, resume=resume, progress=progress.train)
+    train = TrainRun(recipe, step.stage, str(_source(step, run, out)), str(out / step.model),
+                     data=step.data, init=str(out / step.init) if step.init else None,
+                     seed=run.seed, device=run.device, workers=run.workers,
+                     cache=str(out / "cache"), overwrite=True)
+    summary = train_stage(train, resume=resume, progress=progress.train)
     score = (f"best validation score {summary['best']:.3f}" if summary["validated"]
              else f"final training loss {-summary['best']:.3f}")
     left_out = (f"; {len(summary['problems'])} cases left out" if summary["problems"]

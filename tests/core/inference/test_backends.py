@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flarecli.core.io.nifti import read_volume
-from flarecli.core.training.loop import train
+from flarecli.core.training.run import train
 from tests.conftest import blob_case, tiny_recipe, train_run
 
 pytest.importorskip("openvino")

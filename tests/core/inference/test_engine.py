@@ -9,7 +9,7 @@ import pytest
 
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.nifti import read_volume, write_volume
-from flarecli.core.training.loop import train
+from flarecli.core.training.run import train
 from tests.conftest import blob_case, geom, tiny_recipe, train_run
 
 

@@ -47,7 +47,7 @@ def test_a_second_run_skips_the_finished_steps_and_redoes_what_changed(smoke_dat
 
 
 def test_an_interrupted_training_step_resumes(smoke_data, tmp_path):
-    from flarecli.core.training.loop import Progress
+    from flarecli.core.training.options import Progress
 
     recipe = load_recipe("stmt", "smoke", ["stages.coarse.epochs=3"])
 

@@ -18,7 +18,7 @@ FIVE = {1, 2, 3, 4, 13}
 
 
 def _params(recipe: str, stage: str) -> float:
-    from flarecli.core.training.loop import build_network
+    from flarecli.core.training.network import build_network
 
     model, _ = build_network(load_recipe(recipe, "paper").stages[stage])
     return sum(p.numel() for p in model.parameters()) / 1e6
@@ -73,7 +73,8 @@ def _check_a_frozen_step(run, out):
     import torch
 
     from flarecli.core.io.bundle import load_bundle
-    from flarecli.core.training.loop import TrainRun, train
+    from flarecli.core.training.options import TrainRun
+    from flarecli.core.training.run import train
 
     step3 = {"name": "3-organ-decoder", "data": "D_l1", "train": ["branches.organs"],
              "heads": ["organs"], "epochs": 1, "iterations": 2, "lr": 0.01}
@@ -189,7 +190,7 @@ def test_paper_presets_build_the_papers_network_sizes(recipe, stage, paper_milli
 def test_the_2d_network_has_2d_convolutions_and_an_organ_and_a_cancer_head():
     import torch
 
-    from flarecli.core.training.loop import build_network
+    from flarecli.core.training.network import build_network
 
     stage = load_recipe("dual-decoder-2d", "paper").stages["unet2d"]
     model, _ = build_network(stage)
@@ -209,7 +210,7 @@ def test_the_2d_network_has_2d_convolutions_and_an_organ_and_a_cancer_head():
 def test_the_efficientseg_fine_network_is_anisotropic():
     import torch
 
-    from flarecli.core.training.loop import build_network
+    from flarecli.core.training.network import build_network
 
     model, _ = build_network(load_recipe("weak-label-efficientseg", "paper").stages["fine"])
     kernels = {tuple(m.kernel_size) for m in model.modules() if isinstance(m, torch.nn.Conv3d)}
@@ -332,13 +333,13 @@ def test_a_left_right_flip_in_training_swaps_the_label_pairs():
 
     from flarecli.core.labels import LR_SWAP
     from flarecli.core.training.data import make_sample
-    from flarecli.core.training.loop import _augment_config
+    from flarecli.core.training.feed import augment_config
 
     stage = load_recipe("weak-label-efficientseg", "paper", {
         "stages.fine.augmentation.mirror": ["LR"],
         "stages.fine.augmentation.settings": {"p_flip": 1.0},
         "stages.fine.geometry.size_zyx": [4, 4, 8]}).stages["fine"]
-    config, swap = _augment_config(stage)
+    config, swap = augment_config(stage)
     assert swap is not None and swap[0] == 2  # x runs left-right in LPS
     label = np.zeros((4, 4, 8), np.uint8)
     label[1, 1, :4] = [2, 7, 1, 14]  # patient's right (low x in LPS)

@@ -9,7 +9,8 @@ import torch
 from flarecli.core.errors import InputError, ModelError
 from flarecli.core.io.bundle import load_bundle
 from flarecli.core.recipes.typed import RecipeError
-from flarecli.core.training.loop import Progress, train
+from flarecli.core.training.options import Progress
+from flarecli.core.training.run import train
 from tests.conftest import blob_case, tiny_recipe, train_run
 
 

@@ -17,12 +17,12 @@ from flarecli.core.training.augment import (
     ElasticParams,
     GammaParams,
     NoiseParams,
-    _voxel_matrix,
     apply,
     augment_batch,
     identity_params,
     sample_params,
 )
+from flarecli.core.training.augment.spatial import _voxel_matrix
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
