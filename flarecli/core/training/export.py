@@ -14,9 +14,7 @@ from flarecli.core.recipes.load import recipe_to_json
 from flarecli.core.recipes.typed import to_json
 from flarecli.core.training.options import TrainRun
 from flarecli.core.training.prepare import Prepared
-from flarecli.core.training.state import (
-    RunState,
-)
+from flarecli.core.training.state import RunState
 
 
 def export_bundle(state: RunState, run: TrainRun, stage: S.Stage, arch: dict[str, Any],

@@ -12,9 +12,7 @@ from flarecli.core.training.cache import load_cached
 from flarecli.core.training.feed import Feed
 from flarecli.core.training.options import Progress
 from flarecli.core.training.phases import Phase
-from flarecli.core.training.state import (
-    RunState,
-)
+from flarecli.core.training.state import RunState
 
 
 def _as_dict(outputs, heads: tuple[str, ...]) -> dict[str, Any]:

@@ -11,7 +11,10 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from flarecli.core.synth import anatomy
+from flarecli.core.synth import case as C
 from flarecli.core.synth import phantom as P
+from flarecli.core.synth.paint import render_layers
+from flarecli.core.synth.shapes import index_to_physical
 
 ALL_ORGANS = set(range(1, 14))
 
@@ -23,7 +26,7 @@ def _case(
     direction: str | None = None,
     n_tumors: int | None = None,
     z_extent: str | None = None,
-) -> tuple[P.CaseSpec, NDArray[np.int16], NDArray[np.uint8]]:
+) -> tuple[C.CaseSpec, NDArray[np.int16], NDArray[np.uint8]]:
     spec = anatomy.sample_case_spec(
         np.random.default_rng(seed), size, n_tumors=n_tumors, z_extent=z_extent, direction=direction
     )
@@ -31,14 +34,14 @@ def _case(
     return spec, img, lab
 
 
-def _centroids(spec: P.CaseSpec, lab: NDArray[np.uint8]) -> dict[int, NDArray[np.float64]]:
+def _centroids(spec: C.CaseSpec, lab: NDArray[np.uint8]) -> dict[int, NDArray[np.float64]]:
     """LPS centroid (mm) of every label present."""
     out = {}
     for lid in np.unique(lab):
         if lid == 0:
             continue
         kji = np.argwhere(lab == lid).astype(np.float64)
-        out[int(lid)] = P.index_to_physical(spec.grid, kji).mean(axis=0)
+        out[int(lid)] = index_to_physical(spec.grid, kji).mean(axis=0)
     return out
 
 
@@ -69,11 +72,11 @@ def test_all_organs_present(seed: int) -> None:
     assert img.shape == lab.shape == spec.grid.shape_zyx
 
 
-@pytest.mark.parametrize("direction", list(P.DIRECTIONS))
+@pytest.mark.parametrize("direction", list(C.DIRECTIONS))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_organs_and_layout_every_direction(direction: str, seed: int) -> None:
     spec, _, lab = _case(seed, direction=direction)
-    assert spec.grid.direction == P.DIRECTIONS[direction]
+    assert spec.grid.direction == C.DIRECTIONS[direction]
     assert ALL_ORGANS <= set(np.unique(lab).tolist())
     c = _centroids(spec, lab)
     x, z = 0, 2
@@ -89,7 +92,7 @@ def test_organs_and_layout_every_direction(direction: str, seed: int) -> None:
 def test_same_anatomy_across_directions() -> None:
     """Same rng draws with a different direction: organ centroids agree in physical space."""
     cents = []
-    for d in P.DIRECTIONS:
+    for d in C.DIRECTIONS:
         spec, _, lab = _case(5, direction=d)
         cents.append(_centroids(spec, lab))
     for lid in (1, 2, 3, 5, 13):
@@ -102,8 +105,8 @@ def test_same_anatomy_across_directions() -> None:
 def test_tumor_count(n: int, seed: int) -> None:
     spec, _, lab = _case(100 + seed, n_tumors=n)
     assert len(spec.tumor_hosts) == n
-    assert sum(p.label == P.TUMOR_ID for p in spec.parts) == n
-    assert (P.TUMOR_ID in np.unique(lab)) == (n > 0)
+    assert sum(p.label == C.TUMOR_ID for p in spec.parts) == n
+    assert (C.TUMOR_ID in np.unique(lab)) == (n > 0)
 
 
 def test_tumor_hosts_mostly_organs() -> None:
@@ -111,7 +114,7 @@ def test_tumor_hosts_mostly_organs() -> None:
     for seed in range(60):
         spec = anatomy.sample_case_spec(np.random.default_rng(seed), 96, n_tumors=3)
         hosts.extend(spec.tumor_hosts)
-    frac = np.mean([h in P.TUMOR_HOSTS for h in hosts])
+    frac = np.mean([h in C.TUMOR_HOSTS for h in hosts])
     assert 0.75 < frac < 0.95
 
 
@@ -123,9 +126,9 @@ def test_tumor_inside_host() -> None:
         host = spec.tumor_hosts[0]
         if host == 0:
             continue
-        bare = replace(spec, parts=tuple(p for p in spec.parts if p.label != P.TUMOR_ID))
+        bare = replace(spec, parts=tuple(p for p in spec.parts if p.label != C.TUMOR_ID))
         _, lab0 = P.render_case(bare)
-        tum = lab == P.TUMOR_ID
+        tum = lab == C.TUMOR_ID
         near = ndimage.binary_dilation(lab0 == host, iterations=1)
         assert tum.sum() > 0
         assert (tum & near).sum() >= 0.9 * tum.sum()
@@ -138,11 +141,11 @@ def test_tumor_inside_host() -> None:
 def test_hu_statistics() -> None:
     for seed in (0, 1, 2, 3):
         spec = anatomy.sample_case_spec(np.random.default_rng(seed), 96)
-        label, tissue = P.render_layers(spec)
+        label, tissue = render_layers(spec)
         img, lab2 = P.render_case(spec)
         assert np.array_equal(label, lab2)
-        core = ndimage.binary_erosion(tissue == P.Tissue.SUBQ_FAT, iterations=1)
-        fat = img[core | (ndimage.binary_erosion(tissue == P.Tissue.VISC_FAT))]
+        core = ndimage.binary_erosion(tissue == C.Tissue.SUBQ_FAT, iterations=1)
+        fat = img[core | (ndimage.binary_erosion(tissue == C.Tissue.VISC_FAT))]
         assert -130 < fat.mean() < -70
         assert (img > 300).sum() > 50, "bone present"
         assert img.max() > 300
@@ -153,7 +156,7 @@ def test_hu_statistics() -> None:
         assert aorta.mean() > liver.mean()
         assert 60 < liver.mean() < 150
         assert img.min() >= -1024 and img.max() <= 3071
-        outside = ndimage.binary_erosion(tissue == P.Tissue.AIR, iterations=2)
+        outside = ndimage.binary_erosion(tissue == C.Tissue.AIR, iterations=2)
         assert abs(float(np.median(img[outside])) + 1000.0) < 10.0
 
 
@@ -168,15 +171,15 @@ def test_grid_ranges(size: int) -> None:
         assert 0.6 * 512 / size - 1e-9 <= sx <= 1.0 * 512 / size + 1e-9
         assert 1.0 * zf - 1e-9 <= sz <= 5.0 * zf + 1e-9
         assert g.shape_zyx[1:] == (size, size)
-        assert g.direction in P.DIRECTIONS.values()
+        assert g.direction in C.DIRECTIONS.values()
         # z coverage (physical) contains the abdominal core
-        corners = P.index_to_physical(g, np.array([[0, 0, 0], [g.shape_zyx[0] - 1, 0, 0]]))
+        corners = index_to_physical(g, np.array([[0, 0, 0], [g.shape_zyx[0] - 1, 0, 0]]))
         zmin, zmax = corners[:, 2].min(), corners[:, 2].max()
         assert zmin <= -80.0 * spec.scale and zmax >= 100.0 * spec.scale
         assert zmax - zmin == pytest.approx(sz * (g.shape_zyx[0] - 1))
 
 
-@pytest.mark.parametrize("ext", P.Z_EXTENTS)
+@pytest.mark.parametrize("ext", C.Z_EXTENTS)
 def test_z_extent(ext: str) -> None:
     spec = anatomy.sample_case_spec(np.random.default_rng(7), 96, z_extent=ext)
     lo, hi = spec.z_range
@@ -186,17 +189,17 @@ def test_z_extent(ext: str) -> None:
 
 def test_chest_has_lung_and_pelvis_has_bone() -> None:
     spec = anatomy.sample_case_spec(np.random.default_rng(9), 96, z_extent="chest+pelvis")
-    _, tissue = P.render_layers(spec)
-    assert (tissue == P.Tissue.LUNG).sum() > 1000
+    _, tissue = render_layers(spec)
+    assert (tissue == C.Tissue.LUNG).sum() > 1000
     g = spec.grid
-    kji = np.argwhere(tissue == P.Tissue.CORTEX)
-    z = P.index_to_physical(g, kji.astype(np.float64))[:, 2]
+    kji = np.argwhere(tissue == C.Tissue.CORTEX)
+    z = index_to_physical(g, kji.astype(np.float64))[:, 2]
     assert (z < -180.0 * spec.scale).sum() > 20, "pelvic bone"
 
 
 def test_invalid_args() -> None:
     with pytest.raises(ValueError):
-        anatomy.sample_case_spec(np.random.default_rng(0), 96, n_tumors=P.MAX_TUMORS + 1)
+        anatomy.sample_case_spec(np.random.default_rng(0), 96, n_tumors=C.MAX_TUMORS + 1)
     with pytest.raises(ValueError):
         anatomy.sample_case_spec(np.random.default_rng(0), 96, z_extent="head")
 
