@@ -30,12 +30,13 @@ def synth(
     """
     from flarecli.core.parallel import imap_ordered
     from flarecli.core.synth import dataset as core
+    from flarecli.core.synth.config import SynthConfig
 
-    config = core.SynthConfig(train, unlabeled, test, seed, size)
+    config = SynthConfig(train, unlabeled, test, size)
     t0 = time.perf_counter()
-    jobs = core.prepare(config, out_dir, overwrite)
+    jobs = core.prepare(config, seed, out_dir, overwrite)
     records = list(track(imap_ordered(core.make_case, jobs, workers), len(jobs), "synth"))
-    data = core.finish(config, out_dir, records)
+    data = core.finish(config, seed, out_dir, records)
     seconds = time.perf_counter() - t0
     counts = {}
     for r in data["cases"]:

@@ -64,7 +64,7 @@ RULES = {"stmt": correct, "supplement": lambda pseudo, partial: supplement(parti
 
 
 @dataclass(frozen=True)
-class Job:
+class CorrectJob:
     case: str
     image: str | None
     pseudo: str | None
@@ -76,7 +76,7 @@ class Job:
 
 
 @dataclass
-class Result:
+class CorrectResult:
     case: str
     image: str | None
     label: str
@@ -90,8 +90,8 @@ class Result:
                 "annotated": self.annotated, "from_teacher": self.from_teacher}
 
 
-def correct_case(job: Job) -> Result:
-    result = Result(job.case, job.image, job.target)
+def correct_case(job: CorrectJob) -> CorrectResult:
+    result = CorrectResult(job.case, job.image, job.target)
     try:
         if job.image is None:
             raise InputError("no image found for this case (give --images DIR)")
@@ -150,14 +150,14 @@ def image_paths(pseudo_dir: Path, images: list[Path]) -> dict[str, str]:
 
 
 @dataclass
-class Plan:
-    jobs: list[Job]
+class CorrectPlan:
+    jobs: list[CorrectJob]
     stray: list[tuple[Path, str]]  # ignored files
-    failed: list[Result]  # cases that cannot be corrected (a duplicate file)
+    failed: list[CorrectResult]  # cases that cannot be corrected (a duplicate file)
 
 
 def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path],
-         overwrite: bool, rule: str = "stmt") -> Plan:
+         overwrite: bool, rule: str = "stmt") -> CorrectPlan:
     pseudo_dir = require_dir(pseudo_dir, "pseudo-label")
     labels_dir = require_dir(labels_dir, "labels")
     found_pseudo, found_labels = label_files(pseudo_dir), label_files(labels_dir)
@@ -173,18 +173,18 @@ def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path
     for cid in sorted(set(pseudo) | set(labels)):
         problems = [p for c in (pseudo.get(cid), labels.get(cid)) if c for p in c.problems]
         if problems:
-            failed.append(Result(cid, image_of.get(cid), str(out / f"{cid}.nii.gz"),
+            failed.append(CorrectResult(cid, image_of.get(cid), str(out / f"{cid}.nii.gz"),
                                  error="; ".join(problems)))
             continue
-        jobs.append(Job(cid, image_of.get(cid),
+        jobs.append(CorrectJob(cid, image_of.get(cid),
                         str(pseudo[cid].label) if cid in pseudo else None,
                         str(labels[cid].label) if cid in labels else None,
                         str(out / f"{cid}.nii.gz"), overwrite, rule))
-    return Plan(jobs, found_pseudo.stray + found_labels.stray, failed)
+    return CorrectPlan(jobs, found_pseudo.stray + found_labels.stray, failed)
 
 
 def plan_cases(cases: list[Any], pseudo_dir: Path, output_dir: Path, overwrite: bool,
-               rule: str = "stmt", selected: set[str] | None = None) -> list[Job]:
+               rule: str = "stmt", selected: set[str] | None = None) -> list[CorrectJob]:
     """Jobs for known cases (``id``, ``image``, ``label`` or None): their pseudo-labels are
     ``pseudo_dir/<id>.nii.gz`` where present. Only the ``selected`` cases (default all) are
     corrected; the other labelled ones go into the manifest as they are (kind FL, or
@@ -197,15 +197,15 @@ def plan_cases(cases: list[Any], pseudo_dir: Path, output_dir: Path, overwrite: 
     for c in sorted(cases, key=lambda c: c.id):
         keep = selected is not None and c.id not in selected
         if keep and c.label:
-            jobs.append(Job(c.id, c.image, None, c.label, str(out / f"{c.id}.nii.gz"),
+            jobs.append(CorrectJob(c.id, c.image, None, c.label, str(out / f"{c.id}.nii.gz"),
                             overwrite, rule, passthrough=True))
         elif not keep and (c.label or c.id in pseudo):
-            jobs.append(Job(c.id, c.image, str(pseudo[c.id]) if c.id in pseudo else None,
+            jobs.append(CorrectJob(c.id, c.image, str(pseudo[c.id]) if c.id in pseudo else None,
                             c.label, str(out / f"{c.id}.nii.gz"), overwrite, rule))
     return jobs
 
 
-def manifest(results: list[Result], source: dict[str, Any]) -> dict[str, Any]:
+def manifest(results: list[CorrectResult], source: dict[str, Any]) -> dict[str, Any]:
     from flarecli import __version__
 
     ok = [r for r in results if r.error is None]

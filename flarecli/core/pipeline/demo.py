@@ -17,19 +17,21 @@ from flarecli.core.pipeline.runner import (
     PipelineProgress,
     PipelineResult,
     PipelineRun,
+    RunOptions,
     run_pipeline,
 )
+from flarecli.core.synth.config import SynthConfig
 
 
 @dataclass
-class DemoRun:
+class DemoRun(RunOptions):
+    """``flare demo``: the pipeline of recipe ``recipe`` (a built-in name or a file) at
+    ``preset`` on a fresh synthetic dataset, every artefact under ``out``; the options are
+    the pipeline's own (:class:`~flarecli.core.pipeline.runner.RunOptions`)."""
+
     recipe: str
     preset: str
     out: Path
-    device: str = "auto"
-    seed: int = 0
-    workers: int = 1
-    overwrite: bool = False
 
 
 @dataclass
@@ -39,15 +41,13 @@ class DemoResult:
     scores_path: Path
 
 
-def make_dataset(demo, folder: Path, seed: int, workers: int) -> None:
+def make_dataset(config: SynthConfig, folder: Path, seed: int, workers: int) -> None:
     """The synthetic dataset (resumes: finished cases are kept)."""
     from flarecli.core.parallel import imap_ordered
     from flarecli.core.synth import dataset as synth
 
-    config = synth.SynthConfig(demo.train, demo.unlabeled, demo.test, seed, demo.size)
-    config.validate()
-    jobs = synth.prepare(config, folder, overwrite=False)
-    synth.finish(config, folder, list(imap_ordered(synth.make_case, jobs, workers)))
+    jobs = synth.prepare(config, seed, folder, overwrite=False)
+    synth.finish(config, seed, folder, list(imap_ordered(synth.make_case, jobs, workers)))
 
 
 def evaluate_folder(pred_dir: Path, gt_dir: Path, workers: int) -> tuple[dict[str, Any], list]:
@@ -72,8 +72,7 @@ def run_demo(run: DemoRun, progress: PipelineProgress | None = None) -> DemoResu
     progress.step("synth", f"synthetic dataset ({recipe.demo.train} training, "
                            f"{recipe.demo.unlabeled} unlabeled, {recipe.demo.test} test cases)")
     make_dataset(recipe.demo, data, run.seed, run.workers)
-    result = run_pipeline(PipelineRun(recipe, data, out, device=run.device, seed=run.seed,
-                                      workers=run.workers, overwrite=run.overwrite), progress)
+    result = run_pipeline(PipelineRun(recipe, data, out, **run.run_options()), progress)
     progress.step("infer", f"inference on the test split with {result.final}")
     pred = out / "predictions"
     cases, _ = input_cases(data / "imagesTs", pred, result.final)

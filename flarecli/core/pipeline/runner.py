@@ -24,7 +24,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +36,30 @@ from flarecli.core.training.options import Progress, TrainRun
 RECORD_SCHEMA = 1
 
 
+@dataclass(kw_only=True)
+class RunOptions:
+    """How a pipeline runs, whatever it makes: the device, the seed, worker processes, and
+    ``overwrite`` (redo every step; a re-run otherwise keeps the finished ones). Shared by
+    :class:`PipelineRun` and ``flare demo``'s run, keyword arguments of both."""
+
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 1
+    overwrite: bool = False
+
+    def run_options(self) -> dict[str, Any]:
+        """These options alone, as keyword arguments (to hand on to another run)."""
+        return {f.name: getattr(self, f.name) for f in fields(RunOptions)}
+
+
 @dataclass
-class PipelineRun:
+class PipelineRun(RunOptions):
     """A recipe's pipeline on a dataset folder (imagesTr/ + labelsTr/, optional imagesUn/),
     with every artefact under ``out``."""
 
     recipe: S.Recipe
     dataset: Path
     out: Path
-    device: str = "auto"
-    seed: int = 0
-    workers: int = 1
-    overwrite: bool = False
 
 
 @dataclass
@@ -90,7 +102,7 @@ def step_recipe(recipe: S.Recipe, step: S.TrainStep) -> S.Recipe:
     return recipe.replace(stages={**recipe.stages, step.stage: stage})
 
 
-def _title(step: Any) -> str:
+def _title(step: S.Step) -> str:
     if isinstance(step, S.TrainStep):
         verb = "retrain" if isinstance(step, S.RetrainStep) else "train"
         return f"{verb} {step.model}/{step.stage}"
@@ -158,7 +170,7 @@ def run_pipeline(run: PipelineRun, progress: PipelineProgress | None = None
     t_start = time.perf_counter()
     chain = _fingerprint("", str(Path(run.dataset).resolve()),
                          _dataset_fingerprint(Path(run.dataset)))
-    steps: list[tuple[str, str, Any]] = [("audit", "audit the dataset", None)]
+    steps: list[tuple[str, str, S.Step | None]] = [("audit", "audit the dataset", None)]
     steps += [(s.name, _title(s), s) for s in run.recipe.pipeline.steps]
     redo = run.overwrite
     for name, title, step in steps:
@@ -186,11 +198,11 @@ def run_pipeline(run: PipelineRun, progress: PipelineProgress | None = None
     return result
 
 
-def _kind(step: Any) -> str:
+def _kind(step: S.Step | None) -> str:
     return "audit" if step is None else step.TAG
 
 
-def _execute(run: PipelineRun, step: Any, out: Path, record: _Record,
+def _execute(run: PipelineRun, step: S.Step | None, out: Path, record: _Record,
              progress: PipelineProgress, result: PipelineResult) -> str | None:
     if step is None:
         return _audit(run, out)

@@ -16,7 +16,7 @@ from flarecli.core.preprocessing.connected import structure
 
 
 @dataclass(frozen=True)
-class Job:
+class PostprocessJob:
     case: str
     source: Path
     target: Path
@@ -26,7 +26,7 @@ class Job:
 
 
 @dataclass
-class Result:
+class PostprocessResult:
     case: str
     removed: dict[int, int] = field(default_factory=dict)
     skipped: bool = False
@@ -34,10 +34,10 @@ class Result:
 
 
 @dataclass
-class Plan:
-    jobs: list[Job]
+class PostprocessPlan:
+    jobs: list[PostprocessJob]
     stray: list[tuple[Path, str]]  # ignored files
-    failed: list[Result]  # cases that cannot be processed (a duplicate file)
+    failed: list[PostprocessResult]  # cases that cannot be processed (a duplicate file)
 
 
 def check_min_tumor_mm3(value: float) -> float:
@@ -47,7 +47,7 @@ def check_min_tumor_mm3(value: float) -> float:
 
 
 def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: float,
-         overwrite: bool) -> Plan:
+         overwrite: bool) -> PostprocessPlan:
     input_dir = require_dir(input_dir, "input")
     structure(connectivity)  # validates
     check_min_tumor_mm3(min_tumor_mm3)
@@ -56,28 +56,29 @@ def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: fl
         raise InputError(f"{input_dir}: no NIfTI label maps found")
     check_output_dir(output_dir, "output folder", case_dirs=[input_dir])
     remove_stale_parts(output_dir)
-    jobs = [Job(c.id, c.label, Path(output_dir) / f"{c.id}.nii.gz", connectivity,
+    jobs = [PostprocessJob(c.id, c.label, Path(output_dir) / f"{c.id}.nii.gz", connectivity,
                 min_tumor_mm3, overwrite) for c in found.cases
             if c.label is not None and not c.problems]
-    failed = [Result(c.id, error="; ".join(c.problems)) for c in found.cases if c.problems]
-    return Plan(jobs, found.stray, failed)
+    failed = [PostprocessResult(c.id, error="; ".join(c.problems))
+              for c in found.cases if c.problems]
+    return PostprocessPlan(jobs, found.stray, failed)
 
 
-def run_case(job: Job) -> Result:
+def run_case(job: PostprocessJob) -> PostprocessResult:
     """Clean one label map; a problem is the case's error, except a full disk, which stops
     the run (every later write would fail too)."""
     from flarecli.core.io.files import kept
     from flarecli.core.io.nifti import read_label_map
 
     if kept(job.target, job.overwrite):
-        return Result(job.case, skipped=True)
+        return PostprocessResult(job.case, skipped=True)
     try:
         labels, geometry = read_label_map(job.source)
         cleaned, removed = postprocess(labels, geometry.voxel_volume_mm3, job.connectivity,
                                        job.min_tumor_mm3)
         write_volume(job.target, cleaned, geometry)
-        return Result(job.case, removed=removed)
+        return PostprocessResult(job.case, removed=removed)
     except DiskFull:
         raise
     except FlareError as e:
-        return Result(job.case, error=str(e))
+        return PostprocessResult(job.case, error=str(e))

@@ -16,7 +16,7 @@ training did.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -112,7 +112,17 @@ def foreground_intensity(samples: np.ndarray, percentiles: tuple[float, float] =
                      float(max(clipped.std(), MIN_STD)))
 
 
-def resolve(spec: Any, samples: np.ndarray | None = None) -> Intensity:
+class Scheme(Protocol):
+    """A recipe's intensity section (:class:`flarecli.core.recipes.spec.IntensityScheme`):
+    which scheme, and its parameters."""
+
+    scheme: str
+    percentiles: tuple[float, float]
+    hu: tuple[float, float] | None
+    to: tuple[float, float]
+
+
+def resolve(spec: Scheme, samples: np.ndarray | None = None) -> Intensity:
     """The Intensity of a recipe's intensity section (``samples``: foreground voxels of the
     training cases, for the 'foreground' scheme)."""
     if spec.scheme == "window":

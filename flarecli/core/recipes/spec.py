@@ -10,7 +10,8 @@ A recipe file (JSON, ``schema_version`` 1) declares:
 * ``pipeline``: the ordered steps that make the system from a dataset (train, pseudolabel,
   correct, retrain), run by one generic runner;
 * ``subsets``: named sets of cases a step trains on or pseudo-labels;
-* ``demo``: the synthetic dataset ``flare demo`` makes for it;
+* ``demo``: the synthetic dataset ``flare demo`` makes for it
+  (:class:`~flarecli.core.synth.config.SynthConfig`);
 * ``presets``: named overrides (``paper``, ``cpu``, ``smoke``), resolved by
   :mod:`flarecli.core.recipes.load`.
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from flarecli.core.labels import CASE_KINDS, CLASSES, MAX_LABEL, MIN_TUMOR_MM3, ORGANS
+from flarecli.core.synth.config import SynthConfig
 
 SCHEMA_VERSION = 1
 
@@ -122,7 +124,7 @@ class Network:
 
 
 @dataclass(frozen=True)
-class Geometry:
+class StageGeometry:
     """What a stage's network sees.
 
     ``region``: 'whole' (the whole scan) or 'roi' (the region of interest of the model's ROI
@@ -188,7 +190,7 @@ class Geometry:
 
 
 @dataclass(frozen=True)
-class Intensity:
+class IntensityScheme:
     """``foreground``: clip to these percentiles of labelled foreground voxels and z-score with
     their mean/std (computed from the training cases, nnU-Net's CT scheme); ``window``: clip
     to ``hu`` and map linearly onto ``to``; ``zscore_image``: z-score with the mean and std of
@@ -384,8 +386,8 @@ class Stage:
 
     role: Literal["roi", "segment"]
     network: Network
-    geometry: Geometry
-    intensity: Intensity = field(default_factory=Intensity)
+    geometry: StageGeometry
+    intensity: IntensityScheme = field(default_factory=IntensityScheme)
     orientation: str = "LPS"
     augmentation: Augmentation | None = None
     method: Method = field(default_factory=Supervised)
@@ -586,24 +588,6 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
-class Demo:
-    """The synthetic dataset of ``flare demo`` (``flare synth`` options)."""
-
-    train: int = 40
-    unlabeled: int = 10
-    test: int = 6
-    size: int = 96
-
-    def __post_init__(self) -> None:
-        _positive("train", self.train)
-        _positive("test", self.test)
-        if self.unlabeled < 0:
-            raise ValueError("unlabeled must be >= 0")
-        if self.size < 16:
-            raise ValueError("size must be >= 16")
-
-
-@dataclass(frozen=True)
 class Recipe:
     """A resolved recipe: a preset applied, stage inheritance resolved."""
 
@@ -617,13 +601,20 @@ class Recipe:
     sources: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     subsets: dict[str, Subset] = field(default_factory=dict)
-    demo: Demo = field(default_factory=Demo)
+    demo: SynthConfig = field(default_factory=SynthConfig)
     preset: str | None = None
 
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(f"schema_version {self.schema_version} is not supported "
                              f"(this flare reads {SCHEMA_VERSION})")
+        # what flare demo needs of its dataset (flare synth checks the rest when it runs)
+        _positive("demo.train", self.demo.train)
+        _positive("demo.test", self.demo.test)
+        if self.demo.unlabeled < 0:
+            raise ValueError("demo.unlabeled must be >= 0")
+        if self.demo.size < 16:
+            raise ValueError("demo.size must be >= 16")
 
     def stage(self, name: str) -> Stage:
         return self.stages[name]

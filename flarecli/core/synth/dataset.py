@@ -22,7 +22,7 @@ depend on their pattern, assigned by an exact-share shuffle over ``n_train`` cas
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from flarecli.core.io.files import kept, remove_stale_parts, write_text_atomic
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.nifti import write_volume
 from flarecli.core.labels import CLASSES, FIVE_ORGANS, ORGANS, TUMOR
+from flarecli.core.synth.config import SynthConfig
 
 #: FLARE23 training label patterns and their shares (StMt Fig. 1, FLARE23 data description).
 PATTERNS: dict[str, float] = {
@@ -52,24 +53,6 @@ ORGAN_DROPOUT = 0.10
 TUMOR_MISSED = 0.30
 
 SPLITS = {"tr": 0, "un": 1, "ts": 2}
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    n_train: int = 20
-    n_unlabeled: int = 10
-    n_test: int = 5
-    seed: int = 0
-    size: int = 96
-
-    def validate(self) -> None:
-        for name in ("n_train", "n_unlabeled", "n_test"):
-            if getattr(self, name) < 0:
-                raise InputError(f"--{name.replace('n_', '').replace('_', '-')} must be >= 0")
-        if self.n_train + self.n_unlabeled + self.n_test == 0:
-            raise InputError("nothing to generate: all split sizes are 0")
-        if not 32 <= self.size <= 1024:
-            raise InputError(f"--size {self.size}: choose an in-plane size in 32..1024")
 
 
 @dataclass(frozen=True)
@@ -98,18 +81,18 @@ def case_seed(seed: int, split: str, index: int) -> int:
     return int(np.random.SeedSequence([seed, SPLITS[split], index]).generate_state(1)[0])
 
 
-def plan(config: SynthConfig, out: Path, overwrite: bool = False) -> list[CaseJob]:
+def plan(config: SynthConfig, seed: int, out: Path, overwrite: bool = False) -> list[CaseJob]:
     """The jobs of a dataset, patterns assigned (exact shares, deterministic shuffle)."""
     config.validate()
-    counts = split_counts(config.n_train, PATTERNS)
+    counts = split_counts(config.train, PATTERNS)
     patterns = [p for p, n in counts.items() for _ in range(n)]
-    np.random.default_rng(config.seed).shuffle(patterns)
+    np.random.default_rng(seed).shuffle(patterns)
     jobs = []
-    for split, n in (("tr", config.n_train), ("un", config.n_unlabeled), ("ts", config.n_test)):
+    for split, n in (("tr", config.train), ("un", config.unlabeled), ("ts", config.test)):
         for i in range(n):
             jobs.append(CaseJob(
                 out=str(out), split=split, index=i, case_id=f"syn_{split}_{i + 1:04d}",
-                seed=case_seed(config.seed, split, i), size=config.size,
+                seed=case_seed(seed, split, i), size=config.size,
                 pattern=patterns[i] if split == "tr" else None, overwrite=overwrite,
             ))
     return jobs
@@ -197,11 +180,15 @@ def make_case(job: CaseJob) -> dict[str, Any]:
     return record
 
 
-def params_of(config: SynthConfig) -> dict[str, Any]:
-    return {"generator": f"flare {__version__}", **asdict(config)}
+def params_of(config: SynthConfig, seed: int) -> dict[str, Any]:
+    """What made a dataset (its ``dataset.json`` and ``synth.json`` record it; a re-run resumes
+    only the same): the keys are those written before SynthConfig lost its ``n_`` prefixes."""
+    return {"generator": f"flare {__version__}", "n_train": config.train,
+            "n_unlabeled": config.unlabeled, "n_test": config.test, "seed": seed,
+            "size": config.size}
 
 
-def prepare(config: SynthConfig, out: Path, overwrite: bool) -> list[CaseJob]:
+def prepare(config: SynthConfig, seed: int, out: Path, overwrite: bool) -> list[CaseJob]:
     """Check everything (the settings, OUT: resume only the same dataset, writable), then
     write dataset.json and return the jobs: a refused command leaves nothing behind."""
     from flarecli.core.io.outputs import check_output_dir
@@ -211,7 +198,7 @@ def prepare(config: SynthConfig, out: Path, overwrite: bool) -> list[CaseJob]:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     ds_path = out / "dataset.json"
-    params = params_of(config)
+    params = params_of(config, seed)
     if ds_path.exists() and not overwrite:
         try:
             old = json.loads(ds_path.read_text()).get("synth")
@@ -229,16 +216,17 @@ def prepare(config: SynthConfig, out: Path, overwrite: bool) -> list[CaseJob]:
     for sub in ("imagesTr", "labelsTr", "imagesUn", "labelsFull", "imagesTs", "labelsTs"):
         remove_stale_parts(out / sub)
     ds = dataset_json(
-        "flare-synth", config.n_train,
+        "flare-synth", config.train,
         description="Synthetic FLARE-like abdominal CT phantoms with FLARE23 partial labels",
-        extra={"numUnlabeled": config.n_unlabeled, "numTest": config.n_test, "synth": params},
+        extra={"numUnlabeled": config.unlabeled, "numTest": config.test, "synth": params},
     )
     write_text_atomic(ds_path, json.dumps(ds, indent=2) + "\n")
-    return plan(config, out, overwrite)
+    return plan(config, seed, out, overwrite)
 
 
-def finish(config: SynthConfig, out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+def finish(config: SynthConfig, seed: int, out: Path, records: list[dict[str, Any]]
+           ) -> dict[str, Any]:
     """Write synth.json (the truth record) and return it."""
-    data = {"synth": params_of(config), "patterns": PATTERNS, "cases": records}
+    data = {"synth": params_of(config, seed), "patterns": PATTERNS, "cases": records}
     write_text_atomic(Path(out) / "synth.json", json.dumps(data, indent=2) + "\n")
     return data

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from flarecli.core.errors import FlareError
+from flarecli.core.io.geometry import Geometry
 from flarecli.core.preprocessing.boxes import (
     Box,
     body_box,
@@ -34,6 +35,7 @@ from flarecli.core.preprocessing.boxes import (
 )
 from flarecli.core.preprocessing.intensity import Intensity
 from flarecli.core.preprocessing.resample import resample, size_at_spacing
+from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.typed import to_json
 
 CACHE_VERSION = 3
@@ -73,8 +75,8 @@ def _normalise(image: np.ndarray, region: Box, outer: Box, intensity: Intensity
     return fixed.apply(raw)
 
 
-def preprocess_case(image: np.ndarray, label: np.ndarray, geometry, intensity: Intensity,
-                    stage: Any, rng_seed: int = 0) -> dict[str, Any]:
+def preprocess_case(image: np.ndarray, label: np.ndarray, geometry: Geometry,
+                    intensity: Intensity, stage: S.Stage, rng_seed: int = 0) -> dict[str, Any]:
     """The arrays a stage trains on (see the module docstring); ``stage`` is a recipe Stage."""
     from flarecli.core.preprocessing.orientation import to_orientation
 
@@ -115,7 +117,7 @@ def preprocess_case(image: np.ndarray, label: np.ndarray, geometry, intensity: I
     return arrays
 
 
-def cache_key(stage: Any, intensity: Intensity, label_path: Path) -> str:
+def cache_key(stage: S.Stage, intensity: Intensity, label_path: Path) -> str:
     """Changes whenever the geometry, orientation, normalisation or the label file changes."""
     stat = label_path.stat()
     data = {"geometry": to_json(stage.geometry), "orientation": stage.orientation,
@@ -145,7 +147,7 @@ class CacheJob:
     image: str
     label: str
     path: str
-    stage: Any
+    stage: S.Stage
     intensity: Intensity
 
 

@@ -8,11 +8,11 @@ Labels stay FLARE ids until the loss: each head maps them to its own classes wit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from flarecli.core.errors import InputError
+from flarecli.core.recipes import spec as S
 
 
 def split_validation(ids: list[str], candidates: set[str], fraction: float, seed: int
@@ -123,11 +123,11 @@ def crop_patch(array: np.ndarray, start: np.ndarray, patch_zyx: Sequence[int],
     return out
 
 
-def make_sample(arrays: dict[str, np.ndarray], seed: int, geometry: Any, augment_config,
-                device, train: bool = True, swap_lr=None):
+def make_sample(arrays: dict[str, np.ndarray], seed: int, geometry: S.StageGeometry,
+                augment_config, device, train: bool = True, swap_lr=None):
     """(image (1, D, H, W) float32, label (D, H, W) int64 of FLARE ids) for one cached case.
 
-    ``geometry``: the stage's :class:`~flarecli.core.recipes.spec.Geometry`. A fixed-size stage
+    ``geometry``: the stage's :class:`~flarecli.core.recipes.spec.StageGeometry`. A fixed-size stage
     samples its (jittered) ROI box at ``size_zyx``; a patch stage takes a random patch of
     ``patch_zyx`` (in validation: the patch around the ROI centre). ``swap_lr``: for a
     left-right mirror, the LUT that swaps the left/right organ ids.

@@ -8,7 +8,8 @@ import pytest
 
 from flarecli.core.curation.audit import audit_case, dataset_cases, summarize
 from flarecli.core.io.nifti import read_volume
-from flarecli.core.synth.dataset import PATTERNS, SynthConfig, partial_label, plan, split_counts
+from flarecli.core.synth.config import SynthConfig
+from flarecli.core.synth.dataset import PATTERNS, partial_label, plan, split_counts
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,8 @@ def test_pattern_shares_are_exact_and_match_flare23():
     assert counts == {"13_organs": 10, "5_organs": 20, "5_organs_tumor": 27, "tumor_only": 40,
                       "other": 3}
     assert sum(split_counts(37, PATTERNS).values()) == 37
-    jobs = plan(SynthConfig(n_train=50, n_unlabeled=0, n_test=0), tmp := __import__("pathlib")
-                .Path("/nonexistent"))
+    jobs = plan(SynthConfig(train=50, unlabeled=0, test=0), 0,
+                tmp := __import__("pathlib").Path("/nonexistent"))
     assert Counter(j.pattern for j in jobs) == Counter(split_counts(50, PATTERNS))
     assert tmp  # plan() only plans; nothing is written
 
