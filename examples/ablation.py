@@ -44,7 +44,7 @@ from flarecli.core.inference.folder import PredictRun, input_cases, predict
 from flarecli.core.labels import LABELS, ORGANS, TUMOR
 from flarecli.core.pipeline.demo import evaluate_folder, make_dataset
 from flarecli.core.recipes.load import recipe_from_json
-from flarecli.core.synth.config import SynthConfig as Demo
+from flarecli.core.recipes.spec import SynthConfig as Demo
 
 NOTES_MARK = "<!-- notes: text below this line is kept when the script rewrites the report -->"
 

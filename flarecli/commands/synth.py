@@ -29,8 +29,8 @@ def synth(
     same command resumes: finished cases are kept.
     """
     from flarecli.core.parallel import imap_ordered
+    from flarecli.core.recipes.spec import SynthConfig
     from flarecli.core.synth import dataset as core
-    from flarecli.core.synth.config import SynthConfig
 
     config = SynthConfig(train, unlabeled, test, size)
     t0 = time.perf_counter()

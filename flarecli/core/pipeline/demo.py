@@ -20,7 +20,7 @@ from flarecli.core.pipeline.runner import (
     RunOptions,
     run_pipeline,
 )
-from flarecli.core.synth.config import SynthConfig
+from flarecli.core.recipes.spec import SynthConfig
 
 
 @dataclass

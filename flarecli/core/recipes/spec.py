@@ -11,7 +11,7 @@ A recipe file (JSON, ``schema_version`` 1) declares:
   correct, retrain), run by one generic runner;
 * ``subsets``: named sets of cases a step trains on or pseudo-labels;
 * ``demo``: the synthetic dataset ``flare demo`` makes for it
-  (:class:`~flarecli.core.synth.config.SynthConfig`);
+  (:class:`SynthConfig`);
 * ``presets``: named overrides (``paper``, ``cpu``, ``smoke``), resolved by
   :mod:`flarecli.core.recipes.load`.
 
@@ -26,8 +26,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from flarecli.core.errors import InputError
 from flarecli.core.labels import CASE_KINDS, CLASSES, MAX_LABEL, MIN_TUMOR_MM3, ORGANS
-from flarecli.core.synth.config import SynthConfig
 
 SCHEMA_VERSION = 1
 
@@ -585,6 +585,36 @@ class Pipeline:
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"steps: step name '{sorted(dup)[0]}' appears twice")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """How big a synthetic dataset is: the recipe's ``demo`` section (the dataset ``flare
+    demo`` makes for it) and ``flare synth``'s options, one dataclass for both.
+
+    Partially labeled training, unlabeled and fully labeled test cases, and the in-plane
+    matrix size (``size x size``; the slice count follows from the anatomy). The defaults
+    are the recipe section's, 40/10/6 at 96: every built-in recipe's ``cpu`` preset uses
+    them, and a recipe file without a ``demo`` section has always meant them; ``flare synth``
+    passes its own options. The seed is not part of it: it is the run's, and two datasets of
+    one size differ by it alone. It lives with the recipe format, below the synth package
+    that makes the dataset."""
+
+    train: int = 40
+    unlabeled: int = 10
+    test: int = 6
+    size: int = 96
+
+    def validate(self) -> None:
+        """InputError, naming the ``flare synth`` option, unless a dataset can be made: no
+        count below 0, at least one case, an in-plane size in 32..1024."""
+        for name in ("train", "unlabeled", "test"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name} must be >= 0")
+        if self.train + self.unlabeled + self.test == 0:
+            raise InputError("nothing to generate: all split sizes are 0")
+        if not 32 <= self.size <= 1024:
+            raise InputError(f"--size {self.size}: choose an in-plane size in 32..1024")
 
 
 @dataclass(frozen=True)

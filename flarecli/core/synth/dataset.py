@@ -36,7 +36,7 @@ from flarecli.core.io.files import kept, remove_stale_parts, write_text_atomic
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.nifti import write_volume
 from flarecli.core.labels import CLASSES, FIVE_ORGANS, ORGANS, TUMOR
-from flarecli.core.synth.config import SynthConfig
+from flarecli.core.recipes.spec import SynthConfig
 
 #: FLARE23 training label patterns and their shares (StMt Fig. 1, FLARE23 data description).
 PATTERNS: dict[str, float] = {

@@ -8,7 +8,7 @@ import pytest
 
 from flarecli.core.curation.audit import audit_case, dataset_cases, summarize
 from flarecli.core.io.nifti import read_volume
-from flarecli.core.synth.config import SynthConfig
+from flarecli.core.recipes.spec import SynthConfig
 from flarecli.core.synth.dataset import PATTERNS, partial_label, plan, split_counts
 
 
