@@ -120,8 +120,6 @@ def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bo
     A write that fails is that case's error; a full disk stops the run (DiskFull, naming
     the case whose output it cut short) after the cases already written are yielded.
     """
-    import torch
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(output_dir)
@@ -185,31 +183,9 @@ def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bo
                 result.error = error
                 yield result
                 continue
-            t0 = time.perf_counter()
-            if engine.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(engine.device)
-            with recording() as steps, ResourceSampler(engine.device) as sampler:
-                pred = engine.predict(image, geometry, tta=tta,
-                                      stats=scores or min_score is not None,
-                                      postprocess=postprocess)
-                label = pred.label
-                if engine.device.type == "cuda":
-                    torch.cuda.synchronize(engine.device)
+            label = _compute(engine, image, geometry, result, tta=tta,
+                             stats=scores or min_score is not None, postprocess=postprocess)
             del image
-            result.seconds.update({k: round(v, 4) for k, v in pred.seconds.items()})
-            result.seconds["compute"] = time.perf_counter() - t0
-            result.steps = {k: round(v, 4) for k, v in steps.items()}
-            result.peak_rss_mb = sampler.peak_rss_mb
-            result.cpu_area_pct_s = round(sampler.cpu_area_pct_s, 1)
-            result.cpu_utilisation_pct = sampler.cpu_utilisation_pct
-            result.confidence, result.agreement = pred.confidence, pred.agreement
-            counts = label_counts(label, minlength=15)
-            result.volumes_ml = {c: round(float(counts[c]) * geometry.voxel_volume_mm3 / 1000, 3)
-                                 for c in ORGANS}
-            if engine.device.type == "cuda":
-                result.gpu_peak_mb = torch.cuda.max_memory_allocated(engine.device) / 2**20
-                result.gpu_max_used_mb = sampler.gpu_max_mb
-                result.gpu_area_mb_s = sampler.gpu_area_mb_s
             if min_score is not None and (result.score or 0.0) < min_score:
                 result.rejected = True
                 target.unlink(missing_ok=True)
@@ -220,6 +196,36 @@ def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bo
             pending, at = (writer.submit(write, target, label, geometry, case), result), i
         if pending is not None:
             yield finish(pending, at)
+
+
+def _compute(engine: Engine, image: np.ndarray, geometry: Geometry, result: ScanResult, *,
+             tta: bool, stats: bool, postprocess: S.Postprocess | None) -> np.ndarray:
+    """The labels of one scan; its timings, resources, scores and organ volumes go into
+    ``result``."""
+    import torch
+
+    t0 = time.perf_counter()
+    if engine.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(engine.device)
+    with recording() as steps, ResourceSampler(engine.device) as sampler:
+        pred = engine.predict(image, geometry, tta=tta, stats=stats, postprocess=postprocess)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
+    result.seconds.update({k: round(v, 4) for k, v in pred.seconds.items()})
+    result.seconds["compute"] = time.perf_counter() - t0
+    result.steps = {k: round(v, 4) for k, v in steps.items()}
+    result.peak_rss_mb = sampler.peak_rss_mb
+    result.cpu_area_pct_s = round(sampler.cpu_area_pct_s, 1)
+    result.cpu_utilisation_pct = sampler.cpu_utilisation_pct
+    result.confidence, result.agreement = pred.confidence, pred.agreement
+    counts = label_counts(pred.label, minlength=15)
+    result.volumes_ml = {c: round(float(counts[c]) * geometry.voxel_volume_mm3 / 1000, 3)
+                         for c in ORGANS}
+    if engine.device.type == "cuda":
+        result.gpu_peak_mb = torch.cuda.max_memory_allocated(engine.device) / 2**20
+        result.gpu_max_used_mb = sampler.gpu_max_mb
+        result.gpu_area_mb_s = sampler.gpu_area_mb_s
+    return pred.label
 
 
 # ---------------------------------------------------------------------------------------------

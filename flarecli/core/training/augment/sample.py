@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -52,9 +53,19 @@ def sample_params(
     spacing = (1.0, 1.0, 1.0) if spacing_zyx is None else tuple(float(s) for s in spacing_zyx)
     if len(spacing) != 3 or any(s <= 0 for s in spacing):
         raise ValueError(f"spacing_zyx must be three positive numbers, got {spacing_zyx}")
-    c = config
+    spatial = _sample_spatial(rng, config)  # drawn first, then the intensity transforms
+    intensity = _sample_intensity(rng, config)
+    return AugmentParams(
+        shape_zyx=tuple(int(s) for s in shape_zyx),  # type: ignore[arg-type]
+        spacing_zyx=spacing,  # type: ignore[arg-type]
+        image_padding=config.image_padding,
+        **spatial,
+        **intensity,
+    )
 
-    # spatial --------------------------------------------------------------------------------
+
+def _sample_spatial(rng: np.random.Generator, c: AugmentConfig) -> dict[str, Any]:
+    """Rotation, scaling, elastic deformation and flips, in this order of draws."""
     do = rng.random() < c.p_rotation
     max_rad = math.radians(c.rotation_deg)
     angles = rng.uniform(-max_rad, max_rad, size=3)
@@ -78,8 +89,12 @@ def sample_params(
 
     flip_draws = rng.random(3)
     flips = tuple(a for a in range(3) if a in c.flip_axes and flip_draws[a] < c.p_flip)
+    return {"rotation_rad": rotation, "scale": scale, "elastic": elastic, "flip_axes": flips}
 
-    # intensity ------------------------------------------------------------------------------
+
+def _sample_intensity(rng: np.random.Generator, c: AugmentConfig) -> dict[str, Any]:
+    """Noise, blur, brightness, contrast, low resolution, gamma, then the shift (added last,
+    so that adding it left every earlier transform's draws as they were)."""
     do = rng.random() < c.p_noise
     noise_p = NoiseParams(std=_uniform(rng, c.noise_std), seed=_seed(rng))
     noise = noise_p if do else None
@@ -113,24 +128,8 @@ def sample_params(
     invert = bool(rng.random() < c.p_gamma_invert)
     gamma = GammaParams(gamma=value, invert=invert) if do else None
 
-    # drawn last, so adding it left every earlier transform's draws as they were
     do = rng.random() < c.p_shift
     value = _uniform(rng, c.shift)
     shift = value if do else None
-
-    return AugmentParams(
-        shape_zyx=tuple(int(s) for s in shape_zyx),  # type: ignore[arg-type]
-        spacing_zyx=spacing,  # type: ignore[arg-type]
-        rotation_rad=rotation,  # type: ignore[arg-type]
-        scale=scale,  # type: ignore[arg-type]
-        elastic=elastic,
-        flip_axes=flips,
-        image_padding=c.image_padding,
-        noise=noise,
-        blur_sigma_vox=blur,  # type: ignore[arg-type]
-        brightness=brightness,
-        shift=shift,
-        contrast=contrast,
-        lowres_zoom=lowres,
-        gamma=gamma,
-    )
+    return {"noise": noise, "blur_sigma_vox": blur, "brightness": brightness, "shift": shift,
+            "contrast": contrast, "lowres_zoom": lowres, "gamma": gamma}
