@@ -47,6 +47,9 @@ class ScanResult:
     gpu_peak_mb: float | None = None
     gpu_max_used_mb: float | None = None
     gpu_area_mb_s: float | None = None
+    #: DICOM SEG output: what the SEG took from elsewhere for attributes the series lacks
+    #: (``io.dicom.seg_sources``), by attribute
+    dicom_filled: dict[str, Any] | None = None
 
     @property
     def score(self) -> float | None:
@@ -413,7 +416,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         from flarecli.core.io.dicom import check_seg_available
 
         check_seg_available()
-        if any(c.series_uid is None and not c.problems for c in cases):
+        if any(c.image is not None and c.series_uid is None for c in cases):
             raise InputError("--output-format dicom-seg needs DICOM input series (a DICOM SEG "
                              "references its source images)")
     ranks = distributed()
@@ -428,6 +431,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
                 run = replace(run, device=f"cuda:{local % torch.cuda.device_count()}")
     else:
         cases = [c for c in cases if in_shard(c.id, run.shard)]
+    filled = (check_seg_sources(cases, run.output_dir, run.overwrite, notes)
+              if run.output_format == "dicom-seg" else {})
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
@@ -465,6 +470,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     for r in run_folder(engine, plan, run.output_dir, tta=run.tta, postprocess=post,
                         scores=run.scores, min_score=run.min_score,
                         output_format=run.output_format, read_ahead=read_ahead):
+        if r.case in filled and not r.skipped:
+            r.dicom_filled = filled[r.case]
         results.append(r)
         if on_result is not None:
             on_result(r)
@@ -498,6 +505,38 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     record["scans"] = merge_scans(record_path, results_for_record)
     write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
     return results, record
+
+
+def check_seg_sources(cases: list[Case], output_dir: Path, overwrite: bool,
+                      notes: Any = None) -> dict[str, dict[str, Any]]:
+    """Before any work, the DICOM series a run will write a SEG of: a series no SEG can
+    reference becomes its case's problem (one line, exit code 4; the others are written),
+    and what the SEG fills in (anonymised series) is noted. Returns case id -> filled in.
+    Series with an output on disk are left to the run (kept, or redone by write_seg)."""
+    from flarecli.core.errors import DataError
+    from flarecli.core.io.dicom import seg_fill_ins
+
+    filled: dict[str, dict[str, Any]] = {}
+    for c in cases:
+        if c.series_uid is None or c.problems or (
+                not overwrite and output_path(output_dir, c, "dicom-seg").exists()):
+            continue
+        try:
+            found = seg_fill_ins(c.image, c.series_uid)  # type: ignore[arg-type]
+        except DataError as e:
+            c.problems.append(f"no DICOM SEG can be written: {e}")
+            continue
+        if found:
+            filled[c.id] = found
+            if notes is not None:
+                by_how: dict[str, list[str]] = {}
+                for attr, what in found.items():
+                    by_how.setdefault(what["how"], []).append(attr)
+                notes(f"note: {c.id}: the series lacks " + "; ".join(
+                    f"{', '.join(attrs)} ({how})" for how, attrs in by_how.items())
+                    + ": the DICOM SEG has them, the input files are unchanged (infer.json: "
+                    "dicom_filled)")
+    return filled
 
 
 def check_same_model(record_path: Path, engine: Engine) -> None:

@@ -165,17 +165,113 @@ def _segment_codes(c: int):
     return codes.SCT.Organ, getattr(codes.SCT, organs[c]), side.get(c)
 
 
-def write_seg(target: Path, labels: np.ndarray, folder: Path | str, uid: str) -> None:
-    """A DICOM SEG of ``labels`` (the series' grid, [z, y, x]) referencing its series."""
+#: Patient and study attributes highdicom copies from the source into the SEG. They may be
+#: empty (Type 2) but must be there; anonymisers that delete them instead of emptying them
+#: would otherwise make highdicom fail, so the SEG gets them empty.
+SEG_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+             "StudyTime", "AccessionNumber", "StudyID", "SliceThickness")
+
+
+def _text(ds, attr: str) -> str:
+    value = ds.get(attr)
+    return "" if value is None else str(value).strip()
+
+
+def seg_sources(folder: Path | str, uid: str) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+    """The series' slices as a DICOM SEG references them (pydicom datasets without pixel
+    data, in the series' order) and what was filled in for that, by attribute: ``{"how":
+    "from the file meta" | "from the other slices" | "generated" | "written empty",
+    "slices": n}``, plus the ``source`` attribute or the ``value`` given. Only the
+    in-memory datasets change, never the files.
+
+    Anonymisers often empty the UIDs a SEG needs. A missing SOPClassUID or SOPInstanceUID is
+    taken from the file meta (MediaStorageSOPClassUID, MediaStorageSOPInstanceUID); a missing
+    StudyInstanceUID, SeriesInstanceUID or FrameOfReferenceUID is the one the other slices
+    carry, or else generated, the same for every slice and on every run (derived from the
+    slices' SOP instance UIDs); absent Type 2 attributes (:data:`SEG_TYPE2`) are added empty.
+    Raises DataError naming the slice when it cannot be referenced: no SOP class or instance
+    UID anywhere, two slices with one SOP instance UID, or a file pydicom cannot read.
+    """
     import SimpleITK as sitk
+
+    _require()
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.uid import generate_uid
+
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    sources = []
+    for f in files:
+        try:
+            sources.append(pydicom.dcmread(f, stop_before_pixels=True))
+        except (InvalidDicomError, EOFError, ValueError) as e:
+            raise DataError(f"{f}: pydicom cannot read it ({e})") from None
+        except OSError as e:
+            raise DataError(f"{f}: cannot be read ({e.strerror or e})") from None
+    filled: dict[str, dict[str, Any]] = {}
+    for attr, meta_attr in (("SOPClassUID", "MediaStorageSOPClassUID"),
+                            ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+        n = 0
+        for f, ds in zip(files, sources, strict=True):
+            if _text(ds, attr):
+                continue
+            meta = getattr(ds, "file_meta", None)
+            value = _text(meta, meta_attr) if meta is not None else ""
+            if not value:
+                raise DataError(f"{f}: no {attr}, neither in the data set nor in the file meta "
+                                f"({meta_attr}): a DICOM SEG cannot reference the slice")
+            setattr(ds, attr, value)
+            n += 1
+        if n:
+            filled[attr] = {"how": "from the file meta", "source": meta_attr, "slices": n}
+    first: dict[str, str] = {}
+    for f, ds in zip(files, sources, strict=True):
+        other = first.setdefault(_text(ds, "SOPInstanceUID"), f)
+        if other != f:
+            raise DataError(f"{f}: the same SOPInstanceUID as {Path(other).name}: a DICOM SEG "
+                            "cannot tell the two slices apart")
+    instances = sorted(first)
+    for attr in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        missing = [ds for ds in sources if not _text(ds, attr)]
+        if not missing:
+            continue
+        values = {_text(ds, attr) for ds in sources} - {""}
+        if len(values) == 1:
+            how, value = "from the other slices", values.pop()
+        else:  # the same on every run, so two runs (or two outputs) of a series agree
+            how, value = "generated", generate_uid(entropy_srcs=["flare", attr, *instances])
+        for ds in missing:
+            setattr(ds, attr, value)
+        filled[attr] = {"how": how, "slices": len(missing), "value": value}
+    for attr in SEG_TYPE2:
+        missing = [ds for ds in sources if attr not in ds]
+        for ds in missing:
+            setattr(ds, attr, "")
+        if missing:
+            filled[attr] = {"how": "written empty", "slices": len(missing)}
+    return sources, filled
+
+
+def seg_fill_ins(folder: Path | str, uid: str) -> dict[str, dict[str, Any]]:
+    """What :func:`write_seg` fills in for this series (see :func:`seg_sources`); {} when
+    nothing. Reads the slices' headers; raises DataError when no SEG can be written."""
+    return seg_sources(folder, uid)[1]
+
+
+def write_seg(target: Path, labels: np.ndarray, folder: Path | str, uid: str
+              ) -> dict[str, dict[str, Any]]:
+    """A DICOM SEG of ``labels`` (the series' grid, [z, y, x]) referencing its series.
+    Returns what was filled in for the series (:func:`seg_sources`). Raises DataError for a
+    series no SEG can reference, an empty label map, and anything highdicom or pydicom
+    refuses while building or saving the SEG (naming it)."""
+    import struct
 
     from flarecli import __version__
     from flarecli.core.io.nifti import atomic_path
     from flarecli.core.labels import LABELS
 
     pydicom, hd = _require()
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
-    sources = [pydicom.dcmread(f) for f in files]
+    sources, filled = seg_sources(folder, uid)
     if len(sources) != labels.shape[0]:
         raise DataError(f"{folder}: series has {len(sources)} slices, labels {labels.shape[0]}")
     present = [int(c) for c in np.unique(labels) if c > 0]
@@ -199,12 +295,23 @@ def write_seg(target: Path, labels: np.ndarray, folder: Path | str, uid: str) ->
     remap = np.zeros(256, np.uint8)
     for number, c in enumerate(present, start=1):
         remap[c] = number
-    seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=remap[labels],
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9901,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="flare",
-        manufacturer_model_name="flare", software_versions=__version__,
-        device_serial_number="0", series_description="flare segmentation")
+    # what highdicom raises for source attributes it cannot use (a missing one, a value it
+    # cannot parse or map): the case's error, naming the cause, instead of a traceback
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=sources, pixel_array=remap[labels],
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions, series_instance_uid=hd.UID(),
+            series_number=9901, sop_instance_uid=hd.UID(), instance_number=1,
+            manufacturer="flare", manufacturer_model_name="flare", software_versions=__version__,
+            device_serial_number="0", series_description="flare segmentation")
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{folder}: highdicom cannot make a DICOM SEG of this series "
+                        f"({type(e).__name__}: {e})") from None
     with atomic_path(Path(target)) as tmp:
-        seg.save_as(tmp)
+        try:
+            seg.save_as(tmp)
+        except (TypeError, ValueError, OverflowError, struct.error) as e:  # a value pydicom
+            raise DataError(f"{target}: pydicom cannot write the DICOM SEG "  # cannot encode
+                            f"({type(e).__name__}: {e})") from None
+    return filled

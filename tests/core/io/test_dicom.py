@@ -184,3 +184,160 @@ def test_preview_reads_dicom_images(tmp_path, run_cli):
     res = run_cli("preview", tmp_path / "labels", dcm, tmp_path / "png")
     assert res.code == 0, res.stderr
     assert (tmp_path / "png" / "p1.png").stat().st_size > 1000
+
+
+# ---- anonymised series and the DICOM SEG --------------------------------------------------
+
+def edit_series(folder, edit):
+    """Apply ``edit(dataset)`` to every file of a series folder (as an anonymiser would)."""
+    for p in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(p)
+        edit(ds)
+        ds.save_as(p)
+
+
+def emptied(*attrs, meta=False):
+    def edit(ds):
+        for a in attrs:
+            setattr(ds, a, "")
+            if meta:
+                setattr(ds.file_meta, "MediaStorage" + a, "")
+    return edit
+
+
+def digests(folder):
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+def box_labels():
+    labels = np.zeros(GEOMETRY.shape_zyx, np.uint8)
+    labels[3:9, 6:18, 8:20] = 1
+    labels[5:7, 8:12, 10:14] = 14
+    return labels
+
+
+def seg_pixels(path, folder):
+    """The SEG at ``path`` as a label map on the grid of the series in ``folder``, its slices
+    found by the SOP instance UIDs of their file meta (where anonymisers leave them)."""
+    seg = hd.seg.segread(path)
+    metas = [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
+    metas.sort(key=lambda ds: ds.InstanceNumber)
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[ds.file_meta.MediaStorageSOPInstanceUID for ds in metas],
+        combine_segments=True, relabel=False)
+    numbers = {d.SegmentNumber: d.SegmentLabel for d in seg.SegmentSequence}
+    from flarecli.core.labels import LABELS
+
+    by_name = {v.replace("_", " "): k for k, v in LABELS.items()}
+    remap = np.zeros(max(numbers) + 1, np.uint8)
+    for number, label in numbers.items():
+        remap[number] = by_name[label]
+    return seg, remap[pixels]
+
+
+@pytest.mark.parametrize("attr,how", [("SOPClassUID", "from the file meta"),
+                                      ("SOPInstanceUID", "from the file meta"),
+                                      ("StudyInstanceUID", "generated"),
+                                      ("SeriesInstanceUID", "generated"),
+                                      ("FrameOfReferenceUID", "generated")])
+def test_a_seg_of_an_anonymised_series_fills_in_what_it_lacks(tmp_path, attr, how):
+    from flarecli.core.io.dicom import find_series, write_seg
+
+    folder = tmp_path / "p1"
+    write_series(folder, case_volume(1), GEOMETRY)
+    edit_series(folder, emptied(attr))
+    before = digests(folder)
+    (series,), _ = find_series(folder)
+    labels = box_labels()
+    filled = write_seg(tmp_path / "a.dcm", labels, series.folder, series.uid)
+    assert list(filled) == [attr] and filled[attr]["how"] == how
+    assert filled[attr]["slices"] == GEOMETRY.shape_zyx[0]
+    seg, got = seg_pixels(tmp_path / "a.dcm", folder)
+    np.testing.assert_array_equal(got, labels)
+    assert digests(folder) == before  # the inputs are never written
+    if how == "generated":  # the same on every run, so two outputs of a series agree
+        assert write_seg(tmp_path / "b.dcm", labels, series.folder, series.uid) == filled
+        if attr == "StudyInstanceUID":
+            assert seg.StudyInstanceUID == filled[attr]["value"]
+        if attr == "SeriesInstanceUID":
+            ref = seg.ReferencedSeriesSequence[0].SeriesInstanceUID
+            assert ref == filled[attr]["value"]
+    else:
+        source = pydicom.dcmread(sorted(folder.glob("*.dcm"))[0])
+        assert getattr(source, attr) == ""  # filled in memory only
+
+
+def test_a_seg_gets_type2_attributes_an_anonymiser_deleted_as_empty(tmp_path):
+    from flarecli.core.io.dicom import find_series, write_seg
+
+    folder = tmp_path / "p1"
+    write_series(folder, case_volume(1), GEOMETRY)
+
+    def delete(ds):
+        del ds.PatientID, ds.PatientName, ds.StudyDate, ds.SliceThickness
+
+    edit_series(folder, delete)
+    (series,), _ = find_series(folder)
+    filled = write_seg(tmp_path / "a.dcm", box_labels(), series.folder, series.uid)
+    assert sorted(filled) == ["PatientID", "PatientName", "SliceThickness", "StudyDate"]
+    assert {v["how"] for v in filled.values()} == {"written empty"}
+    seg, got = seg_pixels(tmp_path / "a.dcm", folder)
+    assert seg.PatientID == "" and got.max() == 14
+
+
+@pytest.mark.parametrize("attr", ["SOPClassUID", "SOPInstanceUID"])
+def test_no_seg_when_a_slice_has_no_sop_uid_anywhere(tmp_path, attr):
+    from flarecli.core.errors import DataError
+    from flarecli.core.io.dicom import find_series, write_seg
+
+    folder = tmp_path / "p1"
+    write_series(folder, case_volume(1), GEOMETRY)
+    (series,), _ = find_series(folder)
+    edit_series(folder, emptied(attr, meta=True))
+    with pytest.raises(DataError, match=f"no {attr}, neither in the data set nor in the file "
+                       f"meta \\(MediaStorage{attr}\\)"):
+        write_seg(tmp_path / "a.dcm", box_labels(), series.folder, series.uid)
+    assert not (tmp_path / "a.dcm").exists()
+
+
+def test_what_highdicom_refuses_is_a_data_error_naming_it(tmp_path):
+    from flarecli.core.errors import DataError
+    from flarecli.core.io.dicom import find_series, write_seg
+
+    folder = tmp_path / "p1"
+    write_series(folder, case_volume(1), GEOMETRY)
+    edit_series(folder, lambda ds: setattr(ds, "PatientSex", "X"))  # not M, F or O
+    (series,), _ = find_series(folder)
+    with pytest.raises(DataError, match="highdicom cannot make a DICOM SEG.*ValueError.*'X'"):
+        write_seg(tmp_path / "a.dcm", box_labels(), series.folder, series.uid)
+    assert list(tmp_path.glob("*.dcm")) == []
+
+
+def test_infer_writes_the_segs_it_can_and_names_the_case_it_cannot(model, tmp_path, run_cli):
+    dcm = tmp_path / "dicom"
+    write_series(dcm / "anon", case_volume(1), GEOMETRY)
+    edit_series(dcm / "anon", emptied("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
+                                      "SeriesInstanceUID"))
+    write_series(dcm / "broken", case_volume(2), GEOMETRY)
+    edit_series(dcm / "broken", emptied("SOPInstanceUID", meta=True))
+    write_series(dcm / "plain", case_volume(3), GEOMETRY)
+    before = {p.name: digests(p) for p in dcm.iterdir()}
+    res = run_cli("infer", dcm, tmp_path / "out", "--model", model, "--device", "cpu",
+                  "--backend", "torch", "--min-tumor-mm3", "0", "--output-format", "dicom-seg")
+    assert res.code == 4, res.stderr
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "broken" in errors[0] and "no SOPInstanceUID" in errors[0]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.dcm")) == ["anon.dcm", "plain.dcm"]
+    notes = [line for line in res.stderr.splitlines() if "anon: the series lacks" in line]
+    assert len(notes) == 1 and "StudyInstanceUID, SeriesInstanceUID (generated)" in notes[0]
+    record = {s["case"]: s for s in json.loads((tmp_path / "out" / "infer.json").read_text())
+              ["scans"]}
+    assert sorted(record["anon"]["dicom_filled"]) == ["SOPClassUID", "SOPInstanceUID",
+                                                      "SeriesInstanceUID", "StudyInstanceUID"]
+    assert record["plain"]["dicom_filled"] is None and record["broken"]["error"]
+    seg = hd.seg.segread(tmp_path / "out" / "anon.dcm")
+    assert seg.StudyInstanceUID == record["anon"]["dicom_filled"]["StudyInstanceUID"]["value"]
+    assert {p.name: digests(p) for p in dcm.iterdir()} == before
