@@ -68,11 +68,17 @@ class ScanResult:
 def input_cases(input_dir: Path, output_dir: Path, model_dir: Path | None = None
                 ) -> tuple[list[Case], Any]:
     """The scans of a folder, and its Discovery (stray files, cases with problems); checks
-    that the output folder is neither an input folder nor inside one, and writable."""
+    that the output folder is neither an input folder nor inside one, and writable. A folder
+    with no scan at all is an InputError, naming what was ignored in it."""
     found = discover_scans(input_dir)
     cases = [c for c in found.cases if c.image is not None or c.problems]
-    if not cases and not found.stray:
-        raise InputError(f"{input_dir}: no NIfTI images found")
+    if not cases:
+        seen = [f"{Path(p).relative_to(input_dir) if Path(p).is_relative_to(input_dir) else p}"
+                f": {why.removesuffix(', ignored')}" for p, why in found.stray]
+        raise InputError(f"{input_dir}: no scans found, neither NIfTI images (<case>_0000.nii.gz"
+                         ") nor DICOM CT series", hint=("ignored " + "; ".join(seen[:3])
+                                                        + ("; ..." if len(seen) > 3 else ""))
+                         if seen else None)
     check_output_dir(output_dir, "output folder",
                      case_dirs=[input_dir] + ([model_dir] if model_dir else []))
     return cases, found
