@@ -137,3 +137,36 @@ def test_a_series_folder_itself_is_segmented_without_notes(model, tmp_path, run_
     direct, _ = read_volume(tmp_path / "direct" / "p1.nii.gz")
     above, _ = read_volume(tmp_path / "above" / "p1.nii.gz")
     assert (direct == above).all()
+
+
+# ---- what a newcomer reads first: --help -------------------------------------------------
+
+def rendered(res) -> str:
+    """--help's text with the box drawing and the terminal's line breaks taken out."""
+    return " ".join(" ".join(line.strip(" │") for line in res.stdout.splitlines()).split())
+
+
+def all_commands():
+    from flarecli.cli import app
+    from flarecli.commands import recipes
+
+    return ([[]] + [[c.name] for c in app.registered_commands] + [["recipes"]]
+            + [["recipes", c.name or c.callback.__name__] for c in recipes.app.registered_commands])
+
+
+@pytest.mark.parametrize("command", all_commands(), ids=lambda c: " ".join(c) or "flare")
+def test_flags_show_no_type_placeholder(command, run_cli):
+    res = run_cli(*command, "--help")
+    assert res.code == 0
+    assert "<bool>" not in res.stdout  # a flag takes no value
+
+
+def test_help_says_where_dicom_goes_in(run_cli):
+    text = rendered(run_cli("--help"))
+    assert "infer, pseudolabel, stats and preview also read DICOM CT series" in text
+    infer = rendered(run_cli("infer", "--help"))
+    assert "<case>_0000.nii.gz files, or DICOM CT series" in infer
+    assert "Model folder or .zip" in infer
+    assert "--tta Average" in infer and "<path>" in infer  # options with values keep theirs
+    for command in ("pseudolabel", "preview", "stats"):
+        assert "DICOM CT series" in rendered(run_cli(command, "--help")), command
