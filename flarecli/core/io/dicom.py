@@ -1,17 +1,21 @@
 """DICOM CT series in, DICOM SEG out.
 
-In: a folder of series -- one series per sub-folder, or folders of folders -- wherever a
-NIfTI folder is taken. Each directory's series are found by GDCM (through SimpleITK), which
-sorts the slices by position and applies the rescale slope and intercept (HU). A series is
-refused, on its own line, when it is not CT, is a multi-frame object, or its slices are not
-equally spaced along their normal (a gap or a duplicate slice would give a wrong grid). The
-case id is the series' folder relative to the input (``/`` -> ``_``), with ``_<series
-number>`` added when a folder holds several series; the run record names each series' UID.
+In: a folder of series -- a series folder, one series per sub-folder, or folders of folders
+-- wherever a NIfTI folder is taken. Each directory's series are found by GDCM (through
+SimpleITK), which sorts the slices by position and applies the rescale slope and intercept
+(HU). Localizers and secondary capture images are left out. A series is refused, on its own
+line naming the file at fault, when it is not CT, is a multi-frame object, has a slice
+without position, of another orientation or size, or that GDCM cannot decode, when its
+slices are not equally spaced along their normal (a gap or a duplicate slice would give a
+wrong grid), or when its rescale tags would give wrong HU (:func:`read_series`). The case id
+is the series' folder relative to the input (``/`` -> ``_``), with ``_<series number>``
+added when a folder holds several series; the run record names each series' UID.
 
 Out: a DICOM SEG (binary, one segment per class present) per case, made with highdicom,
-referencing the source series, with SNOMED CT codes for the organs (laterality in the label
-and as a modifier) and the tumor (neoplasm). ``pydicom`` and ``highdicom`` are the optional
-``dicom`` extra; without them, DICOM SEG output is exit code 3 with the install command.
+referencing the source series (anonymised ones too: :func:`seg_sources`), with SNOMED CT
+codes for the organs (laterality in the label and as a modifier) and the tumor (neoplasm).
+``pydicom`` and ``highdicom`` are the optional ``dicom`` extra; without them, DICOM SEG
+output is exit code 3 with the install command.
 """
 
 from __future__ import annotations
@@ -327,23 +331,17 @@ def _read_slices(files: list[str], where: str):
     """(image, reader, files) of the slices, localizer and secondary capture images left
     out: known from the slices' own tags once read, or -- when the read fails, e.g. on a
     localizer of another size -- from each file's header."""
-    def left_out(tag) -> list[str]:
-        return [f for i, f in enumerate(files) if _left_out(lambda key, i=i: tag(i, key))]
-
-    def per_slice(i: int, key: str) -> str:
-        return reader.GetMetaData(i, key).strip() if reader.HasMetaDataKey(i, key) else ""
-
-    def per_file(i: int, key: str) -> str:
-        tag = _header(files[i])
-        return tag(key) if tag is not None else ""
+    def slice_tags(i: int):
+        return lambda key: (reader.GetMetaData(i, key).strip()
+                            if reader.HasMetaDataKey(i, key) else "")
 
     if len(files) < 2:
         raise DataError(f"{where}: a single slice, expected a 3-D series")
     try:
         image, reader = _execute(files)
-        odd = left_out(per_slice)
+        odd = [f for i, f in enumerate(files) if _left_out(slice_tags(i))]
     except RuntimeError as e:
-        odd = left_out(per_file)
+        odd = [f for f in files if (tag := _header(f)) is not None and _left_out(tag)]
         if not odd:
             raise DataError(f"{where}: {_why_unread(files, e)}") from None
     if odd:
