@@ -31,10 +31,36 @@ from flarecli.commands import (
     train,
 )
 
+
+class _WithoutFlagPlaceholders:
+    """Flags take no value, so ``--help`` shows no type for them. Typer's rich help prints
+    an option's type as a placeholder (``<bool>``) unless it has a metavar, and ``--tta
+    <bool>`` reads as if it wanted ``--tta true``; an empty metavar shows nothing. Applied
+    to every parameter a command lists, ``--help`` itself included."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_WithoutFlagPlaceholders, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_WithoutFlagPlaceholders, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="flare",
+    cls=_Group,
     help="Abdominal organ and pan-cancer tumor segmentation in CT from partially labeled and "
-    "unlabeled scans (FLARE). Every command reads and writes NIfTI folders.",
+    "unlabeled scans (FLARE). Commands read and write folders of NIfTI files (<case>_0000.nii.gz"
+    " scans, <case>.nii.gz label maps); infer, pseudolabel, stats and preview also read DICOM CT"
+    " series, and infer writes DICOM SEG.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -72,10 +98,11 @@ for _name, _func in (("synth", synth.synth), ("audit", audit.audit), ("train", t
                      ("evaluate", evaluate.evaluate), ("stats", stats.stats),
                      ("preview", preview.preview),
                      ("export", export.export), ("demo", demo.demo)):
-    app.command(_name, help=_help(_func))(_interruptible(_func))
+    app.command(_name, help=_help(_func), cls=_Command)(_interruptible(_func))
 for _command in recipes.app.registered_commands:
     _command.callback = _interruptible(_command.callback)
-app.add_typer(recipes.app, name="recipes", help=_help(recipes.recipes))
+    _command.cls = _Command
+app.add_typer(recipes.app, name="recipes", help=_help(recipes.recipes), cls=_Group)
 
 
 def _version(value: bool) -> None:

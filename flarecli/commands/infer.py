@@ -11,10 +11,13 @@ from flarecli.commands._ui import BACKEND, CACHE_DIR, CALIBRATION, DEVICE, PRECI
 
 
 def infer(
-    input_dir: Path = typer.Argument(..., help="Folder of CT scans (<case>_0000.nii.gz)."),
-    output_dir: Path = typer.Argument(..., help="Folder for the label maps (<case>.nii.gz)."),
-    model: Path = typer.Option(..., "--model", help="Model folder (one bundle per stage and "
-                               "its recipe.json)."),
+    input_dir: Path = typer.Argument(..., help="Folder of CT scans: <case>_0000.nii.gz "
+                                     "files, or DICOM CT series (in sub-folders, or the "
+                                     "series folder itself)."),
+    output_dir: Path = typer.Argument(..., help="Folder for the label maps (<case>.nii.gz, "
+                                      "or <case>.dcm with --output-format dicom-seg)."),
+    model: Path = typer.Option(..., "--model", help="Model folder or .zip (flare export): "
+                               "one bundle per stage and its recipe.json."),
     graph: str | None = typer.Option(None, "--graph", help="Which model of the folder's "
                                      "recipe to run (default: the first it holds "
                                      "completely)."),

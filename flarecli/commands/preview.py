@@ -11,7 +11,8 @@ from flarecli.commands._ui import WORKERS, note, out, problem, track
 
 def preview(
     labels_dir: Path = typer.Argument(..., help="Folder of label maps (<case>.nii.gz)."),
-    images: Path = typer.Argument(..., help="Folder of the CT scans (<case>_0000.nii.gz)."),
+    images: Path = typer.Argument(..., help="Folder of the CT scans (<case>_0000.nii.gz, or "
+                                  "DICOM CT series)."),
     output_dir: Path = typer.Argument(..., help="Folder for the PNGs (<case>.png)."),
     workers: int = WORKERS,
 ) -> None:

@@ -20,9 +20,12 @@ from flarecli.commands._ui import (
 
 
 def pseudolabel(
-    input_dir: Path = typer.Argument(..., help="Folder of CT scans (<case>_0000.nii.gz)."),
+    input_dir: Path = typer.Argument(..., help="Folder of CT scans: <case>_0000.nii.gz "
+                                     "files, or DICOM CT series (in sub-folders, or the "
+                                     "series folder itself)."),
     output_dir: Path = typer.Argument(..., help="Folder for the pseudo-labels."),
-    model: Path = typer.Option(..., "--model", help="Teacher model folder."),
+    model: Path = typer.Option(..., "--model", help="Teacher model folder or .zip (flare "
+                               "export)."),
     device: str = DEVICE,
     backend: str = BACKEND,
     precision: str = PRECISION,

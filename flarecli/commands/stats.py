@@ -12,7 +12,7 @@ from flarecli.commands._ui import CSV_OUT, JSON_OUT, WORKERS, note, out, problem
 def stats(
     labels_dir: Path = typer.Argument(..., help="Folder of label maps (<case>.nii.gz)."),
     images: Path | None = typer.Option(None, "--images", help="Folder of the CT scans "
-                                       "(<case>_0000.nii.gz, or DICOM series): adds HU "
+                                       "(<case>_0000.nii.gz, or DICOM CT series): adds HU "
                                        "statistics."),
     json_path: Path | None = JSON_OUT,
     csv_path: Path | None = CSV_OUT,

@@ -45,11 +45,17 @@ from flarecli.core.recipes.typed import to_json
 def input_cases(input_dir: Path, output_dir: Path, model_dir: Path | None = None
                 ) -> tuple[list[Case], Any]:
     """The scans of a folder, and its Discovery (stray files, cases with problems); checks
-    that the output folder is neither an input folder nor inside one, and writable."""
+    that the output folder is neither an input folder nor inside one, and writable. A folder
+    with no scan at all is an InputError, naming what was ignored in it."""
     found = discover_scans(input_dir)
     cases = [c for c in found.cases if c.image is not None or c.problems]
-    if not cases and not found.stray:
-        raise InputError(f"{input_dir}: no NIfTI images found")
+    if not cases:
+        seen = [f"{Path(p).relative_to(input_dir) if Path(p).is_relative_to(input_dir) else p}"
+                f": {why.removesuffix(', ignored')}" for p, why in found.stray]
+        raise InputError(f"{input_dir}: no scans found, neither NIfTI images (<case>_0000.nii.gz"
+                         ") nor DICOM CT series", hint=("ignored " + "; ".join(seen[:3])
+                                                        + ("; ..." if len(seen) > 3 else ""))
+                         if seen else None)
     check_output_dir(output_dir, "output folder",
                      case_dirs=[input_dir] + ([model_dir] if model_dir else []))
     return cases, found
@@ -299,6 +305,38 @@ def load_engine(model_dir: Path, device, choice: BackendChoice, *, with_tumor: b
                   calibration=calibration)
 
 
+def check_seg_sources(cases: list[Case], output_dir: Path, overwrite: bool,
+                      notes: Any = None) -> dict[str, dict[str, Any]]:
+    """Before any work, the DICOM series a run will write a SEG of: a series no SEG can
+    reference becomes its case's problem (one line, exit code 4; the others are written),
+    and what the SEG fills in (anonymised series) is noted. Returns case id -> filled in.
+    Series with an output on disk are left to the run (kept, or redone by write_seg)."""
+    from flarecli.core.errors import DataError
+    from flarecli.core.io.dicom import seg_fill_ins
+
+    filled: dict[str, dict[str, Any]] = {}
+    for c in cases:
+        if c.series_uid is None or c.problems or (
+                not overwrite and output_path(output_dir, c, "dicom-seg").exists()):
+            continue
+        try:
+            found = seg_fill_ins(c.image, c.series_uid)  # type: ignore[arg-type]
+        except DataError as e:
+            c.problems.append(f"no DICOM SEG can be written: {e}")
+            continue
+        if found:
+            filled[c.id] = found
+            if notes is not None:
+                by_how: dict[str, list[str]] = {}
+                for attr, what in found.items():
+                    by_how.setdefault(what["how"], []).append(attr)
+                notes(f"note: {c.id}: the series lacks " + "; ".join(
+                    f"{', '.join(attrs)} ({how})" for how, attrs in by_how.items())
+                    + ": the DICOM SEG has them, the input files are unchanged (infer.json: "
+                    "dicom_filled)")
+    return filled
+
+
 def _share(cases: list[Case], run: PredictRun, ranks: tuple[int, int, int] | None
            ) -> tuple[list[Case], PredictRun]:
     """The cases of this process (of its shard, and under torchrun of its rank), and its run
@@ -339,11 +377,13 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         from flarecli.core.io.dicom import check_seg_available
 
         check_seg_available()
-        if any(c.series_uid is None and not c.problems for c in cases):
+        if any(c.image is not None and c.series_uid is None for c in cases):
             raise InputError("--output-format dicom-seg needs DICOM input series (a DICOM SEG "
                              "references its source images)")
     ranks = distributed()
     cases, run = _share(cases, run, ranks)  # torchrun: each rank its share (of this shard)
+    filled = (check_seg_sources(cases, run.output_dir, run.overwrite, notes)
+              if run.output_format == "dicom-seg" else {})
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
@@ -381,6 +421,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     for r in run_folder(engine, plan, run.output_dir, tta=run.tta, postprocess=post,
                         scores=run.scores, min_score=run.min_score,
                         output_format=run.output_format, read_ahead=read_ahead):
+        if r.case in filled and not r.skipped:
+            r.dicom_filled = filled[r.case]
         results.append(r)
         if on_result is not None:
             on_result(r)

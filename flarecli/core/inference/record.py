@@ -40,6 +40,9 @@ class ScanResult:
     gpu_peak_mb: float | None = None
     gpu_max_used_mb: float | None = None
     gpu_area_mb_s: float | None = None
+    #: DICOM SEG output: what the SEG took from elsewhere for attributes the series lacks
+    #: (``io.dicom.seg_sources``), by attribute
+    dicom_filled: dict[str, Any] | None = None
 
     @property
     def score(self) -> float | None:

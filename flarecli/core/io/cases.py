@@ -155,23 +155,38 @@ def label_files(folder: Path) -> Discovery:
 
 def discover_scans(folder: Path) -> Discovery:
     """The scans of an input folder: NIfTI images, or -- when it holds none -- the DICOM CT
-    series under it (one per sub-folder, or folders of folders; see ``io.dicom``)."""
+    series under it (one per sub-folder, folders of folders, or the folder itself; see
+    ``io.dicom``). Notes then name what was left out (a localizer, a report, a damaged or
+    non-DICOM ``.dcm`` file, a file or sub-folder that is neither NIfTI nor DICOM), never
+    the DICOM files of the series themselves."""
     found = discover_cases(folder)
     if any(c.image is not None for c in found.cases):
         return found
-    from flarecli.core.io.dicom import find_series
+    from flarecli.core.io.dicom import case_base, scan_dicom
 
-    series, problems = find_series(folder)
-    if not series and not problems:  # no DICOM either
-        return found
-    cases = [Case(s.case, image=s.folder, series_uid=s.uid) for s in series]
+    dicom = scan_dicom(folder)
+    cases = [Case(s.case, image=s.folder, series_uid=s.uid) for s in dicom.series]
     ids = {c.id for c in cases}
-    for path, message in problems:
-        cid = path.name if path.name not in ids else f"{path.name}_unreadable"
-        cases.append(Case(cid, problems=[f"{path}: {message}"]))
-    stray = [(p, m) for p, m in found.stray if not (p.is_dir() and any(
-        s.folder == p or p in s.folder.parents for s in series))]
-    return Discovery(cases=sorted(cases, key=lambda c: c.id), stray=stray)
+    for path, message in dicom.problems:
+        cid = case_base(Path(folder), path)
+        cases.append(Case(cid if cid not in ids else f"{cid}_unreadable",
+                          problems=[f"{path}: {message}"]))
+    explained = dicom.dicom | {p for p, _ in dicom.ignored}
+    with_dicom = {p.parent for p in dicom.dicom}
+    stray = []
+    for p, message in found.stray:
+        if p in explained:
+            continue  # a slice of a series, or a file left out with a note of its own
+        if p.is_dir():
+            if any(d == p or p in d.parents for d in with_dicom):
+                continue
+            message = "a sub-folder without DICOM files, ignored"
+        elif dicom.series or dicom.problems:
+            message = "neither NIfTI nor DICOM, ignored"
+        stray.append((p, message))
+    stray += [(p, m) for p, m in dicom.ignored]
+    return Discovery(cases=sorted(cases, key=lambda c: c.id),
+                     stray=sorted(stray, key=lambda s: str(s[0])))
 
 
 def read_scan(image: Path | str, series_uid: str | None = None):
