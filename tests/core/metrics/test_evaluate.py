@@ -223,3 +223,16 @@ def test_real_ct_labels_agree_with_reference(shared_ct):
         assert fast[c].nsd == pytest.approx(round(n, 4), abs=1e-12), c
     # a 3 mm shift is within the liver's 5 mm tolerance but not the aorta's 2 mm
     assert fast[1].nsd > 0.95 and fast[5].nsd < fast[1].nsd
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 16), (6, 9, 11), (1, 1, 8)])
+def test_class_boxes_are_find_objects(shape):
+    from flarecli.core.metrics.evaluate import class_boxes
+
+    rng = np.random.default_rng(sum(shape))
+    for density in (0.0, 0.001, 0.05, 0.5):
+        labels = np.where(rng.random(shape) < density, rng.integers(1, 15, shape), 0)
+        labels = labels.astype(np.uint8)
+        assert class_boxes(labels) == ndimage.find_objects(labels, max_label=14)
+        view = labels[:, :, ::-1]  # not contiguous: no 8-voxel rows
+        assert class_boxes(view) == ndimage.find_objects(view, max_label=14)

@@ -235,3 +235,15 @@ def test_nsd_is_bit_for_bit_the_distance_based_one(seed):
     distances = surface_distances(a, b, spacing_xyz)
     for tol in (0.0, 1.0, 2.0, 3.0, 5.0, 7.0):
         assert normalized_surface_dice(a, b, spacing_xyz, tol) == surface_dice(distances, tol)
+
+
+def test_box_is_the_tight_bounding_box():
+    from flarecli.core.metrics.scores import _box
+    from flarecli.core.preprocessing.boxes import bounding_box
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        m = np.zeros(tuple(int(n) for n in rng.integers(1, 12, 3)), bool)
+        for _ in range(int(rng.integers(0, 3))):
+            m[tuple(int(rng.integers(0, n)) for n in m.shape)] = True
+        assert _box(m) == bounding_box(m)
