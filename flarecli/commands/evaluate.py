@@ -49,7 +49,6 @@ def evaluate(
     from flarecli.core.io.cases import require_dir
     from flarecli.core.io.outputs import check_distinct, check_output_file
     from flarecli.core.metrics import evaluate as core
-    from flarecli.core.parallel import imap_ordered
 
     check_choice("protocol", protocol, core.PROTOCOLS)
     require_dir(pred_dir, "predictions")
@@ -69,8 +68,7 @@ def evaluate(
     for r in plan.failed:
         for message in r.problems:
             problem(r.case, message)
-    for r in track(imap_ordered(core.evaluate_case, plan.jobs, workers), len(plan.jobs),
-                   "evaluate"):
+    for r in track(core.evaluate_cases(plan.jobs, workers), len(plan.jobs), "evaluate"):
         if r.missing_prediction:
             note(r.case, "no prediction, scored as empty")
         for message in r.problems:

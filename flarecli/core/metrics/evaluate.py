@@ -24,7 +24,9 @@ the official rule gives.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -215,6 +217,31 @@ def evaluate_case(job: EvalJob) -> CaseResult:
     except FlareError as e:
         result.problems.append(str(e))
     return result
+
+
+def evaluate_cases(jobs: Iterable[EvalJob], workers: int = 1) -> Iterator[CaseResult]:
+    """``evaluate_case`` of each job, in order.
+
+    ``workers`` > 1: that many processes (:func:`flarecli.core.parallel.imap_ordered`).
+    Otherwise threads of this process, as many cases at once as there are usable CPUs (at
+    least 2): the decompression, the class boxes, the masks and the surfaces release the
+    GIL, so one case's reading overlaps another's scoring, without the start-up and the
+    pickling of processes. Memory: a few cases' label maps at a time.
+    """
+    if workers > 1:
+        from flarecli.core.parallel import imap_ordered
+
+        yield from imap_ordered(evaluate_case, jobs, workers)
+        return
+    at_once = max(2, usable_cpus())
+    with ThreadPoolExecutor(at_once) as pool:
+        pending: deque[Future[CaseResult]] = deque()
+        for job in jobs:
+            pending.append(pool.submit(evaluate_case, job))
+            if len(pending) >= at_once:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 @dataclass

@@ -236,3 +236,19 @@ def test_class_boxes_are_find_objects(shape):
         assert class_boxes(labels) == ndimage.find_objects(labels, max_label=14)
         view = labels[:, :, ::-1]  # not contiguous: no 8-voxel rows
         assert class_boxes(view) == ndimage.find_objects(view, max_label=14)
+
+
+def test_evaluate_cases_threads_keep_the_order_and_the_values(tmp_path):
+    from flarecli.core.metrics.evaluate import evaluate_case, evaluate_cases, plan_jobs
+
+    g = geom((10, 12, 14), spacing_xyz=(0.8, 0.8, 2.5))
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        gt = random_labels(rng, g.shape_zyx)
+        write(tmp_path / "gt" / f"c{i}.nii.gz", gt, g)
+        write(tmp_path / "pred" / f"c{i}.nii.gz", np.roll(gt, i % 3, axis=i % 3), g)
+    jobs = plan_jobs(tmp_path / "pred", tmp_path / "gt", "exact", 0.2).jobs
+    threaded = list(evaluate_cases(jobs))
+    assert [r.case for r in threaded] == [f"c{i}" for i in range(5)]
+    for r, job in zip(threaded, jobs, strict=True):
+        assert r.scores == evaluate_case(job).scores
