@@ -35,11 +35,16 @@ def evaluate(
         None, "--manifest", help="Audit manifest of GT_DIR: score only annotated classes.",
         dir_okay=False,
     ),
+    min_lesion_mm3: float = typer.Option(
+        100.0, "--min-lesion-mm3", help="Lesion-wise figures: smaller tumor components are "
+        "ignored in truth and prediction (default as postprocess)."
+    ),
     json_path: Path | None = JSON_OUT,
     csv_path: Path | None = CSV_OUT,
     workers: int = WORKERS,
 ) -> None:
-    """Score predictions against ground truth: DSC and NSD per case and class (1..14).
+    """Score predictions against ground truth: DSC and NSD per case and class (1..14), and
+    lesion-wise detection of tumors (class 14).
 
     A GT case without prediction is scored as an empty prediction. A case whose files are
     unreadable or on another grid is reported and left out; exit code 4 then.
@@ -59,7 +64,7 @@ def evaluate(
         check_output_file(path, what, reads=reads, case_dirs=[pred_dir, gt_dir])
     check_distinct({"--json": json_path, "--csv": csv_path})
     man = read_manifest(manifest) if manifest else None
-    plan = core.plan_jobs(pred_dir, gt_dir, protocol, nsd_threshold, man)
+    plan = core.plan_jobs(pred_dir, gt_dir, protocol, nsd_threshold, man, min_lesion_mm3)
     for path, message in plan.stray:
         note(str(path), message)
     for case in plan.extra:
@@ -75,7 +80,7 @@ def evaluate(
             problem(r.case, message)
         results.append(r)
     results.sort(key=lambda r: r.case)
-    summary = core.summarize(results, protocol, nsd_threshold)
+    summary = core.summarize(results, protocol, nsd_threshold, min_lesion_mm3)
     render(summary)
     if csv_path:
         write_csv(csv_path, core.CSV_COLUMNS, core.csv_rows(results))
@@ -93,7 +98,7 @@ def render(summary: dict) -> None:
         return "-" if v is None else f"{v:.4f}"
 
     t = Table(title=f"FLARE scores ({summary['scored_cases']} cases, protocol "
-              f"{summary['protocol']})")
+              f"{summary['protocol']})", caption=lesion_line(summary.get("lesions")))
     for col in ("id", "class", "DSC", "std", "NSD", "std", "n"):
         t.add_column(col, justify="left" if col == "class" else "right")
     for k, e in summary["per_class"].items():
@@ -104,3 +109,17 @@ def render(summary: dict) -> None:
               "", "")
     t.add_row("", "tumor", f(summary["tumor_dsc"]), "", f(summary["tumor_nsd"]), "", "")
     out.print(t)
+
+
+def lesion_line(lesions: dict | None) -> str | None:
+    """The lesion-wise summary in one line (None without lesion figures)."""
+    if not lesions:
+        return None
+
+    def f(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    return (f"tumor lesions (>= {lesions['min_lesion_mm3']:g} mm3): {lesions['detected']} of "
+            f"{lesions['true_lesions']} found, sensitivity {f(lesions['sensitivity'])} (>= 1 ml "
+            f"{f(lesions['sensitivity_1ml_or_more'])}), {f(lesions['fp_per_case'])} FP/case, "
+            f"F1 {f(lesions['f1'])}")
