@@ -241,7 +241,7 @@ def evaluate_case(job: EvalJob) -> CaseResult:
             pred = np.zeros_like(gt)
         else:
             pred, pred_geometry = pred_pair
-            mismatch = geometry.mismatches(pred_geometry)
+            mismatch = pred_geometry.mismatches(geometry)  # in the order of the message
             if mismatch:
                 result.problems.append("prediction vs ground truth " + "; ".join(mismatch))
                 return result

@@ -252,3 +252,24 @@ def test_evaluate_cases_threads_keep_the_order_and_the_values(tmp_path):
     assert [r.case for r in threaded] == [f"c{i}" for i in range(5)]
     for r, job in zip(threaded, jobs, strict=True):
         assert r.scores == evaluate_case(job).scores
+
+
+def test_grid_mismatch_names_the_prediction_first(tmp_path, run_cli):
+    g = geom((10, 12, 14), spacing_xyz=(0.8, 0.8, 2.5))
+    gt = np.zeros(g.shape_zyx, np.uint8)
+    gt[2:8, 3:9, 4:10] = 1
+    other = {
+        "shape": geom((10, 12, 15), spacing_xyz=(0.8, 0.8, 2.5)),
+        "spacing": geom((10, 12, 14), spacing_xyz=(1.0, 0.8, 2.5)),
+        "origin": geom((10, 12, 14), spacing_xyz=(0.8, 0.8, 2.5), origin=(5.0, 0.0, 0.0)),
+    }
+    for case, pred_grid in other.items():
+        write(tmp_path / "gt" / f"{case}.nii.gz", gt, g)
+        pred = np.zeros(pred_grid.shape_zyx, np.uint8)
+        write(tmp_path / "pred" / f"{case}.nii.gz", pred, pred_grid)
+    res = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt")
+    assert res.code == 4
+    assert "shape: prediction vs ground truth shape (15, 12, 10) vs (14, 12, 10)" in res.stderr
+    assert ("spacing: prediction vs ground truth spacing (1, 0.8, 2.5) vs (0.8, 0.8, 2.5) mm"
+            in res.stderr)
+    assert "origin: prediction vs ground truth origin (5, 0, 0) vs (0, 0, 0) mm" in res.stderr
