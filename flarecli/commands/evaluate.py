@@ -80,6 +80,8 @@ def evaluate(
             problem(r.case, message)
         results.append(r)
     results.sort(key=lambda r: r.case)
+    if man is None:
+        note_partial_truth(core.predicted_beyond_truth(results))
     summary = core.summarize(results, protocol, nsd_threshold, min_lesion_mm3)
     render(summary)
     if csv_path:
@@ -89,6 +91,20 @@ def evaluate(
     failed = summary["failed_cases"]
     if failed:
         raise CasesFailed(len(failed), len(results))
+
+
+def note_partial_truth(beyond: list[tuple[int, int, bool]]) -> None:
+    """One note for the whole run: classes predicted where the GT case has none."""
+    from flarecli.core.labels import label_name
+
+    if not beyond:
+        return
+    names = ", ".join(f"{label_name(c)} ({n} case{'s' if n > 1 else ''}"
+                      + ("" if anywhere else ", in no ground-truth case") + ")"
+                      for c, n, anywhere in beyond)
+    note("ground truth", f"predicted classes the truth case lacks score 0 there (the official "
+         f"rule): {names}; if the truth does not annotate them, pass --manifest (the truth's "
+         "audit manifest, from flare audit --json) to score only what it annotates")
 
 
 def render(summary: dict) -> None:

@@ -385,6 +385,20 @@ def summarize(results: list[CaseResult], protocol: str, nsd_threshold: float,
     }
 
 
+def predicted_beyond_truth(results: list[CaseResult]) -> list[tuple[int, int, bool]]:
+    """Classes a prediction has where its GT case has none, scored 0 by the official rule:
+    (label, cases, whether any GT case has the class at all), by label. Not-annotated
+    classes (a manifest) are not counted: they have no score. Without a manifest this is
+    how partial ground truth shows: a class no GT case has is most likely not annotated."""
+    scored = [s for r in results if r.ok for s in r.scores if s.annotated]
+    out = []
+    for c in CLASSES:
+        cases = sum(1 for s in scored if s.label == c and s.gt_voxels == 0 and s.pred_voxels)
+        if cases:
+            out.append((c, cases, any(s.label == c and s.gt_voxels for s in scored)))
+    return out
+
+
 def csv_rows(results: list[CaseResult]) -> list[list[Any]]:
     def cell(v):
         return "" if v is None else ("nan" if np.isnan(v) else format(float(v), ".10g"))

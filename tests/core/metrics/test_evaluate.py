@@ -273,3 +273,34 @@ def test_grid_mismatch_names_the_prediction_first(tmp_path, run_cli):
     assert ("spacing: prediction vs ground truth spacing (1, 0.8, 2.5) vs (0.8, 0.8, 2.5) mm"
             in res.stderr)
     assert "origin: prediction vs ground truth origin (5, 0, 0) vs (0, 0, 0) mm" in res.stderr
+
+
+def test_cli_notes_once_classes_the_truth_lacks(tmp_path, run_cli):
+    g = geom((10, 12, 14))
+    liver = np.zeros(g.shape_zyx, np.uint8)
+    liver[2:8, 3:9, 4:10] = 1
+    gt_b = liver.copy()
+    gt_b[0:2, 0:3, 0:3] = 3  # case b's truth has a spleen, case a's has none
+    pred = gt_b.copy()
+    pred[8:10, 9:12, 10:14] = 4  # pancreas: in no truth at all
+    write(tmp_path / "gt" / "a.nii.gz", liver, g)
+    write(tmp_path / "gt" / "b.nii.gz", gt_b, g)
+    for case in ("a", "b"):
+        write(tmp_path / "pred" / f"{case}.nii.gz", pred, g)
+    res = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--json", tmp_path / "s.json")
+    assert res.code == 0
+    notes = [line for line in res.stderr.splitlines() if line.startswith("note: ground truth")]
+    assert len(notes) == 1
+    assert "spleen (1 case), pancreas (2 cases, in no ground-truth case)" in notes[0]
+    assert "--manifest" in notes[0]
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["per_class"]["4"]["dsc"] == 0.0  # the official scores themselves are unchanged
+    assert s["per_class"]["3"]["dsc"] == 0.5
+    manifest = {"schema_version": 1, "cases": [{"id": "a", "organs": [1], "tumor": False},
+                                               {"id": "b", "organs": [1, 3], "tumor": False}]}
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    res = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--manifest",
+                  tmp_path / "m.json")
+    assert res.code == 0 and "note: ground truth" not in res.stderr
+    res = run_cli("evaluate", tmp_path / "gt", tmp_path / "gt")  # a perfect prediction
+    assert res.code == 0 and "note: ground truth" not in res.stderr
