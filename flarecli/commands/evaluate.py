@@ -121,8 +121,8 @@ def render(summary: dict) -> None:
         t.add_row(k, e["name"], f(e["dsc"]), f(e["dsc_std"]), f(e["nsd"]), f(e["nsd_std"]),
                   str(e["n"]))
     t.add_section()
-    t.add_row("", "organs (mean of 13)", f(summary["organ_dsc"]), "", f(summary["organ_nsd"]),
-              "", "")
+    t.add_row("", f"organs (mean of {summary['organ_classes']})", f(summary["organ_dsc"]), "",
+              f(summary["organ_nsd"]), "", "")
     t.add_row("", "tumor", f(summary["tumor_dsc"]), "", f(summary["tumor_nsd"]), "", "")
     out.print(t)
 

@@ -344,9 +344,10 @@ def plan_jobs(
 
 def summarize(results: list[CaseResult], protocol: str, nsd_threshold: float,
               min_lesion_mm3: float = MIN_TUMOR_MM3) -> dict[str, Any]:
-    """Per-class mean/std over the scored cases; organ DSC/NSD = mean of the 13 class means;
-    ``lesions``: the lesion-wise figures of the cases that have them
-    (:func:`flarecli.core.metrics.lesions.summarize_lesions`).
+    """Per-class mean/std over the scored cases; organ DSC/NSD = mean of the organ class
+    means (``organ_classes`` of them: 13 unless a class has no score in any case, e.g. one
+    no GT case annotates under a manifest); ``lesions``: the lesion-wise figures of the
+    cases that have them (:func:`flarecli.core.metrics.lesions.summarize_lesions`).
 
     NaN and not-annotated (None) cells are left out (pandas-style); std is the population
     standard deviation (ddof = 0).
@@ -378,6 +379,7 @@ def summarize(results: list[CaseResult], protocol: str, nsd_threshold: float,
         "missing_predictions": [r.case for r in results if r.missing_prediction],
         "organ_dsc": mean_of(ORGANS, "dsc"),
         "organ_nsd": mean_of(ORGANS, "nsd"),
+        "organ_classes": sum(per_class[str(c)]["dsc"] is not None for c in ORGANS),
         "tumor_dsc": per_class[str(TUMOR)]["dsc"],
         "tumor_nsd": per_class[str(TUMOR)]["nsd"],
         "per_class": per_class,

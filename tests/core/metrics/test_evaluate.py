@@ -195,14 +195,17 @@ def test_cli_evaluate_with_manifest(tmp_path, run_cli):
     write(tmp_path / "pred" / "a.nii.gz", pred, g)
     manifest = {"schema_version": 1, "cases": [{"id": "a", "organs": [1], "tumor": False}]}
     (tmp_path / "m.json").write_text(json.dumps(manifest))
-    assert run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--json", tmp_path / "o.json",
-                   "--manifest", tmp_path / "m.json").code == 0
+    res = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--json", tmp_path / "o.json",
+                  "--manifest", tmp_path / "m.json")
+    assert res.code == 0
     s = json.loads((tmp_path / "o.json").read_text())
     assert s["organ_dsc"] == 1.0 and s["per_class"]["3"]["dsc"] is None
-    assert run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--json",
-                   tmp_path / "o.json").code == 0
+    assert s["organ_classes"] == 1 and "organs (mean of 1)" in res.stdout
+    res = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--json", tmp_path / "o.json")
+    assert res.code == 0
     s = json.loads((tmp_path / "o.json").read_text())
     assert s["per_class"]["3"]["dsc"] == 0.0  # the official rule: a false positive
+    assert s["organ_classes"] == 13 and "organs (mean of 13)" in res.stdout
 
 
 def test_real_ct_labels_agree_with_reference(shared_ct):
