@@ -128,8 +128,8 @@ def render(summary: dict) -> None:
 
 
 def lesion_line(lesions: dict | None) -> str | None:
-    """The lesion-wise summary in one line (None without lesion figures)."""
-    if not lesions:
+    """The lesion-wise summary in one line (None without a case scored for lesions)."""
+    if not lesions or not lesions["cases"]:
         return None
 
     def f(v):
