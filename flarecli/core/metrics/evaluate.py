@@ -262,21 +262,26 @@ def evaluate_case(job: EvalJob) -> CaseResult:
     return result
 
 
+#: The most cases :func:`evaluate_cases` scores at once in one process.
+CASES_AT_ONCE = 4
+
+
 def evaluate_cases(jobs: Iterable[EvalJob], workers: int = 1) -> Iterator[CaseResult]:
     """``evaluate_case`` of each job, in order.
 
     ``workers`` > 1: that many processes (:func:`flarecli.core.parallel.imap_ordered`).
-    Otherwise threads of this process, as many cases at once as there are usable CPUs (at
-    least 2): the decompression, the class boxes, the masks and the surfaces release the
-    GIL, so one case's reading overlaps another's scoring, without the start-up and the
-    pickling of processes. Memory: a few cases' label maps at a time.
+    Otherwise threads of this process, as many cases at once as there are usable CPUs, from 2
+    to :data:`CASES_AT_ONCE`: the decompression, the class boxes, the masks and the surfaces
+    release the GIL, so one case's reading overlaps another's scoring, without the start-up
+    and the pickling of processes (each case's classes run in threads too, so a few cases
+    keep many cores busy). Memory: about 0.3 GB per 512 x 512 x 300 case in flight.
     """
     if workers > 1:
         from flarecli.core.parallel import imap_ordered
 
         yield from imap_ordered(evaluate_case, jobs, workers)
         return
-    at_once = max(2, usable_cpus())
+    at_once = min(max(2, usable_cpus()), CASES_AT_ONCE)
     with ThreadPoolExecutor(at_once) as pool:
         pending: deque[Future[CaseResult]] = deque()
         for job in jobs:
