@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import subprocess
 import sys
 import time
@@ -143,6 +144,14 @@ def timed(cmd: list[str], repeat: int = 1) -> tuple[float, float]:
     return best
 
 
+def difference(a: float, b: float) -> float:
+    """|a - b|, with NaN equal to NaN and infinitely far from a number (a plain max() of
+    differences would pass over a NaN)."""
+    if math.isnan(a) or math.isnan(b):
+        return 0.0 if math.isnan(a) and math.isnan(b) else math.inf
+    return abs(a - b)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=2)
@@ -162,7 +171,8 @@ def main() -> None:
     with flare_csv.open() as f:
         for row in csv.DictReader(f):
             ref = official[f"{row['case']}/{row['label']}"]
-            diff = max(diff, abs(float(row["dsc"]) - ref[0]), abs(float(row["nsd"]) - ref[1]))
+            for ours, theirs in ((float(row["dsc"]), ref[0]), (float(row["nsd"]), ref[1])):
+                diff = max(diff, difference(ours, theirs))
     print(f"{args.pairs} pairs of 512x512x~270, fresh processes, best of {args.repeat}: "
           f"official loop {t_official:.2f} s, flare evaluate {t_flare:.2f} s "
           f"({args.workers} worker(s)): {t_official / t_flare:.1f}x; CPU seconds "
