@@ -35,11 +35,16 @@ def evaluate(
         None, "--manifest", help="Audit manifest of GT_DIR: score only annotated classes.",
         dir_okay=False,
     ),
+    min_lesion_mm3: float = typer.Option(
+        100.0, "--min-lesion-mm3", help="Lesion-wise figures: smaller tumor components are "
+        "ignored in truth and prediction (default as postprocess)."
+    ),
     json_path: Path | None = JSON_OUT,
     csv_path: Path | None = CSV_OUT,
     workers: int = WORKERS,
 ) -> None:
-    """Score predictions against ground truth: DSC and NSD per case and class (1..14).
+    """Score predictions against ground truth: DSC and NSD per case and class (1..14), and
+    lesion-wise detection of tumors (class 14).
 
     A GT case without prediction is scored as an empty prediction. A case whose files are
     unreadable or on another grid is reported and left out; exit code 4 then.
@@ -49,7 +54,6 @@ def evaluate(
     from flarecli.core.io.cases import require_dir
     from flarecli.core.io.outputs import check_distinct, check_output_file
     from flarecli.core.metrics import evaluate as core
-    from flarecli.core.parallel import imap_ordered
 
     check_choice("protocol", protocol, core.PROTOCOLS)
     require_dir(pred_dir, "predictions")
@@ -60,7 +64,7 @@ def evaluate(
         check_output_file(path, what, reads=reads, case_dirs=[pred_dir, gt_dir])
     check_distinct({"--json": json_path, "--csv": csv_path})
     man = read_manifest(manifest) if manifest else None
-    plan = core.plan_jobs(pred_dir, gt_dir, protocol, nsd_threshold, man)
+    plan = core.plan_jobs(pred_dir, gt_dir, protocol, nsd_threshold, man, min_lesion_mm3)
     for path, message in plan.stray:
         note(str(path), message)
     for case in plan.extra:
@@ -69,15 +73,16 @@ def evaluate(
     for r in plan.failed:
         for message in r.problems:
             problem(r.case, message)
-    for r in track(imap_ordered(core.evaluate_case, plan.jobs, workers), len(plan.jobs),
-                   "evaluate"):
+    for r in track(core.evaluate_cases(plan.jobs, workers), len(plan.jobs), "evaluate"):
         if r.missing_prediction:
             note(r.case, "no prediction, scored as empty")
         for message in r.problems:
             problem(r.case, message)
         results.append(r)
     results.sort(key=lambda r: r.case)
-    summary = core.summarize(results, protocol, nsd_threshold)
+    if man is None:
+        note_partial_truth(core.predicted_beyond_truth(results))
+    summary = core.summarize(results, protocol, nsd_threshold, min_lesion_mm3)
     render(summary)
     if csv_path:
         write_csv(csv_path, core.CSV_COLUMNS, core.csv_rows(results))
@@ -88,6 +93,20 @@ def evaluate(
         raise CasesFailed(len(failed), len(results))
 
 
+def note_partial_truth(beyond: list[tuple[int, int, bool]]) -> None:
+    """One note for the whole run: classes predicted where the GT case has none."""
+    from flarecli.core.labels import label_name
+
+    if not beyond:
+        return
+    names = ", ".join(f"{label_name(c)} ({n} case{'s' if n > 1 else ''}"
+                      + ("" if anywhere else ", in no ground-truth case") + ")"
+                      for c, n, anywhere in beyond)
+    note("ground truth", f"predicted classes the truth case lacks score 0 there (the official "
+         f"rule): {names}; if the truth does not annotate them, pass --manifest (the truth's "
+         "audit manifest, from flare audit --json) to score only what it annotates")
+
+
 def render(summary: dict) -> None:
     from rich.table import Table
 
@@ -95,14 +114,28 @@ def render(summary: dict) -> None:
         return "-" if v is None else f"{v:.4f}"
 
     t = Table(title=f"FLARE scores ({summary['scored_cases']} cases, protocol "
-              f"{summary['protocol']})")
+              f"{summary['protocol']})", caption=lesion_line(summary.get("lesions")))
     for col in ("id", "class", "DSC", "std", "NSD", "std", "n"):
         t.add_column(col, justify="left" if col == "class" else "right")
     for k, e in summary["per_class"].items():
         t.add_row(k, e["name"], f(e["dsc"]), f(e["dsc_std"]), f(e["nsd"]), f(e["nsd_std"]),
                   str(e["n"]))
     t.add_section()
-    t.add_row("", "organs (mean of 13)", f(summary["organ_dsc"]), "", f(summary["organ_nsd"]),
-              "", "")
+    t.add_row("", f"organs (mean of {summary['organ_classes']})", f(summary["organ_dsc"]), "",
+              f(summary["organ_nsd"]), "", "")
     t.add_row("", "tumor", f(summary["tumor_dsc"]), "", f(summary["tumor_nsd"]), "", "")
     out.print(t)
+
+
+def lesion_line(lesions: dict | None) -> str | None:
+    """The lesion-wise summary in one line (None without a case scored for lesions)."""
+    if not lesions or not lesions["cases"]:
+        return None
+
+    def f(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    return (f"tumor lesions (>= {lesions['min_lesion_mm3']:g} mm3): {lesions['detected']} of "
+            f"{lesions['true_lesions']} found, sensitivity {f(lesions['sensitivity'])} (>= 1 ml "
+            f"{f(lesions['sensitivity_1ml_or_more'])}), {f(lesions['fp_per_case'])} FP/case, "
+            f"F1 {f(lesions['f1'])}")

@@ -196,14 +196,17 @@ def test_cli_evaluate_with_manifest(tmp_path, run_cli):
     write(tmp_path / "pred" / "a.nii.gz", pred, g)
     manifest = {"schema_version": 1, "cases": [{"id": "a", "organs": [1], "tumor": False}]}
     (tmp_path / "m.json").write_text(json.dumps(manifest))
-    assert run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--json", tmp_path / "o.json",
-                   "--manifest", tmp_path / "m.json").code == 0
+    res = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--json", tmp_path / "o.json",
+                  "--manifest", tmp_path / "m.json")
+    assert res.code == 0
     s = json.loads((tmp_path / "o.json").read_text())
     assert s["organ_dsc"] == 1.0 and s["per_class"]["3"]["dsc"] is None
-    assert run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--json",
-                   tmp_path / "o.json").code == 0
+    assert s["organ_classes"] == 1 and "organs (mean of 1)" in res.stdout
+    res = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--json", tmp_path / "o.json")
+    assert res.code == 0
     s = json.loads((tmp_path / "o.json").read_text())
     assert s["per_class"]["3"]["dsc"] == 0.0  # the official rule: a false positive
+    assert s["organ_classes"] == 13 and "organs (mean of 13)" in res.stdout
 
 
 def test_real_ct_labels_agree_with_reference(shared_ct):
@@ -224,3 +227,84 @@ def test_real_ct_labels_agree_with_reference(shared_ct):
         assert fast[c].nsd == pytest.approx(round(n, 4), abs=1e-12), c
     # a 3 mm shift is within the liver's 5 mm tolerance but not the aorta's 2 mm
     assert fast[1].nsd > 0.95 and fast[5].nsd < fast[1].nsd
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 16), (6, 9, 11), (1, 1, 8)])
+def test_class_boxes_are_find_objects(shape):
+    from flarecli.core.metrics.evaluate import class_boxes
+
+    rng = np.random.default_rng(sum(shape))
+    for density in (0.0, 0.001, 0.05, 0.5):
+        labels = np.where(rng.random(shape) < density, rng.integers(1, 15, shape), 0)
+        labels = labels.astype(np.uint8)
+        assert class_boxes(labels) == ndimage.find_objects(labels, max_label=14)
+        view = labels[:, :, ::-1]  # not contiguous: no 8-voxel rows
+        assert class_boxes(view) == ndimage.find_objects(view, max_label=14)
+
+
+def test_evaluate_cases_threads_keep_the_order_and_the_values(tmp_path):
+    from flarecli.core.metrics.evaluate import evaluate_case, evaluate_cases, plan_jobs
+
+    g = geom((10, 12, 14), spacing_xyz=(0.8, 0.8, 2.5))
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        gt = random_labels(rng, g.shape_zyx)
+        write(tmp_path / "gt" / f"c{i}.nii.gz", gt, g)
+        write(tmp_path / "pred" / f"c{i}.nii.gz", np.roll(gt, i % 3, axis=i % 3), g)
+    jobs = plan_jobs(tmp_path / "pred", tmp_path / "gt", "exact", 0.2).jobs
+    threaded = list(evaluate_cases(jobs))
+    assert [r.case for r in threaded] == [f"c{i}" for i in range(5)]
+    for r, job in zip(threaded, jobs, strict=True):
+        assert r.scores == evaluate_case(job).scores
+
+
+def test_grid_mismatch_names_the_prediction_first(tmp_path, run_cli):
+    g = geom((10, 12, 14), spacing_xyz=(0.8, 0.8, 2.5))
+    gt = np.zeros(g.shape_zyx, np.uint8)
+    gt[2:8, 3:9, 4:10] = 1
+    other = {
+        "shape": geom((10, 12, 15), spacing_xyz=(0.8, 0.8, 2.5)),
+        "spacing": geom((10, 12, 14), spacing_xyz=(1.0, 0.8, 2.5)),
+        "origin": geom((10, 12, 14), spacing_xyz=(0.8, 0.8, 2.5), origin=(5.0, 0.0, 0.0)),
+    }
+    for case, pred_grid in other.items():
+        write(tmp_path / "gt" / f"{case}.nii.gz", gt, g)
+        pred = np.zeros(pred_grid.shape_zyx, np.uint8)
+        write(tmp_path / "pred" / f"{case}.nii.gz", pred, pred_grid)
+    res = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt")
+    assert res.code == 4
+    assert "shape: prediction vs ground truth shape (15, 12, 10) vs (14, 12, 10)" in res.stderr
+    assert ("spacing: prediction vs ground truth spacing (1, 0.8, 2.5) vs (0.8, 0.8, 2.5) mm"
+            in res.stderr)
+    assert "origin: prediction vs ground truth origin (5, 0, 0) vs (0, 0, 0) mm" in res.stderr
+
+
+def test_cli_notes_once_classes_the_truth_lacks(tmp_path, run_cli):
+    g = geom((10, 12, 14))
+    liver = np.zeros(g.shape_zyx, np.uint8)
+    liver[2:8, 3:9, 4:10] = 1
+    gt_b = liver.copy()
+    gt_b[0:2, 0:3, 0:3] = 3  # case b's truth has a spleen, case a's has none
+    pred = gt_b.copy()
+    pred[8:10, 9:12, 10:14] = 4  # pancreas: in no truth at all
+    write(tmp_path / "gt" / "a.nii.gz", liver, g)
+    write(tmp_path / "gt" / "b.nii.gz", gt_b, g)
+    for case in ("a", "b"):
+        write(tmp_path / "pred" / f"{case}.nii.gz", pred, g)
+    res = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--json", tmp_path / "s.json")
+    assert res.code == 0
+    notes = [line for line in res.stderr.splitlines() if line.startswith("note: ground truth")]
+    assert len(notes) == 1
+    assert "spleen (1 case), pancreas (2 cases, in no ground-truth case)" in notes[0]
+    assert "--manifest" in notes[0]
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["per_class"]["4"]["dsc"] == 0.0  # the official scores themselves are unchanged
+    assert s["per_class"]["3"]["dsc"] == 0.5
+    manifest = {"schema_version": 1, "cases": [{"id": "a", "organs": [1], "tumor": False},
+                                               {"id": "b", "organs": [1, 3], "tumor": False}]}
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    res = run_cli("evaluate", tmp_path / "pred", tmp_path / "gt", "--manifest",
+                  tmp_path / "m.json")
+    assert res.code == 0 and "note: ground truth" not in res.stderr
+    res = run_cli("evaluate", tmp_path / "gt", tmp_path / "gt")  # a perfect prediction
+    assert res.code == 0 and "note: ground truth" not in res.stderr

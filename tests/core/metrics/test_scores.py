@@ -134,3 +134,116 @@ def test_distances_at_surfels_are_scipys_distance_map_bit_for_bit():
         assert np.array_equal(got, want), (shape, spacing)
         checked += 1
     assert checked > 100
+
+
+def test_within_tolerance_is_scipys_distance_map_compared_with_the_tolerance():
+    """The same 120 random grids, sparse and dense borders: for the FLARE tolerances and
+    for tolerances equal to distances that occur (so that surfels lie exactly at them), the
+    flags equal ``distance_transform_edt(~border, sampling)[at] <= tol``."""
+    from scipy import ndimage
+
+    from flarecli.core.metrics.scores import within_tolerance
+
+    rng = np.random.default_rng(0)
+    spacings = [0.5, 0.6640625, 0.7, 0.78125, 0.8, 1.0, 1.25, 1.5, 2.5, 3.0, 5.0]
+    compared = undecided = 0
+    for _ in range(120):
+        shape = tuple(int(n) for n in rng.integers(3, 24, 3))
+        spacing = tuple(float(s) for s in rng.choice(spacings, 3))
+        border = rng.random(shape) < rng.choice([0.002, 0.02, 0.2])
+        at = rng.random(shape) < 0.3
+        if not border.any():
+            assert not within_tolerance(border, at, spacing, 2.0).any()
+            continue
+        want = ndimage.distance_transform_edt(~border, sampling=spacing)[at]
+        occurring = rng.choice(np.unique(want), 4)
+        for tol in (0.0, 2.0, 3.0, 5.0, 7.0, *occurring):
+            got = within_tolerance(border, at, spacing, float(tol))
+            if got is None:
+                undecided += 1
+                continue
+            assert np.array_equal(got, want <= tol), (shape, spacing, tol)
+            compared += 1
+    assert compared > 900 and undecided < compared / 100
+
+
+def one_voxel(shape_xyz, *voxels_xyz):
+    m = np.zeros(shape_xyz, bool)
+    for v in voxels_xyz:
+        m[v] = True
+    return m
+
+
+@pytest.mark.parametrize("spacing,offset,tol,inside", [
+    # 2 mm in float64 (1.6^2 + 1.2^2), a hair over 2 mm exactly on those floats: inside
+    ((0.8, 0.8, 1.2), (0, 2, 1), 2.0, True),
+    # exactly 3 mm in decimals, 3.0000000000000004 in float64: outside, as for scipy
+    ((0.8, 0.8, 1.8), (0, 3, 1), 3.0, False),
+    ((1.0, 1.0, 1.0), (2, 0, 0), 2.0, True),  # exact in any arithmetic
+    ((0.5, 0.5, 2.5), (0, 0, 2), 5.0, True),
+])
+def test_within_tolerance_at_exactly_the_tolerance(spacing, offset, tol, inside):
+    from scipy import ndimage
+
+    from flarecli.core.metrics.scores import within_tolerance
+
+    at = one_voxel((12, 12, 12), (1, 1, 1))
+    border = one_voxel((12, 12, 12), tuple(1 + o for o in offset))
+    want = ndimage.distance_transform_edt(~border, sampling=spacing)[at]
+    assert bool(want[0] <= tol) is inside
+    assert within_tolerance(border, at, spacing, tol).tolist() == [inside]
+
+
+def test_ties_on_both_sides_of_the_tolerance_are_left_to_the_feature_transform():
+    """At 0.4 x 0.4 x 0.5 mm, offsets (0, 0, 6) and (1, 7, 2) are both 3 mm exactly, but
+    float64 puts the first at 3.0 and the second at 3.0000000000000004: which one scipy's
+    feature transform picks decides the flag, so within_tolerance declines and the NSD runs
+    the transform; with one of them alone it decides."""
+    from flarecli.core.metrics.scores import _crop_surfaces, surface_dice, within_tolerance
+
+    spacing, tol = (0.4, 0.4, 0.5), 3.0
+    at = one_voxel((12, 12, 12), (1, 1, 1))
+    both = one_voxel((12, 12, 12), (1, 1, 7), (2, 8, 3))
+    assert within_tolerance(both, at, spacing, tol) is None
+    assert within_tolerance(one_voxel((12, 12, 12), (1, 1, 7)), at, spacing, tol).tolist() \
+        == [True]
+    assert within_tolerance(one_voxel((12, 12, 12), (2, 8, 3)), at, spacing, tol).tolist() \
+        == [False]
+    # the same tie between surfels: a voxel, and two voxels at (1, 1, 7) and (2, 8, 3) from it
+    gt_xyz = one_voxel((16, 16, 16), (2, 2, 2))
+    pred_xyz = one_voxel((16, 16, 16), (3, 3, 9), (4, 10, 5))
+    gt, pred = gt_xyz.transpose(2, 1, 0), pred_xyz.transpose(2, 1, 0)
+    (border_gt, _), (border_pred, _) = _crop_surfaces(gt, pred, spacing)
+    assert within_tolerance(border_pred, border_gt, spacing, tol) is None
+    assert normalized_surface_dice(gt, pred, spacing, tol) == surface_dice(
+        surface_distances(gt, pred, spacing), tol)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nsd_is_bit_for_bit_the_distance_based_one(seed):
+    from flarecli.core.metrics.scores import surface_dice
+
+    rng = np.random.default_rng(100 + seed)
+    shape = tuple(int(v) for v in rng.integers(12, 30, size=3))
+    spacing_xyz = tuple(float(v) for v in rng.choice([0.5, 0.8, 1.0, 1.2, 2.5], 3))
+
+    def blob():
+        field = ndimage.gaussian_filter(rng.standard_normal(shape), 2.0)
+        return field > np.quantile(field, rng.uniform(0.6, 0.95))
+
+    a, b = blob(), blob()
+    distances = surface_distances(a, b, spacing_xyz)
+    for tol in (0.0, 1.0, 2.0, 3.0, 5.0, 7.0):
+        assert normalized_surface_dice(a, b, spacing_xyz, tol) == surface_dice(distances, tol)
+
+
+def test_box_is_the_tight_bounding_box():
+    from flarecli.core.metrics.scores import _box
+    from flarecli.core.preprocessing.boxes import bounding_box
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        m = np.zeros(tuple(int(n) for n in rng.integers(1, 12, 3)), bool)
+        for _ in range(int(rng.integers(0, 3))):
+            m[tuple(int(rng.integers(0, n)) for n in m.shape)] = True
+        assert _box(m) == bounding_box(m)
