@@ -274,9 +274,8 @@ JS = r"""
     tr.appendChild(el("th", null, all));
     cols.forEach(function (c, i) {
       if (!state.visible[i]) return;
-      var th = el("th", {title: (c.help ? c.help + " -- " : "") + (c.source || "") +
-                                (i ? "  [filter name: " + c.key + "]" : ""),
-                         "data-key": c.key});
+      var about = [c.help, c.source, i ? "filter name: " + c.key : ""].filter(Boolean);
+      var th = el("th", {title: about.join(" -- "), "data-key": c.key});
       if (state.sort === i)
         th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending");
       if (c.kind === "image") th.appendChild(document.createTextNode(c.label));

@@ -160,6 +160,20 @@ def test_the_demo_report_in_a_browser(demo_folder, tmp_path, open_page):
     assert pg.problems == []
 
 
+def test_linked_previews_load_from_beside_the_page(demo_folder, tmp_path, open_page):
+    out = tmp_path / "elsewhere" / "report.html"
+    write_report(demo_folder, out, images="link")
+    pg = open_page(out)
+    thumb = pg.locator(".thumb img").first
+    thumb.scroll_into_view_if_needed()  # thumbnails load lazily, when in view
+    pg.wait_for_function("i => i.complete", arg=thumb.element_handle())
+    src = thumb.get_attribute("src")
+    assert src.startswith("../") and src.endswith(".png")
+    with Image.open(out.parent / src) as img:
+        assert thumb.evaluate("i => i.naturalWidth") == img.width
+    assert pg.problems == []
+
+
 def test_5000_cases_stay_fast(tmp_path, open_page):
     answers = write_big_folder(tmp_path / "big", 5000)
     out = tmp_path / "big.html"
