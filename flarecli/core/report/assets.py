@@ -30,12 +30,16 @@ nav a { margin-right: 14px; color: var(--accent); text-decoration: none; }
 .block dt { color: var(--muted); }
 .block dd { margin: 0; word-break: break-all; }
 .block table { border-collapse: collapse; margin: 4px 0 8px; font-size: 12px; }
-.block caption { text-align: left; color: var(--muted); }
+.block details summary { cursor: pointer; color: var(--muted); }
 .block th, .block td { border-bottom: 1px solid var(--line); padding: 1px 8px 1px 0;
                        text-align: right; }
 .block th:first-child, .block td:first-child { text-align: left; }
-.worst button, .linkish { background: none; border: 0; padding: 0; color: var(--accent);
-                          cursor: pointer; font: inherit; text-decoration: underline; }
+.worst-strip { display: flex; flex-wrap: wrap; gap: 10px; margin-bottom: 6px; }
+.worst { border: 1px solid var(--line); border-radius: 6px; padding: 6px 12px; }
+.worst .src { margin: 0; }
+.worst ol { margin: 4px 0 0; padding-left: 20px; }
+.worst button { background: none; border: 0; padding: 0; color: var(--accent);
+                cursor: pointer; font: inherit; text-decoration: underline; }
 .toolbar { display: flex; flex-wrap: wrap; gap: 10px; align-items: center; margin-bottom: 4px; }
 #filter { width: 380px; padding: 5px 8px; font: inherit; border: 1px solid #aaa;
           border-radius: 4px; }
@@ -129,8 +133,25 @@ JS = r"""
       rows.forEach(function (r) { if (typeof r[i] === "number") { sum += r[i]; n++; } });
       if (n) card((sum / n).toFixed(3), "mean " + c.label + " (" + n + " cases)");
     });
+    data.blocks.forEach(function (b) {
+      (b.cards || []).forEach(function (c) { card(plain(c[0]), c[1] + " (" + b.source + ")"); });
+    });
     card(String(data.training.length), "training runs");
     if (data.notes.length) card(String(data.notes.length), "notes");
+    var worst = $("worst");
+    data.blocks.forEach(function (b) {
+      b.worst.forEach(function (w) {
+        if (!w.cases.length) return;
+        var ol = el("ol");
+        w.cases.forEach(function (cv) {
+          var b2 = el("button", {type: "button", text: cv[0], title: "show this case"});
+          b2.addEventListener("click", function () { showCase(cv[0]); });
+          ol.appendChild(el("li", null, b2, " " + plain(cv[1])));
+        });
+        worst.appendChild(el("div", {cls: "worst"}, el("strong", {text: w.caption}),
+                             el("p", {cls: "src", text: b.source}), ol));
+      });
+    });
     var blocks = $("blocks");
     data.blocks.forEach(function (b) {
       var box = el("div", {cls: "block"}, el("h3", {text: b.title}),
@@ -142,18 +163,9 @@ JS = r"""
                                         dl.appendChild(el("dd", {text: plain(kv[1])})); });
         box.appendChild(dl);
       }
-      b.worst.forEach(function (w) {
-        if (!w.cases.length) return;
-        var ol = el("ol", {cls: "worst"});
-        w.cases.forEach(function (cv) {
-          var b2 = el("button", {type: "button", text: cv[0]});
-          b2.addEventListener("click", function () { showCase(cv[0]); });
-          ol.appendChild(el("li", null, b2, " " + plain(cv[1])));
-        });
-        box.appendChild(el("div", null, el("strong", {text: w.caption}), ol));
-      });
       b.tables.forEach(function (t) {
-        var table = el("table", null, el("caption", {text: t.caption}));
+        // folded: the block's items stay in view, the table is one click away
+        var table = el("table");
         var tr = el("tr");
         t.header.forEach(function (h) { tr.appendChild(el("th", {text: h})); });
         table.appendChild(el("thead", null, tr));
@@ -164,7 +176,7 @@ JS = r"""
           body.appendChild(row);
         });
         table.appendChild(body);
-        box.appendChild(table);
+        box.appendChild(el("details", null, el("summary", {text: t.caption}), table));
       });
       blocks.appendChild(box);
     });

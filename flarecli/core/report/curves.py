@@ -250,7 +250,8 @@ def write_progress(run_dir: Path, title: str | None = None) -> Path:
     picture = draw_progress(records, title=title)
     target = run_dir / "progress.png"
     with atomic_path(target) as tmp:
-        picture.save(tmp, format="PNG")
+        # the fastest zlib level: a third larger, half the time, and it is redrawn each epoch
+        picture.save(tmp, format="PNG", compress_level=1)
     return target
 
 

@@ -92,9 +92,10 @@ class TrainingRun:
 @dataclass
 class Gathered:
     """Everything found under ``folder``: the case table (``columns``; ``cells[case][key]``,
-    an image column holding the PNG's path), summary blocks (JSON-ready dicts: ``title``,
-    ``source``, ``items``, ``tables``, ``worst``), training runs, ``notes`` (path, why) and
-    every file read (``read``)."""
+    an image column holding the PNG's path), one summary block per source (JSON-ready dicts:
+    ``title``, ``source``, ``suffix``, ``items``, ``tables``, ``worst`` and optionally
+    ``cards``, the figures for the top of the page), training runs, ``notes`` (path, why)
+    and every file read (``read``)."""
 
     folder: Path
     columns: list[Column] = field(default_factory=list)
@@ -414,8 +415,12 @@ def _audits(found: _Found, out: Gathered, rel) -> None:
         if problems_found:
             tables.append({"caption": "dataset problems", "header": ["problem"],
                            "rows": [[str(p)] for p in problems_found]})
+        cards = [(f"{summary.get('organ_full', 0)} / {summary.get('organ_partial', 0)} / "
+                  f"{summary.get('organ_none', 0)}", "organs full / partial / none"),
+                 (summary.get("tumor", 0), "tumor annotated"),
+                 (summary.get("problems", 0), "cases with problems")]
         out.blocks.append({"title": "audit", "source": label, "suffix": s, "items": items,
-                           "tables": tables, "worst": []})
+                           "tables": tables, "worst": [], "cards": cards})
         _source(out, "audit", label, s, len(cases))
 
 
@@ -639,9 +644,12 @@ def _summaries(found: _Found, out: Gathered, rel) -> None:
             lesion_items, lesion_tables = _lesion_summary(out, lesions, label, s)
             items += lesion_items
             tables += lesion_tables
+        cards = [(f"{data[key]:.3f}", name) for key, name in (
+            ("organ_dsc", "organ DSC, mean of the class means"), ("tumor_dsc", "tumor DSC"))
+            if isinstance(data.get(key), (int, float))]
         out.blocks.append({"title": "evaluate summary", "source": label, "suffix": s,
                            "items": [(a, _round(b)) for a, b in items], "tables": tables,
-                           "worst": []})
+                           "worst": [], "cards": cards})
         _source(out, "evaluate summary", label, s, 0)
 
 
@@ -750,7 +758,8 @@ def _statistics(found: _Found, out: Gathered, rel) -> None:
         if isinstance(data, dict):
             items.append(("smallest lesion counted mm^3", data.get("min_tumor_mm3")))
         out.blocks.append({"title": "statistics", "source": label, "suffix": s, "items": items,
-                           "tables": [], "worst": []})
+                           "tables": [], "worst": [],
+                           "cards": [(int(sum(lesions)), "tumor lesions")]})
         _source(out, "stats", label, s, len(cases))
 
 

@@ -10,7 +10,8 @@ a zip or a mail attachment in any browser. Everything the script shows is one JS
 ``rows``      one array per case, aligned with ``columns`` (``null`` where a source has
               nothing for the case; an image cell is an index into ``pictures``)
 ``pictures``  ``[thumbnail src, full-size src, caption]`` per preview
-``blocks``    the summary blocks; ``sources``, ``training``, ``notes``; ``title``, ...
+``blocks``    a block per source (items, tables, worst cases, cards for the top);
+              ``sources``, ``training``, ``notes``; ``title``, ...
 
 Previews are either embedded (``data:`` URIs: a JPEG thumbnail ``thumb_px`` wide and the
 PNG itself for the full size: the page stands alone) or linked by their path relative to
@@ -119,7 +120,9 @@ def page_data(g: Gathered, page_dir: Path, images: str = "embed", thumb_px: int 
     page will be written to (linked images are relative to it)."""
     from flarecli import __version__
 
-    columns = [c for c in g.columns if not (c.kind == "image" and images == "none")]
+    # previews first, beside the case id: the picture is what a reader scans the rows by
+    columns = ([c for c in g.columns if c.kind == "image" and images != "none"]
+               + [c for c in g.columns if c.kind != "image"])
     head = {"key": "case", "label": "case", "source": "", "kind": "text", "group": "",
             "visible": True, "unit": False, "digits": 0, "help": "case id"}
     pictures: list[list[str]] = []
@@ -186,14 +189,13 @@ def render_html(data: dict[str, Any]) -> str:
 <header>
 <h1>{title}</h1>
 <p class="meta">{meta}</p>
-<nav><a href="#summary">Summary</a><a href="#cases">Cases</a><a href="#training">Training
-runs</a><a href="#notes">Notes</a></nav>
+<nav><a href="#summary">Summary</a><a href="#cases">Cases</a><a href="#details">Sources</a>
+<a href="#training">Training runs</a><a href="#notes">Notes</a></nav>
 </header>
 <section id="summary">
 <h2>Summary</h2>
 <div class="cards" id="cards"></div>
-<div class="blocks" id="blocks"></div>
-<details><summary>Files read</summary><ul id="sources"></ul></details>
+<div class="worst-strip" id="worst"></div>
 </section>
 <section id="cases">
 <h2>Cases</h2>
@@ -216,6 +218,11 @@ The box at the top of the first column selects every case shown, on all pages.</
 </div>
 <div id="pager"><button type="button" id="prev">Previous</button><span id="page-info"></span>
 <button type="button" id="next">Next</button></div>
+</section>
+<section id="details">
+<h2>Sources</h2>
+<div class="blocks" id="blocks"></div>
+<details><summary>Files read</summary><ul id="sources"></ul></details>
 </section>
 <section id="training">
 <h2>Training runs</h2>

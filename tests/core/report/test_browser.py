@@ -116,6 +116,13 @@ def test_the_demo_report_in_a_browser(demo_folder, tmp_path, open_page):
     pg.fill("#filter", "")
     pg.press("#filter", "Enter")
     assert len(shown_cases(pg)) == len(everyone)
+    # the summary's worst cases: a click shows that case alone
+    lowest = pg.locator("#worst .worst", has_text="lowest organ DSC").locator("button").first
+    assert lowest.inner_text() == worst
+    lowest.click()
+    assert shown_cases(pg) == [worst] and pg.input_value("#filter") == f"case={worst}"
+    pg.fill("#filter", "")
+    pg.press("#filter", "Enter")
 
     # a thumbnail opens the full-size preview; Escape closes it
     assert pg.is_hidden("#viewer")
