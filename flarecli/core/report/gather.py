@@ -157,7 +157,7 @@ def gather(folder: Path) -> Gathered:
                          f"{folder}: is a file, not a folder")
     out = Gathered(folder)
     found = _Found()
-    for path in _walk(folder):
+    for path in _walk(folder, out):
         _classify(path, found, out)
     _drop_duplicates(found)
     rel = _relative(folder)
@@ -184,8 +184,11 @@ def gather(folder: Path) -> Gathered:
 # finding and recognising files
 # ---------------------------------------------------------------------------------------------
 
-def _walk(folder: Path) -> Iterable[Path]:
-    for root, dirs, files in os.walk(folder):
+def _walk(folder: Path, out: Gathered) -> Iterable[Path]:
+    def unreadable(e: OSError) -> None:
+        _note(out, Path(e.filename or folder), f"folder not searched ({e.strerror or e})")
+
+    for root, dirs, files in os.walk(folder, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):

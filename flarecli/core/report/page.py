@@ -28,6 +28,7 @@ import datetime as _dt
 import html
 import io
 import json
+import math
 import os
 import urllib.parse
 from collections.abc import Callable
@@ -171,7 +172,8 @@ def page_data(g: Gathered, page_dir: Path, images: str = "embed", thumb_px: int 
 def render_html(data: dict[str, Any]) -> str:
     """The page: the skeleton, the stylesheet, the blob and the script, in one string."""
     # "<" never appears raw inside the blob, so no "</script>" in a case id ends it
-    blob = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    blob = json.dumps(_finite(data), ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False)
     blob = blob.replace("<", "\\u003c")
     title = html.escape(data["title"])
     meta = html.escape(f"{data['folder']} -- written {data['created']} by flare "
@@ -247,6 +249,18 @@ The box at the top of the first column selects every case shown, on all pages.</
 </body>
 </html>
 """
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity (a JSON file may hold them: Python writes NaN)
+    replaced by None, which the page shows as an empty cell; JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -160,3 +160,19 @@ def test_the_page_is_written_atomically_with_the_umask(tmp_path):
     assert not [p for p in os.listdir(tmp_path / "f") if p.startswith(".")]
     again = write_report(tmp_path / "f", out)  # the page itself is never read as a source
     assert again.cases == 3
+
+
+def test_nan_and_infinity_in_a_source_become_empty_cells(tmp_path):
+    # Python's json writes NaN: the official protocol gives it for a GT on one slice
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "s.json").write_text(
+        '{"protocol": "flare23", "organ_dsc": 0.5, "tumor_dsc": NaN, "tumor_nsd": Infinity, '
+        '"per_class": {"14": {"name": "tumor", "dsc": NaN, "n": 1}}, '
+        '"lesions": {"f1": NaN, "cases": [{"case": "a", "gt": NaN, "found": 1}]}}')
+    write_report(tmp_path / "f", tmp_path / "r.html")
+    data = blob((tmp_path / "r.html").read_text())
+    items = dict(next(b for b in data["blocks"] if b["title"] == "evaluate summary")["items"])
+    assert items["tumor DSC"] is None and items["tumor NSD"] is None
+    assert items["lesions: f1"] is None and items["organ DSC"] == 0.5
+    row = dict(zip([c["key"] for c in data["columns"]], data["rows"][0], strict=True))
+    assert row == {"case": "a", "lesion_gt": None, "lesion_found": 1.0}
