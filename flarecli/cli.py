@@ -26,6 +26,7 @@ from flarecli.commands import (
     preview,
     pseudolabel,
     recipes,
+    report,
     stats,
     synth,
     train,
@@ -96,7 +97,7 @@ for _name, _func in (("synth", synth.synth), ("audit", audit.audit), ("train", t
                      ("pseudolabel", pseudolabel.pseudolabel), ("correct", correct.correct),
                      ("infer", infer.infer), ("postprocess", postprocess.postprocess),
                      ("evaluate", evaluate.evaluate), ("stats", stats.stats),
-                     ("preview", preview.preview),
+                     ("preview", preview.preview), ("report", report.report),
                      ("export", export.export), ("demo", demo.demo)):
     app.command(_name, help=_help(_func), cls=_Command)(_interruptible(_func))
 for _command in recipes.app.registered_commands:
