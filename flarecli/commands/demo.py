@@ -46,5 +46,8 @@ def demo(
                          note=lambda text: err.print(text, highlight=False),
                          train=train_progress()))
     render(result.scores)
+    curves = sorted(out_dir.glob("run/**/progress.png"))
+    if curves:
+        out.print("training curves: " + ", ".join(str(c) for c in curves), highlight=False)
     out.print(f"demo finished in {time.perf_counter() - t0:.0f} s; every artefact is in "
               f"{out_dir} (scores: {result.scores_path})", highlight=False)

@@ -241,7 +241,7 @@ def write_progress(run_dir: Path, title: str | None = None) -> Path:
     InputError when the metrics file cannot be read, WriteFailed (DiskFull) when the PNG
     cannot be written.
     """
-    from flarecli.core.io.nifti import atomic_path
+    from flarecli.core.io.files import atomic_path
 
     run_dir = Path(run_dir)
     records = read_metrics(run_dir / "metrics.jsonl")

@@ -91,7 +91,7 @@ def write_report(folder: Path, out: Path, images: str = "auto", thumb_px: int = 
     wrote nothing, a bad option or an unusable ``out`` (one of the files read, a scan's
     name, a place that cannot be written); WriteFailed when the page cannot be written.
     """
-    from flarecli.core.io.nifti import atomic_path
+    from flarecli.core.io.files import atomic_path
     from flarecli.core.io.outputs import check_output_file
 
     check_choice("--images", images, IMAGE_MODES)

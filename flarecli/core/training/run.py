@@ -6,6 +6,8 @@ The run folder ``MODEL/<stage>/`` describes itself:
   the intensity statistics and the case lists, written before the first step;
 * ``metrics.jsonl`` one line per epoch: losses per data kind and head, validation Dice per
   class, seconds;
+* ``progress.png`` the curves of metrics.jsonl (losses per head, validation, learning rate,
+  epoch time, the selected epoch marked), redrawn atomically after every epoch;
 * ``checkpoint_last.pt`` model, EMA teacher, optimiser, scheduler, AMP scaler, RNG state and
   the phase, saved atomically after every epoch; ``resume`` continues from it exactly;
 * the bundle: ``model.json`` + ``weights_best.pt`` / ``weights_final.pt``
@@ -35,6 +37,7 @@ from flarecli.core.errors import InputError, ModelError
 from flarecli.core.io.files import remove_stale_parts, write_text_atomic
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.typed import RecipeError, parse, to_json
+from flarecli.core.report.curves import write_progress
 from flarecli.core.training import data as D
 from flarecli.core.training.context import Context, make_context
 from flarecli.core.training.export import export_bundle, write_model_recipe
@@ -191,6 +194,7 @@ def train_phase(state: RunState, phase: Phase, train_paths: list[Path], val_path
                 state.plateau.update(record.get("val_loss", record["loss"]), stage.optimizer)
             with open(state.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            write_progress(state.run_dir)  # progress.png: the curves so far, redrawn each epoch
             save_checkpoint(state)
             progress.epoch(record)
         ctx.barrier()

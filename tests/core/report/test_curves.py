@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from flarecli.core.errors import InputError
-from flarecli.core.io import nifti
+from flarecli.core.io import files
 from flarecli.core.report import curves
 from flarecli.core.report.curves import (
     LOSS,
@@ -165,7 +165,7 @@ def test_write_progress_writes_the_png_atomically_with_the_umask(tmp_path):
     path = write_progress(run)
     assert path == run / "progress.png"
     # the mode any new file of this process gets (the umask is read once, at import)
-    assert (path.stat().st_mode & 0o777) == 0o666 & ~nifti._UMASK
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~files._UMASK
     assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "progress.png"]
     from PIL import Image
 

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import shutil
 import time
 import urllib.parse
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from flarecli.core.errors import InputError
-from flarecli.core.io import nifti
+from flarecli.core.io import files
 from flarecli.core.report import page
 from flarecli.core.report.page import write_report
 from tests.core.report.synthetic import write_big_folder
@@ -101,19 +102,22 @@ def test_training_curves_are_embedded_or_linked(demo_folder, tmp_path):
     for t in data["training"]:
         with Image.open(io.BytesIO(base64.b64decode(t["image"].split(",", 1)[1]))) as img:
             assert img.size == (900, 600)
-    run = demo_folder / "run" / "student" / "tumor"
-    from flarecli.core.report.curves import write_progress
-
-    write_progress(run)
-    try:
+    # every training run draws its own progress.png, which a linked page links
+    write_report(demo_folder / "run" / "student", tmp_path / "l.html", images="link")
+    linked = {t["label"]: t["image"] for t in blob((tmp_path / "l.html").read_text())[
+        "training"]}
+    for stage in ("coarse", "organs", "tumor"):
+        run = demo_folder / "run" / "student" / stage
+        assert (tmp_path / urllib.parse.unquote(linked[f"{stage}/"])).resolve() == (
+            run / "progress.png").resolve()
+    shutil.move(run / "progress.png", tmp_path / "saved.png")
+    try:  # without the run's PNG the curves are drawn into the page
         write_report(demo_folder / "run" / "student", tmp_path / "l.html", images="link")
         linked = {t["label"]: t["image"] for t in blob((tmp_path / "l.html").read_text())[
             "training"]}
-        assert (tmp_path / urllib.parse.unquote(linked["tumor/"])).resolve() == (
-            run / "progress.png").resolve()
-        assert linked["coarse/"].startswith("data:image/png")  # no progress.png there
+        assert linked["tumor/"].startswith("data:image/png")
     finally:
-        (run / "progress.png").unlink()
+        shutil.move(tmp_path / "saved.png", run / "progress.png")
 
 
 def test_5000_cases_make_a_page_under_5_mb(tmp_path):
@@ -156,7 +160,7 @@ def test_the_page_is_written_atomically_with_the_umask(tmp_path):
     previews_folder(tmp_path / "f")
     out = tmp_path / "f" / "report.html"  # beside what it reports on is fine
     write_report(tmp_path / "f", out)
-    assert out.stat().st_mode & 0o777 == 0o666 & ~nifti._UMASK
+    assert out.stat().st_mode & 0o777 == 0o666 & ~files._UMASK
     assert not [p for p in os.listdir(tmp_path / "f") if p.startswith(".")]
     again = write_report(tmp_path / "f", out)  # the page itself is never read as a source
     assert again.cases == 3
