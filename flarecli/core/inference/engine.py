@@ -45,6 +45,7 @@ from flarecli.core.postprocessing.components import postprocess as clean
 from flarecli.core.preprocessing.boxes import (
     Box,
     box_of,
+    crop,
     expand_box,
     margin_voxels,
     pad_to_aspect,
@@ -98,6 +99,22 @@ def produces_tumor(stage: S.Stage, head: str) -> bool:
     return TUMOR in stage.network.heads[head]
 
 
+def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zyx,
+                sure: np.ndarray | None) -> np.ndarray:
+    """An output's labels (FLARE ids on its box) as they may go over the earlier outputs'
+    labels ``earlier`` (same box): only within ``rule.host_margin_mm`` of a host class, and
+    over a labelled voxel only where ``sure`` (the labels whose probability reached
+    ``rule.replace_probability``; None: the argmax is enough) says so too."""
+    from flarecli.core.postprocessing.components import near
+
+    keep = ids > 0
+    if rule.hosts is not None:
+        keep = near(keep, np.isin(earlier, rule.hosts), spacing_zyx, rule.host_margin_mm)
+    if sure is not None:
+        keep &= (earlier == 0) | (sure == ids)
+    return np.where(keep, ids, 0).astype(ids.dtype)
+
+
 class Engine:
     """The loaded graph of a model folder."""
 
@@ -126,6 +143,7 @@ class Engine:
         self.stages: dict[str, ST.LoadedStage] = {}
         self._load_all(which, probabilities)
         self.outputs: list[tuple[str, str]] = []  # (stage, head) in merge order
+        self.merge: dict[tuple[str, str], S.Output] = {}  # how each is merged over the others
         for i, out in enumerate(self.graph.outputs):
             if out.stage not in self.stages:
                 continue  # an optional stage that was not trained
@@ -134,6 +152,7 @@ class Engine:
             if not with_tumor and produces_tumor(self.stages[out.stage].stage, head):
                 continue
             self.outputs.append((out.stage, head))
+            self.merge[(out.stage, head)] = out
         self.roi_stage = None
         if self.graph.roi is not None:
             self.roi_stage = self.stages[self.graph.roi.stage]
@@ -151,7 +170,8 @@ class Engine:
         wanted: dict[str, bool] = {}
         for out in self.graph.outputs:
             if (self.model_dir / out.stage / "model.json").is_file():
-                wanted[out.stage] = probabilities
+                wanted[out.stage] = wanted.get(out.stage, False) or probabilities or \
+                    out.replace_probability > 0.5
         if self.graph.roi is not None:
             wanted[self.graph.roi.stage] = wanted.get(self.graph.roi.stage, False)
 
@@ -252,13 +272,22 @@ class Engine:
         memo: dict = {}  # network inputs, shared by stages that read a region alike
         for name, head in self.outputs:
             ls = self.stages[name]
+            rule = self.merge[(name, head)]
             if name not in done:
                 box = self.region(ls, roi, image.shape, spacing)
+                sure = {h: o.replace_probability for (n, h), o in self.merge.items()
+                        if n == name and o.replace_probability > 0.5}
                 done[name] = (box, ST.segment(ls, image, box, spacing, fill, tta,
-                                              info if stats and not done else None, memo))
+                                              info if stats and not done else None, memo,
+                                              sure))
             box, labels = done[name]
             with step("class ids"):
                 ids = ls.ids(head)[labels[head]]
+            if rule.hosts is not None or rule.replace_probability > 0.5:
+                with step("merge rule"):
+                    ids = merged_over(ids, crop(out, box, 0), rule, spacing,
+                                      ls.ids(head)[labels[head + ST.SURE]]
+                                      if rule.replace_probability > 0.5 else None)
             if postprocess is not None:
                 with step("postprocess"):
                     ids, _ = clean(ids, geometry.voxel_volume_mm3, postprocess.connectivity,

@@ -229,16 +229,22 @@ def sliding_window(ls: LoadedStage, volume, views: list[tuple[int, ...]]) -> dic
     return {h: (acc / norm)[(slice(None), *inner)] for h, acc in sums.items()}
 
 
-def network_labels(ls: LoadedStage, net_in, tta: bool, stats: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+#: Suffix of the key under which :func:`network_labels` returns a head's sure labels.
+SURE = ":sure"
+
+
+def network_labels(ls: LoadedStage, net_in, tta: bool, stats: dict[str, Any] | None = None,
+                   sure: dict[str, float] | None = None) -> dict[str, Any]:
     """Argmax per head at the stage's grid (uint8 tensors on the CPU). ``stats`` (when given)
-    receives the first head's confidence and, with TTA, the views' agreement."""
+    receives the first head's confidence and, with TTA, the views' agreement. ``sure``: head
+    -> probability; for each, key ``head + SURE`` holds the head's labels where the chosen
+    class has at least that probability, 0 elsewhere."""
 
     views = ls.views(tta)
     if ls.stage.geometry.size_zyx is None:
         probs = sliding_window(ls, net_in, views)
         view_labels: list[Any] = []
-    elif len(views) == 1 and stats is None:  # the backend's argmax: no softmax, no logits out
+    elif len(views) == 1 and stats is None and not sure:  # the backend's argmax, no logits
         out = ls.backend.labels(net_in[None, None])
         return {h: y[0].cpu() for h, y in out.items()}
     else:
@@ -252,6 +258,9 @@ def network_labels(ls: LoadedStage, net_in, tta: bool, stats: dict[str, Any] | N
                 view_labels.append(argmax_labels(next(iter(out.values())).cpu())[0])
         probs = {h: (t / len(views))[0] for h, t in total.items()}
     labels = {h: argmax_labels(p[None])[0] for h, p in probs.items()}
+    for head, minimum in (sure or {}).items():
+        top = probs[head].max(0).values
+        labels[head + SURE] = labels[head] * (top >= minimum).to(labels[head].dtype)
     if stats is not None:
         first = next(iter(labels))
         fg = labels[first] > 0
@@ -306,12 +315,13 @@ def prepare(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: flo
 
 
 def segment(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: float,
-            tta: bool, stats: dict[str, Any] | None = None, memo: dict | None = None
-            ) -> dict[str, np.ndarray]:
-    """Each head's labels (network classes, uint8) on ``box`` of the canonical image."""
+            tta: bool, stats: dict[str, Any] | None = None, memo: dict | None = None,
+            sure: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Each head's labels (network classes, uint8) on ``box`` of the canonical image (and
+    sure labels: :func:`network_labels`)."""
     net_in, shape, r = prepare(ls, image, box, spacing_zyx, fill, memo)
     with step(f"network {ls.name}"):
-        labels = network_labels(ls, net_in, tta, stats)
+        labels = network_labels(ls, net_in, tta, stats, sure)
     with step("resample to the scan"):
         return {h: r.invert(resample(v, shape, "nearest").numpy()) for h, v in labels.items()}
 

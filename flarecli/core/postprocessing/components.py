@@ -21,6 +21,32 @@ from flarecli.core.labels import MAX_LABEL, MIN_TUMOR_MM3, ORGANS, TUMOR
 from flarecli.core.preprocessing.connected import labelled_components, structure
 
 
+def near(mask: np.ndarray, hosts: np.ndarray, spacing_zyx, margin_mm: float) -> np.ndarray:
+    """The voxels of ``mask`` within ``margin_mm`` (Euclidean, physical) of a ``hosts`` voxel.
+
+    Distances are taken only around the mask's components (each component's box grown by the
+    margin), so a sparse mask on a large volume costs little. An empty ``hosts`` keeps
+    nothing; ``margin_mm`` 0 keeps the mask's voxels inside the hosts.
+    """
+    out = np.zeros_like(mask, dtype=bool)
+    if not mask.any() or not hosts.any():
+        return out
+    grow = [int(np.ceil(margin_mm / s)) + 1 for s in spacing_zyx]
+    components, n = ndimage.label(mask, structure=structure(26))
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None:
+            continue
+        wide = tuple(slice(max(0, b.start - g), min(size, b.stop + g))
+                     for b, g, size in zip(box, grow, mask.shape, strict=True))
+        host = hosts[wide]
+        if not host.any():
+            continue
+        distance = ndimage.distance_transform_edt(~host, sampling=spacing_zyx)
+        mine = components[wide] == index
+        out[wide] |= mine & (distance <= margin_mm)
+    return out
+
+
 def postprocess(
     labels: np.ndarray,
     voxel_volume_mm3: float,

@@ -303,6 +303,14 @@ def output_head(stage: S.Stage, output: S.Output, path: str) -> str:
     return output.head
 
 
+def _output_classes(recipe: S.Recipe, out: S.Output) -> set[int]:
+    stage = recipe.stages.get(out.stage)
+    if stage is None or (out.head is None and len(stage.network.heads) != 1):
+        return set()
+    head = out.head or next(iter(stage.network.heads))
+    return {c for c in stage.network.heads.get(head, ()) if isinstance(c, int)}
+
+
 def check_graph(recipe: S.Recipe, name: str, graph: S.Graph) -> None:
     path = f"models.{name}"
     if graph.roi is not None:
@@ -323,6 +331,13 @@ def check_graph(recipe: S.Recipe, name: str, graph: S.Graph) -> None:
         if stage.geometry.region == "roi" and graph.roi is None:
             raise RecipeError(f"{where}.stage", f"stage '{out.stage}' sees the ROI "
                               "(geometry.region 'roi') but this model has no roi stage")
+        if out.hosts is not None:
+            earlier = {c for o in graph.outputs[:i] for c in _output_classes(recipe, o)}
+            missing = [c for c in out.hosts if c not in earlier]
+            if missing:
+                raise RecipeError(f"{where}.hosts", f"class {missing[0]} is not an output of "
+                                  "an earlier stage of this model", hint="hosts are classes "
+                                  "the outputs before this one label")
 
 
 def check_recipe(recipe: S.Recipe) -> None:

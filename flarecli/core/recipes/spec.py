@@ -136,7 +136,10 @@ class StageGeometry:
     2.5 mm). ``pad``: 'aspect' pads the region (air) to the physical aspect ratio of
     ``size_zyx`` before resampling, so the anatomy is not stretched. In training the ROI box is
     jittered by up to ``jitter`` of its size; the cache keeps ``context`` of it around.
-    ``foreground_fraction`` of training patches are centred on a labelled voxel.
+    ``foreground_fraction`` of training patches hold a labelled voxel (a class present drawn
+    first, then one of its voxels, anywhere in the patch); ``focus`` gives classes a share of
+    the patches of their own before that (``{14: 0.33}``: a third hold a lesion voxel, in the
+    cases that have one).
     """
 
     region: Literal["whole", "roi"] = "whole"
@@ -150,6 +153,7 @@ class StageGeometry:
     context: float = 0.15
     overlap: float = 0.5
     foreground_fraction: float = 0.33
+    focus: dict[str, float] = field(default_factory=dict)  # FLARE id (JSON key) -> share
 
     def __post_init__(self) -> None:
         for name in ("size_zyx", "patch_zyx"):
@@ -179,6 +183,11 @@ class StageGeometry:
         _fraction("context", self.context)
         _fraction("overlap", self.overlap, upper_open=True)
         _fraction("foreground_fraction", self.foreground_fraction)
+        bad = [k for k in self.focus if not (k.isdigit() and int(k) in CLASSES)]
+        if bad:
+            raise ValueError(f"focus: '{bad[0]}' is not a FLARE class id (1..{MAX_LABEL})")
+        if any(v < 0 for v in self.focus.values()) or sum(self.focus.values()) > 1:
+            raise ValueError("focus: shares must be >= 0 and sum to at most 1")
 
     @property
     def input_zyx(self) -> tuple[int, int, int]:
@@ -445,11 +454,32 @@ class Roi:
 @dataclass(frozen=True)
 class Output:
     """A head whose classes become output labels; ``required``: the model folder must hold
-    this stage (an optional one, like StMt's tumor model, is used when present)."""
+    this stage (an optional one, like StMt's tumor model, is used when present).
+
+    An output merged over earlier ones (StMt's tumor over the organs) can be held to where it
+    belongs: ``hosts`` are FLARE ids of the earlier outputs its labels grow in, and a voxel
+    more than ``host_margin_mm`` from every host voxel is not painted (None: anywhere). A
+    voxel an earlier output labelled takes this output's label only where the head gives that
+    label a probability of at least ``replace_probability`` (0.5 is the argmax; more keeps an
+    unsure head off the organs); an unlabelled voxel needs the argmax alone."""
 
     stage: str
     head: str | None = None
     required: bool = True
+    hosts: tuple[int, ...] | None = None
+    host_margin_mm: float = 0.0
+    replace_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.hosts is not None:
+            if not self.hosts:
+                raise ValueError("hosts: name at least one class (or leave it out)")
+            _check_classes("hosts", self.hosts)
+        if self.host_margin_mm < 0:
+            raise ValueError(f"host_margin_mm must be >= 0, got {self.host_margin_mm}")
+        if not 0.5 <= self.replace_probability <= 1.0:
+            raise ValueError(f"replace_probability must lie in [0.5, 1], got "
+                             f"{self.replace_probability}")
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ def sample_case_spec(
     """Draw every random choice of one case.
 
     size: in-plane matrix (size x size); n_tumors: exact tumor count (0..MAX_TUMORS) or None for
-    random 0-3; z_extent: one of :data:`Z_EXTENTS` or None (random); direction: a key of
-    :data:`DIRECTIONS`, 9 direction floats, or None (random).
+    random 0-4 (:data:`TUMOR_COUNT_P`); z_extent: one of :data:`Z_EXTENTS` or None (random);
+    direction: a key of :data:`DIRECTIONS`, 9 direction floats, or None (random).
     """
     if n_tumors is not None and not 0 <= n_tumors <= MAX_TUMORS:
         raise ValueError(f"n_tumors must be in [0, {MAX_TUMORS}]")

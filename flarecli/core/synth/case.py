@@ -31,6 +31,8 @@ TUMOR_ID = TUMOR
 TUMOR_HOSTS: tuple[int, ...] = (1, 2, 13, 4, 11)
 _HOST_WEIGHTS: tuple[float, ...] = (0.36, 0.14, 0.14, 0.12, 0.09)  # sums to 0.85
 MAX_TUMORS = 8
+#: Chance of 0, 1, 2, 3 or 4 lesions in a scan whose count is not given.
+TUMOR_COUNT_P: tuple[float, ...] = (0.25, 0.35, 0.2, 0.12, 0.08)
 Z_EXTENTS: tuple[str, ...] = ("abdomen", "chest", "pelvis", "chest+pelvis")
 _Z_EXTENT_P = (0.4, 0.2, 0.25, 0.15)
 
@@ -210,7 +212,8 @@ class CaseSpec:
     """Every random choice of one case; rendering is a pure function of this object.
 
     hu / texture: per-tissue HU mean and texture amplitude (HU), indexed by :class:`Tissue` id;
-    noise_sigma: HU std of the (correlated) noise after blurring; blur_sigma_zyx: voxels.
+    noise_sigma: HU std of the (correlated) noise after blurring at the reference voxel
+    (:data:`NOISE_REFERENCE_VOXEL_MM3`; :func:`noise_at`); blur_sigma_zyx: voxels.
     """
 
     grid: Grid

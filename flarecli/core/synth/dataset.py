@@ -37,6 +37,7 @@ from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.nifti import write_volume
 from flarecli.core.labels import CLASSES, FIVE_ORGANS, ORGANS, TUMOR
 from flarecli.core.recipes.spec import SynthConfig
+from flarecli.core.synth.case import TUMOR_COUNT_P
 
 #: FLARE23 training label patterns and their shares (StMt Fig. 1, FLARE23 data description).
 PATTERNS: dict[str, float] = {
@@ -46,6 +47,8 @@ PATTERNS: dict[str, float] = {
     "tumor_only": 0.40,
     "other": 0.03,
 }
+#: Draws of a training case before an empty annotation is kept as it is.
+MAX_REDRAWS = 8
 TUMOR_PATTERNS = ("5_organs_tumor", "tumor_only")
 #: Chance that a 5-organ case misses one of its five organs (annotators skip organs).
 ORGAN_DROPOUT = 0.10
@@ -53,6 +56,9 @@ ORGAN_DROPOUT = 0.10
 TUMOR_MISSED = 0.30
 
 SPLITS = {"tr": 0, "un": 1, "ts": 2}
+#: Chance of 0..4 lesions in a test case: most test scans hold at least one, so that tumor
+#: scores measure lesions found, not empty maps agreeing.
+TEST_TUMOR_COUNT_P: tuple[float, ...] = (0.15, 0.35, 0.25, 0.15, 0.10)
 
 
 @dataclass(frozen=True)
@@ -144,13 +150,11 @@ def make_case(job: CaseJob) -> dict[str, Any]:
     rng = np.random.default_rng(job.seed)
     n_tumors = None
     if job.pattern in TUMOR_PATTERNS:
-        n_tumors = int(rng.integers(1, 4))
-    elif job.pattern is not None or job.split != "tr":
-        n_tumors = int(rng.choice(4, p=[0.4, 0.3, 0.2, 0.1]))
-    spec = sample_case_spec(rng, size=job.size, n_tumors=n_tumors)
-    grid = spec.grid
-    geom = Geometry(tuple(grid.shape_zyx), tuple(grid.spacing_xyz), tuple(grid.origin_xyz),
-                    tuple(grid.direction))
+        n_tumors = int(rng.integers(1, 5))
+    elif job.split == "ts":
+        n_tumors = int(rng.choice(5, p=TEST_TUMOR_COUNT_P))
+    elif job.pattern is not None:
+        n_tumors = int(rng.choice(5, p=TUMOR_COUNT_P))
     image_dir, label_dir = {
         "tr": ("imagesTr", "labelsTr"), "un": ("imagesUn", None), "ts": ("imagesTs", "labelsTs"),
     }[job.split]
@@ -160,15 +164,25 @@ def make_case(job: CaseJob) -> dict[str, Any]:
     if label_dir and job.split == "tr":
         paths["label"] = out / label_dir / f"{job.case_id}.nii.gz"
 
-    image, full = render_case(spec)
+    # A training case's annotation is never empty: where every annotated class lies outside the
+    # field of view (a tumor_only case whose lesions fell out of a pelvis scan), the case is
+    # drawn again from the same generator, so the draws stay a function of the seed.
+    for _ in range(MAX_REDRAWS):
+        spec = sample_case_spec(rng, size=job.size, n_tumors=n_tumors)
+        image, full = render_case(spec)
+        label = full
+        if "label" in paths:
+            label = partial_label(full, job.pattern, n_tumors or 0, rng)
+        if label.any():
+            break
+    grid = spec.grid
+    geom = Geometry(tuple(grid.shape_zyx), tuple(grid.spacing_xyz), tuple(grid.origin_xyz),
+                    tuple(grid.direction))
     record: dict[str, Any] = {
         "id": job.case_id, "split": job.split, "pattern": job.pattern,
         "n_tumors": int(n_tumors or 0), "geometry": geom.to_json(),
         "truth_classes": [int(c) for c in np.unique(full) if c in CLASSES],
     }
-    label = full
-    if "label" in paths:
-        label = partial_label(full, job.pattern, n_tumors or 0, rng)
     record["classes"] = [int(c) for c in np.unique(label) if c in CLASSES]
     if job.split == "un":
         record["classes"] = []

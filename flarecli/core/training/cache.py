@@ -38,8 +38,8 @@ from flarecli.core.preprocessing.resample import resample, size_at_spacing
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.typed import to_json
 
-CACHE_VERSION = 3
-MAX_FOREGROUND_POINTS = 10000
+CACHE_VERSION = 5
+MAX_FOREGROUND_POINTS = 2000  # per class
 
 
 def training_roi(label: np.ndarray, image: np.ndarray, spacing_zyx, margin_mm: float) -> Box:
@@ -108,19 +108,44 @@ def preprocess_case(image: np.ndarray, label: np.ndarray, geometry: Geometry,
     arrays: dict[str, Any] = {"image": img.astype(np.float16), "label": lab,
                               "roi": np.asarray(roi, np.int64)}
     if g.size_zyx is None:
-        points = np.argwhere(lab > 0)
-        if len(points) > MAX_FOREGROUND_POINTS:
-            rng = np.random.default_rng(rng_seed)
-            points = points[np.sort(rng.choice(len(points), MAX_FOREGROUND_POINTS,
-                                               replace=False))]
-        arrays["foreground"] = points.astype(np.int32)
+        arrays.update(foreground_points(lab, stage_classes(stage), rng_seed))
     return arrays
 
 
+def foreground_points(label: np.ndarray, classes: set[int], seed: int = 0
+                      ) -> dict[str, np.ndarray]:
+    """Where foreground patches may be placed: up to MAX_FOREGROUND_POINTS voxels of each of
+    ``classes`` present (``foreground``, int32 (N, 3)) and the class of each
+    (``foreground_class``). Kept per class so that a small class (a 1 ml lesion beside a
+    liver) is drawn as often as a large one."""
+    rng = np.random.default_rng(seed)
+    points, owners = [], []
+    for c in sorted(classes):
+        found = np.argwhere(label == c)
+        if len(found) > MAX_FOREGROUND_POINTS:
+            found = found[np.sort(rng.choice(len(found), MAX_FOREGROUND_POINTS,
+                                             replace=False))]
+        points.append(found)
+        owners.append(np.full(len(found), c, np.uint8))
+    if not points:
+        return {"foreground": np.zeros((0, 3), np.int32),
+                "foreground_class": np.zeros(0, np.uint8)}
+    return {"foreground": np.concatenate(points).astype(np.int32),
+            "foreground_class": np.concatenate(owners)}
+
+
+def stage_classes(stage: S.Stage) -> set[int]:
+    """Every FLARE id a stage's heads predict (merged entries included)."""
+    return {int(c) for classes in stage.network.heads.values() for entry in classes
+            for c in (entry if isinstance(entry, (tuple, list)) else (entry,))}
+
+
 def cache_key(stage: S.Stage, intensity: Intensity, label_path: Path) -> str:
-    """Changes whenever the geometry, orientation, normalisation or the label file changes."""
+    """Changes whenever the geometry, orientation, normalisation, the classes foreground
+    patches centre on, or the label file changes."""
     stat = label_path.stat()
     data = {"geometry": to_json(stage.geometry), "orientation": stage.orientation,
+            "classes": sorted(stage_classes(stage)),
             "intensity": intensity.to_json(),
             "label": [str(label_path), stat.st_size, stat.st_mtime_ns],
             "version": CACHE_VERSION}

@@ -348,7 +348,7 @@ def test_outputs_are_cleaned_before_they_are_merged(model_dir, monkeypatch):
     tumor = np.zeros(shape, np.uint8)
     tumor[:, 9:11, :] = 1  # a tumor band cutting the liver in two
 
-    def fake_segment(ls, image, box, spacing, fill, tta, stats=None, memo=None):
+    def fake_segment(ls, image, box, spacing, fill, tta, stats=None, memo=None, sure=None):
         head = next(iter(ls.stage.network.heads))
         return {head: tumor if head == "tumor" else organs}
 
@@ -361,3 +361,38 @@ def test_outputs_are_cleaned_before_they_are_merged(model_dir, monkeypatch):
     assert label[0, 0, 0] == 0  # the speck is gone
     assert (label[2:10, 2:9, 2:18] == 1).all() and (label[2:10, 11:18, 2:18] == 1).all()
     assert (label[:, 9:11, :] == 14).all()
+
+
+def test_merge_rule_keeps_an_unsure_head_off_earlier_labels():
+    """Tumor over organs: only near a host organ, and over an organ voxel only where the
+    head is sure; unlabelled voxels need the argmax alone."""
+    from flarecli.core.inference.engine import merged_over
+    from flarecli.core.recipes import spec as S
+
+    earlier = np.zeros((4, 10, 30), np.uint8)
+    earlier[:, :, :10] = 1  # liver (a host)
+    earlier[:, :, 20:25] = 3  # spleen (not a host)
+    ids = np.zeros_like(earlier)
+    ids[:, 4:6, 5:30] = 14  # the head says tumor along a line through everything
+    sure = np.zeros_like(earlier)
+    sure[:, 4:6, 5:8] = 14  # ... and is sure of it only here
+    rule = S.Output("tumor", hosts=(1,), host_margin_mm=4.0, replace_probability=0.8)
+    out = merged_over(ids, earlier, rule, (1.0, 1.0, 1.0), sure)
+    row = out[0, 4]
+    assert set(np.flatnonzero(row == 14)) == {5, 6, 7, 10, 11, 12, 13}  # sure in the liver,
+    assert out.dtype == np.uint8  # then the 4 mm beside it; never over the spleen
+    loose = merged_over(ids, earlier, S.Output("tumor"), (1.0, 1.0, 1.0), None)
+    assert (loose == ids).all()  # no rule: the argmax everywhere
+
+
+def test_merge_rule_is_checked_in_the_recipe():
+    import pytest
+
+    from flarecli.core.recipes import spec as S
+
+    with pytest.raises(ValueError, match="replace_probability"):
+        S.Output("tumor", replace_probability=0.3)
+    with pytest.raises(ValueError, match="host_margin_mm"):
+        S.Output("tumor", host_margin_mm=-1)
+    with pytest.raises(ValueError, match="not a FLARE class"):
+        S.Output("tumor", hosts=(99,))

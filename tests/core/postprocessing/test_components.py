@@ -65,3 +65,21 @@ def test_cli_postprocess(tmp_path, run_cli):
     assert res.code == 3 and "output folder is the input folder" in res.stderr
     res = run_cli("postprocess", tmp_path / "in", tmp_path / "o2", "--connectivity", "4")
     assert res.code == 3
+
+
+def test_near_keeps_voxels_within_the_margin_in_millimetres():
+    from flarecli.core.postprocessing.components import near
+
+    hosts = np.zeros((10, 40, 40), bool)
+    hosts[:, :, :10] = True  # a host filling x < 10
+    mask = np.zeros_like(hosts)
+    mask[5, 20, 8:30] = True  # one component running from inside the host outwards
+    mask[5, 30, 30:33] = True  # another far away
+    # 2 mm voxels along x: x = 10..14 lie within 10 mm of the host's last column (x = 9)
+    kept = near(mask, hosts, (3.0, 1.0, 2.0), 10.0)
+    assert set(np.flatnonzero(kept[5, 20])) == set(range(8, 15))
+    assert not kept[5, 30].any()
+    assert not (kept & ~mask).any()
+    inside = near(mask, hosts, (3.0, 1.0, 2.0), 0.0)
+    assert set(np.flatnonzero(inside[5, 20])) == {8, 9}
+    assert not near(mask, np.zeros_like(hosts), (1.0, 1.0, 1.0), 50.0).any()

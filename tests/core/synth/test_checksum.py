@@ -19,27 +19,27 @@ from flarecli.core.synth.dataset import CaseJob, case_seed, make_case
 
 #: (split, index, pattern) of seed 7 at 48 x 48 in-plane -> sha256 (see the module docstring)
 CASES = {
-    # RAS, chest+pelvis, 3 tumors (liver x2, left kidney)
+    # 4 tumors, labels of five organs and tumor
     ("tr", 2, "5_organs_tumor"):
-        "4e155979d27df9149d2a9bc67ad75beddef2c0a32b401d78695cc2ee12fb7590",
-    # RAS, pelvis, a para-aortic node and a stomach tumor
+        "924b7d52af51d8faa06c73e7c59581a9e13251f7905f59077edf1de982d4b998",
+    # 2 tumors, tumor labels only
     ("tr", 4, "tumor_only"):
-        "797814f70336ec76aefe729c4162d61db9c007a1c4fe6dd71e7a7b4cd2cc5433",
-    # LPS, pelvis, liver tumor and a node
+        "cf71549a21820afca31880777bd4ebb336260abd0bfdb0f75eaaf91ef1d53d30",
+    # 3 tumors, liver, pancreas and tumor labelled
     ("tr", 5, "other"):
-        "e1f3d44fd2227adf62097a00cbc86845d75ec0aedfd379eadb34d83ce28125e9",
-    # LPS, abdomen, liver and left kidney tumors
+        "29696ff62e1ff38e534ec624ae0c1fcc04072b24277d56bf11a06079d9fcf86b",
+    # test split, 3 tumors
     ("ts", 0, None):
-        "7b91e5b33d62a7f078fabdc72999de9b36b28e2fdecdb0be3dc2f5d14540d780",
-    # RPS, abdomen, a para-aortic node
+        "71433d59139d8a8c5f23f81baad73e771c069cb9ed28e70471d2851814a0c6b6",
+    # test split, 2 tumors
     ("ts", 2, None):
-        "e829cfaeee46e30fefcdc827cd9505ab2cc4ea1e6dc36c0b13ceac82cdf52685",
-    # LPI, pelvis, two liver tumors
+        "f0e7680201f61724192da64c3423751013650955d148e020e4d52bc1308e01fe",
+    # unlabelled, tumors drawn by the phantom
     ("un", 22, None):
-        "d46a5c6e83789fff4a37582924cfe39f56e022e92168a0f579a45814ab7117cd",
-    # RAS, chest, a liver tumor
+        "22bd81260bbbe8d51dd503d1cdad6ea4db86b677fb9143b24477402384c77677",
+    # unlabelled, tumors drawn by the phantom
     ("un", 3, None):
-        "347ef5551dfc12bb81dd099d6ae7ac113a5d315f4e3020c20675edb44feb65ba",
+        "82d46d6ec24d8f3122a917bafbfb0eb18cff6857c42c525360ae9da734b40a34",
 }
 
 

@@ -14,6 +14,7 @@ from flarecli.core.synth import anatomy
 from flarecli.core.synth import case as C
 from flarecli.core.synth import phantom as P
 from flarecli.core.synth.paint import render_layers
+from flarecli.core.synth.scan import z_coarsening
 from flarecli.core.synth.shapes import index_to_physical
 
 ALL_ORGANS = set(range(1, 14))
@@ -162,7 +163,7 @@ def test_hu_statistics() -> None:
 
 @pytest.mark.parametrize("size", [96, 512])
 def test_grid_ranges(size: int) -> None:
-    zf = max(1.0, 512.0 / size / 2.0)
+    zf = z_coarsening(size)
     for seed in range(40):
         spec = anatomy.sample_case_spec(np.random.default_rng(seed), size)
         g = spec.grid
