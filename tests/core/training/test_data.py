@@ -44,13 +44,19 @@ def test_patches_are_cut_and_padded():
     assert patch.shape == (3, 3, 3) and (patch[0] == -1).all()
     assert patch[1, 0, 0] == arrays["image"][0, 0, 2]
     rng = np.random.default_rng(0)
-    start = D.patch_start(arrays, rng, (3, 3, 3), foreground_fraction=1.0)
-    assert start.tolist() == [0, 1, 2]  # centred on the only labelled voxel
+    offsets = set()
+    for _ in range(400):  # the only labelled voxel is in every patch, at every position
+        start = D.patch_start(arrays, rng, (3, 3, 3), foreground_fraction=1.0)
+        offset = np.array([1, 2, 3]) - start
+        assert ((offset >= 0) & (offset < 3)).all()
+        offsets.add(tuple(offset))
+    assert len(offsets) == 27
 
     class Geometry:
         size_zyx = None
         patch_zyx = (1, 4, 4)
         foreground_fraction = 0.0
+        focus: dict[str, float] = {}
 
     image, label = D.make_sample(arrays, 3, Geometry, None, "cpu")
     assert tuple(image.shape) == (1, 1, 4, 4) and tuple(label.shape) == (1, 4, 4)
