@@ -71,8 +71,19 @@ def read_model_recipe(model_dir: Path) -> S.Recipe:
     """The recipe of a model folder (``stmt`` for folders written before recipes existed)."""
     path = Path(model_dir) / "recipe.json"
     if not path.is_file():
-        return load_recipe("stmt", "paper")
+        return _as_before_recipes(load_recipe("stmt", "paper"))
     return recipe_from_json(read_json(path, "model recipe", ModelError), str(path))
+
+
+def _as_before_recipes(recipe: S.Recipe) -> S.Recipe:
+    """stmt as folders written before recipes were run: each output painted over the earlier
+    ones by its argmax alone (the merge rules came later; such a folder keeps its labels)."""
+    from dataclasses import replace
+
+    plain = {name: replace(graph, outputs=tuple(
+        S.Output(o.stage, o.head, o.required) for o in graph.outputs))
+        for name, graph in recipe.models.items()}
+    return replace(recipe, models=plain)
 
 
 def choose_graph(recipe: S.Recipe, model_dir: Path, name: str | None = None

@@ -350,7 +350,9 @@ def test_outputs_are_cleaned_before_they_are_merged(model_dir, monkeypatch):
 
     def fake_segment(ls, image, box, spacing, fill, tta, stats=None, memo=None, sure=None):
         head = next(iter(ls.stage.network.heads))
-        return {head: tumor if head == "tumor" else organs}
+        found = {head: tumor if head == "tumor" else organs}
+        # the head is sure of every label it gives (the merge rule then paints them all)
+        return found | {h + ST.SURE: found[h] for h in (sure or {}) if h in found}
 
     monkeypatch.setattr(ST, "segment", fake_segment)
     monkeypatch.setattr(Engine, "roi", lambda self, image, spacing, fill: tuple(

@@ -37,9 +37,13 @@ def test_stmt_presets_resolve():
     assert paper.stages["organs"].method.weights == {"FL": 1.0, "CPL": 1.0, "PL": 0.5}
     cpu = load_recipe("stmt", "cpu")
     assert cpu.stages["organs"].geometry.size_zyx == (32, 32, 48)
-    assert cpu.stages["tumor"].network.heads == {"tumor": (14,)}  # heads are not merged
+    # the cpu tumor stage learns the organs beside the tumor (two heads); the paper's is binary
+    assert cpu.stages["tumor"].network.heads == {"organs": tuple(range(1, 14)), "tumor": (14,)}
+    assert paper.stages["tumor"].network.heads == {"tumor": (14,)}
+    assert cpu.stages["tumor"].geometry.focus == {"14": 0.15}
     smoke = load_recipe("stmt", "smoke")  # inherits cpu
-    assert smoke.stages["tumor"].geometry.size_zyx == (16, 16, 16)
+    assert smoke.stages["tumor"].geometry.patch_zyx == (1, 16, 16)
+    assert smoke.stages["tumor"].network.args["base_channels"] == 4
     assert smoke.stages["organs"].augmentation is None
     steps = {s.name: s for s in smoke.pipeline.steps}
     assert steps["student-organs"].init == "teacher/teacher"
@@ -47,9 +51,11 @@ def test_stmt_presets_resolve():
 
 def test_overrides_reach_inheriting_stages_and_json_round_trips():
     r = load_recipe("stmt", "cpu", ["stages.organs.optimizer.lr=0.002",
+                                    "stages.organs.precision=fp32",
                                     "stages.coarse.epochs=3"])
     assert r.stages["organs"].optimizer.lr == 0.002
-    assert r.stages["tumor"].optimizer.lr == 0.002  # tumor inherits organs
+    assert r.stages["tumor"].optimizer.lr == 0.003  # set by the preset on the tumor stage
+    assert r.stages["tumor"].precision == "fp32"  # inherited from organs
     assert r.stages["coarse"].epochs == 3 and r.stages["organs"].epochs == 25
     from flarecli.core.recipes.load import recipe_from_json
 
