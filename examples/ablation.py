@@ -10,8 +10,9 @@ The script writes the ablation as a recipe derived from ``stmt`` (with the chose
 and runs it with flare's generic pipeline runner, then infers and scores each setting's model
 -- all through the Python API (``flarecli.api`` and the core), no command line. Every organ
 model gets the same network, input size and number of steps (the ``stmt`` teacher stage's),
-from scratch; both tumor models start from b's organ model; all share one coarse model
-trained on the fully labelled cases:
+from scratch; both tumor models are stmt's tumor stage, from scratch, differing only in the
+method, and overlaid on d's organs by the student's merge rule; all share one coarse model
+trained on the fully labelled cases (``--settings e,f`` runs the tumor arm with b and d only):
 
 a. naive: the partial labels taken as complete (the dataset folder as the source);
 b. FSO: the fully labelled cases only (the teacher);
@@ -67,8 +68,12 @@ TUMOR_SETTINGS = {
 app = typer.Typer(add_completion=False)
 
 
-def ablation_recipe(preset: str) -> dict[str, Any]:
-    """The ablation as a recipe: stmt's stages for every setting, one graph per setting."""
+ALL = (*ORGAN_SETTINGS, *TUMOR_SETTINGS)
+
+
+def ablation_recipe(preset: str, settings: tuple[str, ...] = ALL) -> dict[str, Any]:
+    """The ablation as a recipe: stmt's stages for every setting, one graph per setting (b
+    and d are always trained: the pseudo-labels and the tumor arms' organs need them)."""
     base = recipe_to_json(load_recipe("stmt", preset))
     stages = base["stages"]
     organ = stages["teacher"]  # every organ model: the teacher's network and schedule
@@ -86,12 +91,16 @@ def ablation_recipe(preset: str) -> dict[str, Any]:
         "tumor_e": {**stages["tumor"], "method": {"name": "supervised"}},
         "tumor_f": stages["tumor"],
     }
+    # the tumor arms overlay their lesions on d's organs by the student's own merge rule
+    tumor_output = next(o for o in base["models"]["student"]["outputs"]
+                        if o["stage"] == "tumor")
     roi = base["models"]["student"]["roi"]
     post = base["models"]["student"]["postprocess"]
     models = {key: {"roi": roi, "postprocess": post, "outputs": [{"stage": f"organs_{key}"}]}
               for key in ORGAN_SETTINGS}
     models.update({key: {"roi": roi, "postprocess": post,
-                         "outputs": [{"stage": "organs_d"}, {"stage": f"tumor_{key}"}]}
+                         "outputs": [{"stage": "organs_d"},
+                                     {**tumor_output, "stage": f"tumor_{key}"}]}
                    for key in TUMOR_SETTINGS})
     tta = next(s for s in base["pipeline"]["steps"] if s["kind"] == "pseudolabel")["tta"]
 
@@ -106,26 +115,30 @@ def ablation_recipe(preset: str) -> dict[str, Any]:
         {"kind": "pseudolabel", "name": "pseudo", "model": "ablation", "graph": "b",
          "cases": "needs_pseudo", "tta": tta},
         {"kind": "correct", "name": "corrected", "pseudo": "pseudo"},
-        train("organs_a", "dataset", "labeled"),
-        train("organs_c", "corrected", {"kinds": ["FL", "CPL"]}),
+        *([train("organs_a", "dataset", "labeled")] if "a" in settings else []),
+        *([train("organs_c", "corrected", {"kinds": ["FL", "CPL"]})] if "c" in settings
+          else []),
         train("organs_d", "corrected", "all"),
-        train("tumor_e", "corrected", "tumor_annotated", init="ablation/organs_b"),
-        train("tumor_f", "corrected", "tumor_annotated", init="ablation/organs_b"),
+        # both tumor models from scratch, on the same data and schedule: only the method differs
+        train("tumor_e", "corrected", "tumor_annotated"),
+        train("tumor_f", "corrected", "tumor_annotated"),
     ]
+    models = {key: graph for key, graph in models.items() if key in settings}
     return {**base, "name": "stmt-ablation", "title": "StMt's Table 3 settings, one recipe",
             "stages": new_stages, "models": models,
             "pipeline": {"final": "ablation", "final_graph": "d", "steps": steps}}
 
 
-def one_seed(out: Path, preset: str, seed: int, device: str) -> dict[str, dict]:
-    """Run every setting for one seed; returns the evaluate summary per setting."""
+def one_seed(out: Path, preset: str, seed: int, device: str,
+             settings: tuple[str, ...] = ALL) -> dict[str, dict]:
+    """Run the settings for one seed; returns the evaluate summary per setting."""
     data, run = out / "data", out / "run"
     make_dataset(DATA[preset], data, seed, workers=1)
-    recipe = recipe_from_json(ablation_recipe(preset))
+    recipe = recipe_from_json(ablation_recipe(preset, settings))
     result = run_pipeline(PipelineRun(recipe, data, run, device=device, seed=seed))
     cases, _ = input_cases(data / "imagesTs", out / "predictions")
     summaries = {}
-    for key in (*ORGAN_SETTINGS, *TUMOR_SETTINGS):
+    for key in (k for k in ALL if k in settings):
         pred = out / "predictions" / key
         predict(PredictRun("infer", result.final, pred, device=device, graph=key,
                            overwrite=True, argv=["ablation", key]), cases,
@@ -148,17 +161,25 @@ def report(results: dict[int, dict[str, dict]], preset: str, command: str, minut
     """The markdown report: settings, scores (mean over seeds), ordering checks."""
     d = DATA[preset]
     seeds = sorted(results)
-    stages = ablation_recipe(preset)["stages"]
+    stages = ablation_recipe(preset)["stages"]  # every setting's stage, run or not
 
     def score(key: str, field: str) -> float | None:
-        return _mean([results[s][key][field] for s in seeds])
+        return _mean([results[s][key][field] for s in seeds if key in results[s]])
 
     def per_class(key: str, c: int) -> float | None:
-        return _mean([results[s][key]["per_class"][str(c)]["dsc"] for s in seeds])
+        return _mean([results[s][key]["per_class"][str(c)]["dsc"] for s in seeds
+                      if key in results[s]])
+
+    def lesion(key: str, field: str) -> float | None:
+        return _mean([(results[s][key].get("lesions") or {}).get(field) for s in seeds
+                      if key in results[s]])
 
     def schedule(stage: dict) -> str:
-        return (f"{stage['network']['arch']} {stage['network']['args']}, input "
-                f"{stage['geometry']['size_zyx']}, {stage['epochs']} x {stage['iterations']} "
+        geometry = stage["geometry"]
+        shape = (f"input {geometry['size_zyx']}" if geometry.get("size_zyx") else
+                 f"patches {geometry.get('patch_zyx')} at native spacing")
+        return (f"{stage['network']['arch']} {stage['network']['args']}, {shape}, "
+                f"{stage['epochs']} x {stage['iterations']} "
                 f"steps of {stage['batch_size']}, {stage['optimizer']['name']} lr "
                 f"{stage['optimizer']['lr']}")
 
@@ -175,7 +196,8 @@ def report(results: dict[int, dict[str, dict]], preset: str, command: str, minut
         f"- The settings are one recipe derived from `stmt` preset `{preset}` "
         "(`ablation_recipe()` in the script) run by flare's pipeline runner. Every organ "
         f"model: {schedule(stages['organs_b'])}, from scratch; both tumor models: "
-        f"{schedule(stages['tumor_f'])}, from b's organ model; one shared coarse model "
+        f"{schedule(stages['tumor_f'])}, from scratch, only the method differing, overlaid "
+        "on d's organs by the student's merge rule; one shared coarse model "
         f"({schedule(stages['coarse'])}) on the fully labelled cases.",
         "- Pseudo-labels: setting b's model.",
         "- Scores: FLARE DSC and NSD on the test split, end to end (coarse -> fine -> "
@@ -185,6 +207,8 @@ def report(results: dict[int, dict[str, dict]], preset: str, command: str, minut
         "|---|---|---|---|---|---|",
     ]
     for key, text in {**ORGAN_SETTINGS, **TUMOR_SETTINGS}.items():
+        if not any(key in results[sd] for sd in seeds):
+            continue
         organ = key in ORGAN_SETTINGS
         row = [score(key, "organ_dsc"), score(key, "organ_nsd")] if organ else ["", ""]
         row += ["", ""] if organ else [score(key, "tumor_dsc"), score(key, "tumor_nsd")]
@@ -194,23 +218,45 @@ def report(results: dict[int, dict[str, dict]], preset: str, command: str, minut
     lines += ["", "Organ DSC per class (mean over test cases and seeds):", "",
               "| setting | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(names)]
-    for key in ORGAN_SETTINGS:
+    for key in (k for k in ORGAN_SETTINGS if any(k in results[sd] for sd in seeds)):
         lines.append(f"| ({key}) | " + " | ".join(_fmt(per_class(key, c)) for c in ORGANS)
                      + " |")
     lines += ["", f"Tumor DSC per setting: e {_fmt(per_class('e', TUMOR))}, "
-              f"f {_fmt(per_class('f', TUMOR))}.", "", "## The paper's ordering", ""]
+              f"f {_fmt(per_class('f', TUMOR))}.", "",
+              "Tumor arms per seed (DSC; lesion sensitivity, and for lesions of at least 1 ml; "
+              "false positives per case):", "",
+              "| seed | e DSC | f DSC | f - e | e sens. | f sens. | e sens. >= 1 ml | "
+              "f sens. >= 1 ml | e FP/case | f FP/case |", "|---|" + "---|" * 9]
+    for sd in seeds:
+        row = results[sd]
+        if "e" not in row or "f" not in row:
+            continue
+        e, f = row["e"], row["f"]
+        le, lf = e.get("lesions") or {}, f.get("lesions") or {}
+        diff = (None if e["tumor_dsc"] is None or f["tumor_dsc"] is None
+                else f["tumor_dsc"] - e["tumor_dsc"])
+        lines.append(f"| {sd} | " + " | ".join(_fmt(v) for v in (
+            e["tumor_dsc"], f["tumor_dsc"], diff, le.get("sensitivity"), lf.get("sensitivity"),
+            le.get("sensitivity_1ml_or_more"), lf.get("sensitivity_1ml_or_more"),
+            le.get("fp_per_case"), lf.get("fp_per_case"))) + " |")
+    lines += ["", f"Mean over seeds: lesion sensitivity e {_fmt(lesion('e', 'sensitivity'))}, "
+              f"f {_fmt(lesion('f', 'sensitivity'))}; FP per case e "
+              f"{_fmt(lesion('e', 'fp_per_case'))}, f {_fmt(lesion('f', 'fp_per_case'))}.", "",
+              "## The paper's ordering", "",
+              "Each line compares the means over seeds as they are; only c <= d allows a stated "
+              "0.005 (the paper's c and d differ by less than its seeds do).", ""]
     o = {k: score(k, "organ_dsc") for k in ORGAN_SETTINGS}
     t = {k: score(k, "tumor_dsc") for k in TUMOR_SETTINGS}
     for left, op, right, vals in (("a", "<", "b", o), ("b", "<", "c", o), ("c", "<=", "d", o),
                                   ("e", "<", "f", t)):
-        if vals[left] is None or vals[right] is None:
+        if vals.get(left) is None or vals.get(right) is None:
             verdict = "not measurable"
         else:
             holds = vals[left] < vals[right] if op == "<" else vals[left] <= vals[right] + 0.005
             verdict = "holds" if holds else "does not hold"
         within = " (within 0.005)" if op == "<=" else ""
-        lines.append(f"- {left} {op} {right}{within}: {verdict} ({_fmt(vals[left])} vs "
-                     f"{_fmt(vals[right])})")
+        lines.append(f"- {left} {op} {right}{within}: {verdict} ({_fmt(vals.get(left))} vs "
+                     f"{_fmt(vals.get(right))})")
     lines += ["", NOTES_MARK, old_notes.rstrip("\n") if old_notes else ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -220,14 +266,17 @@ def main(
     out_dir: Path = typer.Argument(Path("ablation-run"), help="Folder for every artefact."),
     preset: str = typer.Option("cpu", "--preset", help="smoke, cpu or paper (GPU)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
+    settings: str = typer.Option(",".join(ALL), "--settings",
+                                 help="Comma-separated settings to run (b and d always train)."),
     device: str = typer.Option("auto", "--device"),
     report_path: Path = typer.Option(Path(__file__).with_suffix(".md"), "--report"),
 ) -> None:
     if preset not in DATA:
         raise typer.BadParameter(f"choose one of {sorted(DATA)}", param_hint="--preset")
     seed_list = [int(s) for s in seeds.split(",")]
+    chosen = tuple(k for k in ALL if k in settings.split(",") or k in ("b", "d"))
     t0 = time.perf_counter()
-    results = {s: one_seed(out_dir / f"seed{s}", preset, s, device) for s in seed_list}
+    results = {s: one_seed(out_dir / f"seed{s}", preset, s, device, chosen) for s in seed_list}
     results_path = out_dir / "results.json"
     results_path.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2))
     old = report_path.read_text() if report_path.is_file() else ""

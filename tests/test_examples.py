@@ -74,11 +74,23 @@ def test_ablation_smoke_runs_every_setting(tmp_path, ablation):
     # the tumor settings differ only in the method: supervised vs mean teacher
     assert config["tumor_e"]["stage"]["method"]["name"] == "supervised"
     assert config["tumor_f"]["stage"]["method"]["name"] == "mean_teacher"
-    assert config["tumor_e"]["run"]["init"].endswith("ablation/organs_b")
+    assert config["tumor_e"]["run"].get("init") is None  # both from scratch
+    assert config["tumor_e"]["stage"]["network"] == config["tumor_f"]["stage"]["network"]
     text = report.read_text()
     assert "old table" not in text and text.rstrip().endswith("my notes stay")
-    for row in ("| (a) |", "| (d) |", "| (f) |", "a < b:", "e < f:"):
+    for row in ("| (a) |", "| (d) |", "| (f) |", "a < b:", "e < f:", "| 0 | "):
         assert row in text, row
+
+
+def test_ablation_tumor_arm_alone(tmp_path, ablation):
+    """--settings e,f trains b and d (the pseudo-labels, the organs under the lesions) and
+    the two tumor models, nothing else; the report leaves the other rows out."""
+    recipe = ablation.ablation_recipe("smoke", ("b", "d", "e", "f"))
+    trained = [s["stage"] for s in recipe["pipeline"]["steps"] if s["kind"] == "train"]
+    assert trained == ["coarse", "organs_b", "organs_d", "tumor_e", "tumor_f"]
+    assert set(recipe["models"]) == {"b", "d", "e", "f"}
+    tumor = recipe["models"]["f"]["outputs"][1]
+    assert tumor["stage"] == "tumor_f" and tumor["hosts"] and tumor["replace_probability"] > 0.5
 
 
 def test_recipes_comparison_smoke(tmp_path):
