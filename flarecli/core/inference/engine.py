@@ -113,14 +113,17 @@ def produces_tumor(stage: S.Stage, head: str) -> bool:
 def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zyx,
                 sure: np.ndarray | None) -> np.ndarray:
     """An output's labels (FLARE ids on its box) as they may go over the earlier outputs'
-    labels ``earlier`` (same box): only within ``rule.host_margin_mm`` of a host class, and
-    over a labelled voxel only where ``sure`` (the labels whose probability reached
-    ``rule.replace_probability``; None: the argmax is enough) says so too."""
+    labels ``earlier`` (same box): only within ``rule.host_margin_mm`` of a host class and
+    never over a class that is no host (a liver lesion may take liver voxels, never the
+    gallbladder's), and over a labelled voxel only where ``sure`` (the labels whose
+    probability reached ``rule.replace_probability``; None: the argmax is enough) says so
+    too."""
     from flarecli.core.postprocessing.components import near
 
     keep = ids > 0
     if rule.hosts is not None:
-        keep = near(keep, np.isin(earlier, rule.hosts), spacing_zyx, rule.host_margin_mm)
+        host = np.isin(earlier, rule.hosts)
+        keep = near(keep, host, spacing_zyx, rule.host_margin_mm) & (host | (earlier == 0))
     if sure is not None:
         keep &= (earlier == 0) | (sure == ids)
     return np.where(keep, ids, 0).astype(ids.dtype)

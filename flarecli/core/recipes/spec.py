@@ -457,8 +457,9 @@ class Output:
     this stage (an optional one, like StMt's tumor model, is used when present).
 
     An output merged over earlier ones (StMt's tumor over the organs) can be held to where it
-    belongs: ``hosts`` are FLARE ids of the earlier outputs its labels grow in, and a voxel
-    more than ``host_margin_mm`` from every host voxel is not painted (None: anywhere). A
+    belongs: ``hosts`` are FLARE ids of the earlier outputs its labels grow in; a voxel
+    more than ``host_margin_mm`` from every host voxel is not painted (None: anywhere), nor
+    is a voxel an earlier output gave a class that is no host. A
     voxel an earlier output labelled takes this output's label only where the head gives that
     label a probability of at least ``replace_probability`` (0.5 is the argmax; more keeps an
     unsure head off the organs); an unlabelled voxel needs the argmax alone."""

@@ -373,16 +373,20 @@ def test_merge_rule_keeps_an_unsure_head_off_earlier_labels():
 
     earlier = np.zeros((4, 10, 30), np.uint8)
     earlier[:, :, :10] = 1  # liver (a host)
+    earlier[:, :, 10:12] = 9  # gallbladder beside it (not a host)
     earlier[:, :, 20:25] = 3  # spleen (not a host)
     ids = np.zeros_like(earlier)
     ids[:, 4:6, 5:30] = 14  # the head says tumor along a line through everything
     sure = np.zeros_like(earlier)
     sure[:, 4:6, 5:8] = 14  # ... and is sure of it only here
+    sure[:, 4:6, 10:12] = 14  # and in the gallbladder
     rule = S.Output("tumor", hosts=(1,), host_margin_mm=4.0, replace_probability=0.8)
     out = merged_over(ids, earlier, rule, (1.0, 1.0, 1.0), sure)
     row = out[0, 4]
-    assert set(np.flatnonzero(row == 14)) == {5, 6, 7, 10, 11, 12, 13}  # sure in the liver,
-    assert out.dtype == np.uint8  # then the 4 mm beside it; never over the spleen
+    # sure in the liver, then the unlabelled voxels within 4 mm of it; never over the
+    # gallbladder (a class that is no host, however sure) nor the spleen
+    assert set(np.flatnonzero(row == 14)) == {5, 6, 7, 12, 13}
+    assert out.dtype == np.uint8
     loose = merged_over(ids, earlier, S.Output("tumor"), (1.0, 1.0, 1.0), None)
     assert (loose == ids).all()  # no rule: the argmax everywhere
 
