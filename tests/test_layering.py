@@ -39,9 +39,9 @@ def test_models_import_only_torch():
 def test_help_does_not_import_torch():
     code = ("import sys\nfrom flarecli.cli import main\ntry:\n    main(['--help'])\n"
             "except SystemExit:\n    pass\n"
-            "print('torch' in sys.modules, 'SimpleITK' in sys.modules)")
+            "print('torch' in sys.modules, 'SimpleITK' in sys.modules, 'numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "False False"
+    assert out.stdout.strip().splitlines()[-1] == "False False False"
 
 
 def test_commands_never_import_the_cli():

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flarecli.commands._ui import err, note, problem, progress_bar
+from flarecli.commands._folder import fail_if_any, note_stray
+from flarecli.commands._ui import err, problem, progress_bar
 
 if TYPE_CHECKING:  # the core loads inside the command, so that --help stays light
     from flarecli.core.inference.folder import PredictRun
@@ -33,8 +34,7 @@ def predict_folder(input_dir: Path, run: PredictRun,
     check_distinct({**(reports or {}), "the run record": Path(run.output_dir) / run.record_name})
     if run.cache_dir is not None:
         check_output_dir(run.cache_dir, "--cache-dir", case_dirs=inputs)
-    for path, message in found.stray:
-        note(str(path), message)
+    note_stray(found.stray)
     with progress_bar(len(cases), run.command) as advance:
         def on_result(r: ScanResult) -> None:
             if r.error:
@@ -47,8 +47,5 @@ def predict_folder(input_dir: Path, run: PredictRun,
 
 
 def finish(results: list[ScanResult], what: str = "scans") -> None:
-    from flarecli.core.errors import CasesFailed
-
-    failed = sum(1 for r in results if r.error)
-    if failed:
-        raise CasesFailed(failed, len(results), what)
+    """Exit code 4 when some scans failed (each was reported as it came)."""
+    fail_if_any(sum(1 for r in results if r.error), len(results), what)

@@ -24,12 +24,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from flarecli.core.labels import MIN_TUMOR_MM3 as MIN_TUMOR_MM3_DEFAULT
+
 T = TypeVar("T")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 WORKERS = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Redo existing outputs.")
+MIN_TUMOR_MM3 = typer.Option(MIN_TUMOR_MM3_DEFAULT, "--min-tumor-mm3", help="Smallest tumor "
+                             "component kept (mm^3): smaller ones are dropped, and are no "
+                             "lesion.")
 JSON_OUT = typer.Option(None, "--json", help="Write the machine-readable result here.",
                         dir_okay=False)
 CSV_OUT = typer.Option(None, "--csv", help="Write the per-case table here.", dir_okay=False)
@@ -43,6 +49,10 @@ CALIBRATION = typer.Option(None, "--calibration", file_okay=False, help="A folde
                            "training scans that calibrate --precision int8 (8 is plenty).")
 CACHE_DIR = typer.Option(None, "--cache-dir", file_okay=False, help="Where compiled "
                          "OpenVINO models are kept (default: $XDG_CACHE_HOME/flare).")
+SCANS = typer.Argument(..., help="Folder of CT scans: <case>_0000.nii.gz files, or DICOM CT "
+                       "series (in sub-folders, or the series folder itself).")
+TTA = typer.Option(False, "--tta", help="Average softmax over the mirror views each stage was "
+                   "trained on.")
 SHARD = typer.Option(None, "--shard", help="I/N: only the I-th of N disjoint shares of the "
                      "cases (1 <= I <= N; stable as cases are added), for job arrays.")
 RECIPE = typer.Option("stmt", "--recipe", help="A built-in recipe (flare recipes) or a "

@@ -6,17 +6,14 @@ from pathlib import Path
 
 import typer
 
-from flarecli.commands._ui import (
-    CSV_OUT,
-    JSON_OUT,
-    WORKERS,
-    note,
-    out,
-    problem,
-    track,
-    write_csv,
-    write_json,
+from flarecli.commands._folder import (
+    check_reports,
+    fail_if_any,
+    note_stray,
+    run_cases,
+    write_reports,
 )
+from flarecli.commands._ui import CSV_OUT, JSON_OUT, WORKERS, out, problem
 
 
 def audit(
@@ -36,10 +33,29 @@ def audit(
     covers every case). --json writes the manifest later commands consume.
     """
     from flarecli.core.curation import audit as core
-    from flarecli.core.errors import CasesFailed, InputError
+
+    found, folders, source, reads = _inputs(dataset, images, labels)
+    check_reports({"--json": json_path, "--csv": csv_path}, reads=reads, case_dirs=folders)
+    note_stray(found.stray)
+    for path, message in found.problems:
+        problem(str(path), message)
+    cases = []
+    for result in run_cases(found.cases, workers, "audit", each=core.audit_case):
+        for message in result.problems:
+            problem(result.id, message)
+        cases.append(result)
+    data = core.manifest(cases, found, source)
+    render_summary(data["summary"])
+    write_reports(("json", json_path, lambda: data),
+                  ("csv", csv_path, lambda: (core.CSV_COLUMNS, core.csv_rows(cases))))
+    fail_if_any(data["summary"]["problems"], len(cases) + len(found.problems), "cases/files")
+
+
+def _inputs(dataset: Path | None, images: Path | None, labels: Path | None):
+    """(cases found, folders of cases, the manifest's source, files read) of the input."""
+    from flarecli.core.curation import audit as core
+    from flarecli.core.errors import InputError
     from flarecli.core.io.cases import discover_cases
-    from flarecli.core.io.outputs import check_distinct, check_output_file
-    from flarecli.core.parallel import imap_ordered
 
     if dataset is not None and (images is not None or labels is not None):
         raise InputError("give either DATASET or --images/--labels, not both")
@@ -61,31 +77,7 @@ def audit(
     reads = [f for c in found.cases for f in (c.image, c.label) if f is not None]
     if dataset is not None:
         reads.append(Path(dataset) / "dataset.json")
-    for path, what in ((json_path, "--json"), (csv_path, "--csv")):
-        check_output_file(path, what, reads=reads, case_dirs=folders)
-    check_distinct({"--json": json_path, "--csv": csv_path})
-
-    for path, message in found.stray:
-        note(str(path), message)
-    for path, message in found.problems:
-        problem(str(path), message)
-    cases = []
-    for result in track(imap_ordered(core.audit_case, found.cases, workers), len(found.cases),
-                        "audit"):
-        for message in result.problems:
-            problem(result.id, message)
-        cases.append(result)
-
-    data = core.manifest(cases, found, source)
-    render_summary(data["summary"])
-    if json_path:
-        write_json(json_path, data)
-    if csv_path:
-        write_csv(csv_path, core.CSV_COLUMNS, core.csv_rows(cases))
-    n_bad = data["summary"]["problems"]
-    if n_bad:
-        raise CasesFailed(n_bad, len(cases) + len(found.problems), "cases/files")
-
+    return found, folders, source, reads
 
 def render_summary(summary: dict) -> None:
     from rich.table import Table

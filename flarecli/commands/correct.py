@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from itertools import chain
 from pathlib import Path
 
 import typer
 
-from flarecli.commands._ui import WORKERS, note, out, problem, track, write_json
+from flarecli.commands._folder import fail_if_any, note_stray, run_cases
+from flarecli.commands._ui import OVERWRITE, WORKERS, out, problem, write_json
 
 
 def correct(
@@ -22,7 +22,7 @@ def correct(
     rule: str = typer.Option("stmt", "--rule", help="stmt (the annotation wins) or "
                              "supplement (seed 004's rule; the same result)."),
     workers: int = WORKERS,
-    overwrite: bool = typer.Option(False, "--overwrite"),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Correct teacher pseudo-labels with the partial labels; the annotation always wins.
 
@@ -30,19 +30,17 @@ def correct(
     CPL or PL). Exit code 4 if some cases failed (the others are written).
     """
     from flarecli.core.curation import correct as core
-    from flarecli.core.errors import CasesFailed, check_choice
+    from flarecli.core.errors import check_choice
     from flarecli.core.io.outputs import check_output_file
-    from flarecli.core.parallel import imap_ordered
 
     check_choice("--rule", rule, tuple(core.RULES))
     manifest_path = check_output_file(manifest_path, "--manifest",
                                       case_dirs=[pseudo_dir, labels_dir, *images])
     plan = core.plan(pseudo_dir, labels_dir, output_dir, images, overwrite, rule)
-    for path, message in plan.stray:
-        note(str(path), message)
+    note_stray(plan.stray)
     results = []
-    for r in chain(plan.failed, track(imap_ordered(core.correct_case, plan.jobs, workers),
-                                      len(plan.jobs), "correct")):
+    for r in run_cases(plan.jobs, workers, "correct", each=core.correct_case,
+                       before=plan.failed):
         if r.error:
             problem(r.case, r.error)
         results.append(r)
@@ -52,5 +50,4 @@ def correct(
     s = data["summary"]
     out.print(f"corrected {len(results) - len(s['failed'])} cases into {output_dir}: "
               f"FL {s['FL']}, CPL {s['CPL']}, PL {s['PL']}", highlight=False)
-    if s["failed"]:
-        raise CasesFailed(len(s["failed"]), len(results))
+    fail_if_any(len(s["failed"]), len(results))

@@ -6,17 +6,15 @@ from pathlib import Path
 
 import typer
 
-from flarecli.commands._ui import (
-    CSV_OUT,
-    JSON_OUT,
-    WORKERS,
-    note,
-    out,
-    problem,
-    track,
-    write_csv,
-    write_json,
+from flarecli.commands._folder import (
+    check_reports,
+    fail_if_any,
+    note_stray,
+    run_cases,
+    write_reports,
 )
+from flarecli.commands._ui import CSV_OUT, JSON_OUT, WORKERS, note, out, problem
+from flarecli.core.labels import MIN_TUMOR_MM3
 
 
 def evaluate(
@@ -36,7 +34,7 @@ def evaluate(
         dir_okay=False,
     ),
     min_lesion_mm3: float = typer.Option(
-        100.0, "--min-lesion-mm3", help="Lesion-wise figures: smaller tumor components are "
+        MIN_TUMOR_MM3, "--min-lesion-mm3", help="Lesion-wise figures: smaller tumor components are "
         "ignored in truth and prediction (default as postprocess)."
     ),
     json_path: Path | None = JSON_OUT,
@@ -50,47 +48,44 @@ def evaluate(
     unreadable or on another grid is reported and left out; exit code 4 then.
     """
     from flarecli.core.curation.audit import read_manifest
-    from flarecli.core.errors import CasesFailed, check_choice
+    from flarecli.core.errors import check_choice
     from flarecli.core.io.cases import require_dir
-    from flarecli.core.io.outputs import check_distinct, check_output_file
     from flarecli.core.metrics import evaluate as core
 
     check_choice("protocol", protocol, core.PROTOCOLS)
     require_dir(pred_dir, "predictions")
     require_dir(gt_dir, "ground-truth")
     reads = [p for folder in (pred_dir, gt_dir) for p in Path(folder).iterdir()]
-    reads += [manifest] if manifest else []
-    for path, what in ((json_path, "--json"), (csv_path, "--csv")):
-        check_output_file(path, what, reads=reads, case_dirs=[pred_dir, gt_dir])
-    check_distinct({"--json": json_path, "--csv": csv_path})
+    check_reports({"--json": json_path, "--csv": csv_path}, case_dirs=[pred_dir, gt_dir],
+                  reads=reads + ([manifest] if manifest else []))
     man = read_manifest(manifest) if manifest else None
     plan = core.plan_jobs(pred_dir, gt_dir, protocol, nsd_threshold, man, min_lesion_mm3)
-    for path, message in plan.stray:
-        note(str(path), message)
+    results = _score(plan, workers)
+    if man is None:
+        note_partial_truth(core.predicted_beyond_truth(results))
+    summary = core.summarize(results, protocol, nsd_threshold, min_lesion_mm3)
+    render(summary)
+    write_reports(("csv", csv_path, lambda: (core.CSV_COLUMNS, core.csv_rows(results))),
+                  ("json", json_path, lambda: summary))
+    fail_if_any(len(summary["failed_cases"]), len(results))
+
+
+def _score(plan, workers: int) -> list:
+    """Every case's result, sorted by case id; notes and problems reported on the way."""
+    from flarecli.core.metrics import evaluate as core
+
+    note_stray(plan.stray)
     for case in plan.extra:
         note(case, "prediction has no ground truth (ignored)")
-    results = list(plan.failed)
-    for r in plan.failed:
-        for message in r.problems:
-            problem(r.case, message)
-    for r in track(core.evaluate_cases(plan.jobs, workers), len(plan.jobs), "evaluate"):
+    results = []
+    for r in run_cases(plan.jobs, workers, "evaluate", mapper=core.evaluate_cases,
+                       before=plan.failed):
         if r.missing_prediction:
             note(r.case, "no prediction, scored as empty")
         for message in r.problems:
             problem(r.case, message)
         results.append(r)
-    results.sort(key=lambda r: r.case)
-    if man is None:
-        note_partial_truth(core.predicted_beyond_truth(results))
-    summary = core.summarize(results, protocol, nsd_threshold, min_lesion_mm3)
-    render(summary)
-    if csv_path:
-        write_csv(csv_path, core.CSV_COLUMNS, core.csv_rows(results))
-    if json_path:
-        write_json(json_path, summary)
-    failed = summary["failed_cases"]
-    if failed:
-        raise CasesFailed(len(failed), len(results))
+    return sorted(results, key=lambda r: r.case)
 
 
 def note_partial_truth(beyond: list[tuple[int, int, bool]]) -> None:

@@ -7,13 +7,22 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._predict import finish, predict_folder
-from flarecli.commands._ui import BACKEND, CACHE_DIR, CALIBRATION, DEVICE, PRECISION, SHARD, out
+from flarecli.commands._ui import (
+    BACKEND,
+    CACHE_DIR,
+    CALIBRATION,
+    DEVICE,
+    OVERWRITE,
+    PRECISION,
+    SCANS,
+    SHARD,
+    TTA,
+    out,
+)
 
 
 def infer(
-    input_dir: Path = typer.Argument(..., help="Folder of CT scans: <case>_0000.nii.gz "
-                                     "files, or DICOM CT series (in sub-folders, or the "
-                                     "series folder itself)."),
+    input_dir: Path = SCANS,
     output_dir: Path = typer.Argument(..., help="Folder for the label maps (<case>.nii.gz, "
                                       "or <case>.dcm with --output-format dicom-seg)."),
     model: Path = typer.Option(..., "--model", help="Model folder or .zip (flare export): "
@@ -28,8 +37,7 @@ def infer(
     cache_dir: Path | None = CACHE_DIR,
     weights: str | None = typer.Option(None, "--weights", help="best or final (default: each "
                                        "bundle's own choice)."),
-    tta: bool = typer.Option(False, "--tta", help="Average softmax over the mirror "
-                             "views each stage was trained on."),
+    tta: bool = TTA,
     postprocess: bool | None = typer.Option(None, "--postprocess/--no-postprocess",
                                             help="Connected-component clean-up (default: "
                                             "as the recipe says)."),
@@ -38,7 +46,7 @@ def infer(
     min_tumor_mm3: float | None = typer.Option(None, "--min-tumor-mm3", help="Drop tumor "
                                                "components below this (default: the "
                                                "recipe's, 100)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo existing outputs."),
+    overwrite: bool = OVERWRITE,
     profile: Path | None = typer.Option(None, "--profile", dir_okay=False,
                                         help="Write per-scan profile here: seconds of "
                                         "every step, peak RSS, CPU and GPU use."),

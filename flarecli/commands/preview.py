@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from flarecli.commands._ui import WORKERS, note, out, problem, track
+from flarecli.commands._folder import fail_if_any, note_stray, run_cases
+from flarecli.commands._ui import WORKERS, out, problem
 
 
 def preview(
@@ -23,13 +24,13 @@ def preview(
     A case that cannot be read (or whose image is on another grid) is reported and the
     others drawn; exit code 4 then.
     """
-    from flarecli.core.errors import CasesFailed
     from flarecli.core.io.outputs import check_output_dir
+    from flarecli.core.preview.render import preview_case
 
     check_output_dir(output_dir, "output folder", case_dirs=[labels_dir, images])
     jobs, failed = preview_jobs(labels_dir, images, output_dir)
     done = 0
-    for job, message in zip(jobs, track(_run(jobs, workers), len(jobs), "preview"),
+    for job, message in zip(jobs, run_cases(jobs, workers, "preview", each=preview_case),
                             strict=True):
         if message:
             problem(job[0], message)
@@ -37,15 +38,7 @@ def preview(
         else:
             done += 1
     out.print(f"drew {done} previews into {output_dir}", highlight=False)
-    if failed:
-        raise CasesFailed(failed, failed + done)
-
-
-def _run(jobs, workers):
-    from flarecli.core.parallel import imap_ordered
-    from flarecli.core.preview.render import preview_case
-
-    return imap_ordered(preview_case, jobs, workers)
+    fail_if_any(failed, failed + done)
 
 
 def preview_jobs(labels_dir: Path, images: Path, output_dir: Path
@@ -56,8 +49,7 @@ def preview_jobs(labels_dir: Path, images: Path, output_dir: Path
     found = label_files(labels_dir)
     scans = discover_scans(images)
     by_id = {c.id: c for c in scans.cases}
-    for path, message in found.stray + scans.stray:
-        note(str(path), message)
+    note_stray(found.stray + scans.stray)
     jobs, failed = [], 0
     for case in found.cases:
         scan = by_id.get(case.id)

@@ -12,17 +12,18 @@ from flarecli.commands._ui import (
     CACHE_DIR,
     CALIBRATION,
     DEVICE,
+    OVERWRITE,
     PRECISION,
+    SCANS,
     SHARD,
+    TTA,
     out,
     write_csv,
 )
 
 
 def pseudolabel(
-    input_dir: Path = typer.Argument(..., help="Folder of CT scans: <case>_0000.nii.gz "
-                                     "files, or DICOM CT series (in sub-folders, or the "
-                                     "series folder itself)."),
+    input_dir: Path = SCANS,
     output_dir: Path = typer.Argument(..., help="Folder for the pseudo-labels."),
     model: Path = typer.Option(..., "--model", help="Teacher model folder or .zip (flare "
                                "export)."),
@@ -32,15 +33,14 @@ def pseudolabel(
     calibration: Path | None = CALIBRATION,
     cache_dir: Path | None = CACHE_DIR,
     weights: str | None = typer.Option(None, "--weights", help="best or final."),
-    tta: bool = typer.Option(False, "--tta", help="Average softmax over the mirror "
-                             "views each stage was trained on."),
+    tta: bool = TTA,
     with_tumor: bool = typer.Option(False, "--with-tumor", help="Include the model's tumor "
                                     "outputs (left out by default, as in seed 004)."),
     min_score: float | None = typer.Option(None, "--min-score", help="Write only cases "
                                            "whose quality score reaches this (0..1)."),
     scores: Path | None = typer.Option(None, "--scores", dir_okay=False,
                                        help="Quality CSV (default OUTPUT/scores.csv)."),
-    overwrite: bool = typer.Option(False, "--overwrite"),
+    overwrite: bool = OVERWRITE,
     shard: str | None = SHARD,
 ) -> None:
     """Pseudo-label scans with a teacher: connected-component clean-up, quality scores.

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from flarecli.commands._ui import CSV_OUT, JSON_OUT, WORKERS, note, out, problem, track
+from flarecli.commands._folder import (
+    check_reports,
+    fail_if_any,
+    note_stray,
+    run_cases,
+    write_reports,
+)
+from flarecli.commands._ui import CSV_OUT, JSON_OUT, MIN_TUMOR_MM3, WORKERS, note, out, problem
 
 
 def stats(
@@ -16,8 +23,7 @@ def stats(
                                        "statistics."),
     json_path: Path | None = JSON_OUT,
     csv_path: Path | None = CSV_OUT,
-    min_tumor_mm3: float = typer.Option(100.0, "--min-tumor-mm3", help="Smallest lesion "
-                                        "counted (mm^3)."),
+    min_tumor_mm3: float = MIN_TUMOR_MM3,
     workers: int = WORKERS,
 ) -> None:
     """Per case and class: voxels, volume (ml), HU statistics with --images; per tumor
@@ -27,11 +33,8 @@ def stats(
     A case that cannot be read (or whose image is on another grid) is reported and left out;
     exit code 4 then.
     """
-    from flarecli.commands._ui import write_csv, write_json
-    from flarecli.core.errors import CasesFailed, InputError
+    from flarecli.core.errors import InputError
     from flarecli.core.io.cases import discover_cases, discover_scans, require_dir
-    from flarecli.core.io.outputs import check_distinct, check_output_file
-    from flarecli.core.parallel import imap_ordered
     from flarecli.core.quantification import stats as core
 
     require_dir(labels_dir, "labels")
@@ -40,29 +43,15 @@ def stats(
     found = discover_cases(None, labels_dir)
     by_image = {c.id: c for c in discover_scans(images).cases} if images else {}
     folders = [labels_dir] + ([images] if images else [])
-    reads = [p for folder in folders for p in Path(folder).iterdir()]
-    for path, what in ((json_path, "--json"), (csv_path, "--csv")):
-        check_output_file(path, what, reads=reads, case_dirs=folders)
-    check_distinct({"--json": json_path, "--csv": csv_path})
-    for path, message in found.stray:
-        note(str(path), message)
-    jobs, failed = [], 0
-    for case in found.cases:
-        if case.problems:
-            problem(case.id, "; ".join(case.problems))
-            failed += 1
-            continue
-        image = by_image.get(case.id)
-        if images is not None and (image is None or image.image is None):
-            note(case.id, "no image, so no HU statistics")
-        jobs.append(core.StatsJob(case.id, str(case.label), str(image.image) if image and
-                                  image.image else None, min_tumor_mm3,
-                                  image.series_uid if image else None))
+    check_reports({"--json": json_path, "--csv": csv_path}, case_dirs=folders,
+                  reads=[p for folder in folders for p in Path(folder).iterdir()])
+    note_stray(found.stray)
+    jobs, failed = _jobs(found.cases, by_image, images is not None, min_tumor_mm3)
     if not jobs and not failed:
         raise InputError(f"{labels_dir}: no label maps found")
     results = []
-    for job, (result, problems) in zip(jobs, track(imap_ordered(core.stats_case, jobs, workers),
-                                                   len(jobs), "stats"), strict=True):
+    for job, (result, problems) in zip(jobs, run_cases(jobs, workers, "stats",
+                                                       each=core.stats_case), strict=True):
         for message in problems:
             problem(job.case, message)
         if result is None:
@@ -70,13 +59,28 @@ def stats(
         else:
             results.append(result)
     render(results)
-    if csv_path:
-        write_csv(csv_path, *core.csv_rows(results))
-    if json_path:
-        write_json(json_path, core.stats_json(results, min_tumor_mm3))
-    if failed:
-        raise CasesFailed(failed, failed + len(results))
+    write_reports(("csv", csv_path, lambda: core.csv_rows(results)),
+                  ("json", json_path, lambda: core.stats_json(results, min_tumor_mm3)))
+    fail_if_any(failed, failed + len(results))
 
+
+def _jobs(cases, by_image: dict, with_images: bool, min_tumor_mm3: float):
+    """(a StatsJob per usable case, how many cases were refused: each reported here)."""
+    from flarecli.core.quantification import stats as core
+
+    jobs, failed = [], 0
+    for case in cases:
+        if case.problems:
+            problem(case.id, "; ".join(case.problems))
+            failed += 1
+            continue
+        image = by_image.get(case.id)
+        if with_images and (image is None or image.image is None):
+            note(case.id, "no image, so no HU statistics")
+        jobs.append(core.StatsJob(case.id, str(case.label), str(image.image) if image and
+                                  image.image else None, min_tumor_mm3,
+                                  image.series_uid if image else None))
+    return jobs, failed
 
 def render(cases) -> None:
     from rich.table import Table

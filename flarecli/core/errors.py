@@ -1,7 +1,7 @@
 """The one error hierarchy of flare.
 
 Core code raises these; only the CLI's ``main()`` turns them into a one-line message, an
-optional hint and the exit code below. Exit codes (also in the README):
+optional hint and the exit code below. Exit codes (also in docs/cli.md):
 
 ====  ===========================================================================
 code  meaning

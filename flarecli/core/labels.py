@@ -2,13 +2,19 @@
 training case can have, and the checks of label values. Pure: no I/O.
 
 Ids 0..14: 0 background, 1..13 the abdominal organs, 14 the pan-cancer tumor class.
+
+NumPy loads on first use (``LR_SWAP``, the value checks), not on import: the CLI's option
+definitions take their defaults from here, and ``flare --help`` stays light.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 LABELS: dict[int, str] = {
     0: "background",
@@ -68,15 +74,22 @@ MIN_TUMOR_MM3: float = 100.0
 LR_PAIRS: tuple[tuple[int, int], ...] = ((2, 13), (7, 8))
 
 
+@functools.cache
 def _lr_swap() -> np.ndarray:
+    import numpy as np
+
     lut = np.arange(256, dtype=np.int64)
     for a, b in LR_PAIRS:
         lut[a], lut[b] = b, a
     return lut
 
 
-#: Lookup FLARE id -> FLARE id after a left-right mirror.
-LR_SWAP: np.ndarray = _lr_swap()
+def __getattr__(name: str) -> Any:
+    """``LR_SWAP``, the lookup FLARE id -> FLARE id after a left-right mirror (an int64 array
+    of 256 entries), made on first use."""
+    if name == "LR_SWAP":
+        return _lr_swap()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def label_name(label: int) -> str:
@@ -98,6 +111,8 @@ def check_label_values(array: np.ndarray) -> tuple[np.ndarray | None, list[str]]
     Non-integer values make the label unusable. Values outside 0..14 are reported and set to
     background in the returned array so the rest can still be counted.
     """
+    import numpy as np
+
     problems: list[str] = []
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)):

@@ -2,7 +2,7 @@
 the good cases still processed, inputs never written, no traceback.
 
 Exit codes: 0 success (notes allowed), 3 input error, 4 some cases had problems, 5 model or
-configuration error (README, 'Exit codes').
+configuration error (docs/cli.md, 'Exit codes').
 """
 
 from __future__ import annotations

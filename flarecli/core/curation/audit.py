@@ -207,7 +207,7 @@ def summarize(cases: list[CaseAudit], n_dataset_problems: int = 0) -> dict[str, 
 
 def manifest(cases: list[CaseAudit], found: Discovery, source: dict[str, Any]
              ) -> dict[str, Any]:
-    """The audit manifest (schema version 1; see README 'Audit manifest'). Ignored files
+    """The audit manifest (schema version 1; see docs/cli.md, 'Audit manifest'). Ignored files
     are listed under ``stray_files``; problems of the dataset itself (its dataset.json)
     under ``dataset_problems``, and they count among the problems."""
     return {

@@ -1,6 +1,6 @@
 """OpenVINO on the CPU: convert a stage's torch network once, cache the compiled model.
 
-Measured on a 2-core AVX-512/AMX Xeon (README, *CPU inference*): the paper student at 192^3
+Measured on a 2-core AVX-512/AMX Xeon (docs/cpu-inference.md): the paper student at 192^3
 runs about 4x faster than torch eager, in bf16 -- OpenVINO's default precision on CPUs with
 bf16 support. ``--precision f32`` keeps strict single precision.
 

@@ -57,6 +57,7 @@ from flarecli.core.metrics.lesions import (
     summarize_lesions,
 )
 from flarecli.core.metrics.scores import dice, normalized_surface_dice
+from flarecli.core.preprocessing.boxes import nonzero_box
 from flarecli.core.runtime import usable_cpus
 
 PROTOCOLS: tuple[str, ...] = ("exact", "flare23")
@@ -175,7 +176,7 @@ def class_boxes(labels: np.ndarray) -> list[tuple[slice, ...] | None]:
     voxels only. That box is found by ``any`` over whole rows read 8 voxels at a time: on a
     512 x 512 x 273 map 0.01 s, and ``find_objects`` then reads the abdomen instead of the
     whole scan (0.11 s -> 0.03 s for an abdomen box of 13 % of the scan)."""
-    outer = _foreground_box(labels)
+    outer = nonzero_box(labels)
     if outer is None:
         return [None] * MAX_LABEL
     inner = ndimage.find_objects(labels[outer], max_label=MAX_LABEL)
@@ -183,20 +184,6 @@ def class_boxes(labels: np.ndarray) -> list[tuple[slice, ...] | None]:
             tuple(slice(o.start + b.start, o.start + b.stop) for o, b in zip(outer, box,
                                                                           strict=True))
             for box in inner]
-
-
-def _foreground_box(labels: np.ndarray) -> tuple[slice, ...] | None:
-    """Box of the non-zero voxels of a 3-D uint8 map, or None when there are none."""
-    rows = labels
-    if labels.flags.c_contiguous and labels.itemsize == 1 and labels.shape[2] % 8 == 0:
-        rows = labels.view(np.uint64)  # 8 voxels per element along x: the same zero-ness
-    zy = rows.any(axis=2)
-    z = np.flatnonzero(zy.any(axis=1))
-    if z.size == 0:
-        return None
-    y = np.flatnonzero(zy.any(axis=0))
-    x = np.flatnonzero(labels[z[0]:z[-1] + 1, y[0]:y[-1] + 1].any(axis=(0, 1)))
-    return tuple(slice(int(v[0]), int(v[-1]) + 1) for v in (z, y, x))
 
 
 def _counts(labels: np.ndarray, boxes: list) -> list[int]:

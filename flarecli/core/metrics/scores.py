@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from flarecli.core.metrics.surface_table import neighbour_code_to_area
-from flarecli.core.preprocessing.boxes import bounding_box
+from flarecli.core.preprocessing.boxes import nonzero_box
 
 # Bit of each corner of a 2x2x2 neighbourhood, indexed [a, b, c] over the (x, y, z) voxel
 # axes: the kernel DeepMind's code correlates the mask with.
@@ -215,24 +215,10 @@ def _ties_disagree(flat, strides, ball: _Ball, where, tied: np.ndarray) -> bool:
     return bool((some_in & some_out).any())
 
 
-def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Tight bounding box of a boolean mask (None when empty), by two ``any`` reductions:
-    a third of the time of ``find_objects`` on an organ's box."""
-    if mask.ndim != 3 or mask.size == 0:
-        return bounding_box(mask)
-    zy = mask.any(axis=2)
-    z = np.flatnonzero(zy.any(axis=1))
-    if z.size == 0:
-        return None
-    y = np.flatnonzero(zy.any(axis=0))
-    x = np.flatnonzero(mask[z[0]:z[-1] + 1, y[0]:y[-1] + 1].any(axis=(0, 1)))
-    return tuple(slice(int(v[0]), int(v[-1]) + 1) for v in (z, y, x))
-
-
 def _crop_surfaces(gt: np.ndarray, pred: np.ndarray, spacing_xyz):
     """(border, areas) of each mask on the code grid of their union's box, in (x, y, z)
     order; None when both are empty."""
-    box = _box(gt | pred)
+    box = nonzero_box(gt | pred)
     if box is None:
         return None
     gt_xyz = np.ascontiguousarray(gt[box].transpose(2, 1, 0))

@@ -21,6 +21,26 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return boxes[0] if boxes and boxes[0] is not None else None
 
 
+def nonzero_box(array: np.ndarray) -> tuple[slice, ...] | None:
+    """Tight bounding box of the non-zero voxels of an array (a label map or a boolean mask)
+    as slices, or None when there are none. A 3-D array takes two ``any`` reductions, a third
+    of the time of ``find_objects`` on an organ's box; a C-contiguous one-byte array whose
+    rows hold a multiple of 8 voxels is read 8 voxels at a time along x (the same
+    zero-ness)."""
+    if array.ndim != 3 or array.size == 0:
+        return bounding_box(array != 0)
+    rows = array
+    if array.flags.c_contiguous and array.itemsize == 1 and array.shape[2] % 8 == 0:
+        rows = array.view(np.uint64)
+    zy = rows.any(axis=2)
+    z = np.flatnonzero(zy.any(axis=1))
+    if z.size == 0:
+        return None
+    y = np.flatnonzero(zy.any(axis=0))
+    x = np.flatnonzero(array[z[0]:z[-1] + 1, y[0]:y[-1] + 1].any(axis=(0, 1)))
+    return tuple(slice(int(v[0]), int(v[-1]) + 1) for v in (z, y, x))
+
+
 def label_counts(labels: np.ndarray, minlength: int = 0) -> np.ndarray:
     """``np.bincount(labels.ravel(), minlength)`` of a non-negative integer map, counted
     inside the bounding box of its non-zero voxels (found by one ``any`` reduction per axis):

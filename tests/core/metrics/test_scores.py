@@ -238,12 +238,16 @@ def test_nsd_is_bit_for_bit_the_distance_based_one(seed):
 
 
 def test_box_is_the_tight_bounding_box():
-    from flarecli.core.metrics.scores import _box
-    from flarecli.core.preprocessing.boxes import bounding_box
+    from flarecli.core.preprocessing.boxes import bounding_box, nonzero_box
 
     rng = np.random.default_rng(3)
-    for _ in range(20):
-        m = np.zeros(tuple(int(n) for n in rng.integers(1, 12, 3)), bool)
+    for i in range(40):
+        shape = tuple(int(n) for n in rng.integers(1, 12, 3))
+        if i % 2:  # rows of a multiple of 8 voxels: read 8 at a time
+            shape = shape[:2] + (8 * int(rng.integers(1, 3)),)
+        m = np.zeros(shape, bool)
         for _ in range(int(rng.integers(0, 3))):
             m[tuple(int(rng.integers(0, n)) for n in m.shape)] = True
-        assert _box(m) == bounding_box(m)
+        assert nonzero_box(m) == bounding_box(m)
+        labels = m.astype(np.uint8) * np.uint8(rng.integers(1, 15))
+        assert nonzero_box(labels) == bounding_box(m)
