@@ -147,3 +147,19 @@ def tiny_model(tmp_path_factory) -> Path:
         train(train_run(root / "data", root / "model", stage=stage,
                         recipe=tiny_recipe(epochs=1, iterations=2)))
     return root
+
+
+def save_model_json(path, meta) -> None:
+    """Write an edited ``model.json`` as flare would have written it: each weights entry's
+    ``bytes`` matching its file, and ``record_sha256`` recomputed -- for tests that build a
+    consistent bundle on purpose (a retrained stage, a field under test)."""
+    import json
+
+    from flarecli.core.io.bundle import sealed
+
+    weights = meta.get("weights")
+    for entry in weights.values() if isinstance(weights, dict) else ():
+        file = Path(path).parent / str(entry.get("file")) if isinstance(entry, dict) else None
+        if file is not None and "bytes" in entry and file.is_file():
+            entry["bytes"] = file.stat().st_size
+    Path(path).write_text(json.dumps(sealed(meta)))

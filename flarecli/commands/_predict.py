@@ -42,7 +42,7 @@ def predict_folder(input_dir: Path, run: PredictRun,
             advance()
 
         return predict(run, cases, str(Path(input_dir).resolve()),
-                       notes=lambda text: err.print(text, highlight=False),
+                       notes=lambda text: err.print(text, highlight=False, markup=False),
                        on_result=on_result)
 
 

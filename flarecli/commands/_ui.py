@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -47,7 +48,7 @@ PRECISION = typer.Option("auto", "--precision", help="auto (the backend's fast d
                          "--calibration).")
 CALIBRATION = typer.Option(None, "--calibration", file_okay=False, help="A folder of a few "
                            "training scans that calibrate --precision int8 (8 is plenty).")
-CACHE_DIR = typer.Option(None, "--cache-dir", file_okay=False, help="Where compiled "
+CACHE_DIR = typer.Option(None, "--cache-dir", help="Where compiled "
                          "OpenVINO models are kept (default: $XDG_CACHE_HOME/flare).")
 SCANS = typer.Argument(..., help="Folder of CT scans: <case>_0000.nii.gz files, or DICOM CT "
                        "series (in sub-folders, or the series folder itself).")
@@ -86,12 +87,14 @@ def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
 def problem(where: str, message: str) -> None:
     """One line per problem, on stderr, naming the file or case (the run ends with exit
     code 4)."""
-    err.print(f"[red]error[/red]: {where}: {message}", markup=True, highlight=False)
+    err.print(f"[red]error[/red]: {escape(where)}: {escape(message)}", markup=True,
+              highlight=False)
 
 
 def note(where: str, message: str) -> None:
     """One line about something ignored, on stderr (no effect on the exit code)."""
-    err.print(f"[yellow]note[/yellow]: {where}: {message}", markup=True, highlight=False)
+    err.print(f"[yellow]note[/yellow]: {escape(where)}: {escape(message)}", markup=True,
+              highlight=False)
 
 
 def write_json(path: Path, data: Any) -> None:

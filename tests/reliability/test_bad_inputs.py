@@ -19,7 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 from flarecli.core.io.nifti import write_volume
-from tests.conftest import blob_case, geom
+from tests.conftest import blob_case, geom, save_model_json
 from tests.core.curation.test_audit import write_nan_image
 from tests.core.inference.test_engine import model_dir  # noqa: F401 (a fixture)
 
@@ -479,7 +479,7 @@ def test_malformed_bundles_are_one_line_exit_5(what, model_dir, tmp_path, run_cl
     shutil.copytree(model_dir, folder)
     meta = json.loads((folder / "organs" / "model.json").read_text())
     MALFORMED[what](meta)
-    (folder / "organs" / "model.json").write_text(json.dumps(meta))
+    save_model_json(folder / "organs" / "model.json", meta)
     (tmp_path / "in").mkdir()
     write_volume(tmp_path / "in" / "a_0000.nii.gz", image(), geom(SHAPE))
     res = run_cli("infer", tmp_path / "in", tmp_path / "out", "--model", folder, "--device",
@@ -511,7 +511,7 @@ def test_bundles_missing_tampered_or_pickled(model_dir, tmp_path, run_cli):  # n
             torch.save({"x": Evil()}, weights)
             meta = json.loads((folder / "organs" / "model.json").read_text())
             meta["weights"]["final"]["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
-            (folder / "organs" / "model.json").write_text(json.dumps(meta))
+            save_model_json(folder / "organs" / "model.json", meta)
         else:
             (folder / "organs" / "model.json").unlink()
         res = run_cli("infer", tmp_path / "in", tmp_path / f"out-{damage}", "--model", folder,
@@ -572,7 +572,7 @@ def test_infer_into_a_folder_another_model_filled(model_dir, tmp_path, run_cli):
     shutil.copy(other / "tumor" / "weights_final.pt", tmp_path / "w.pt")
     meta = json.loads((other / "organs" / "model.json").read_text())
     meta["default_weights"] = "final"
-    (other / "organs" / "model.json").write_text(json.dumps(meta))
+    save_model_json(other / "organs" / "model.json", meta)
     tumor = json.loads((other / "tumor" / "model.json").read_text())
     tumor["weights"]["final"]["sha256"] = hashlib.sha256(b"").hexdigest()
     shutil.rmtree(other / "tumor")  # another model: no tumor stage

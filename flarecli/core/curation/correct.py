@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from flarecli.core.errors import DiskFull, FlareError, InputError
+from flarecli.core.errors import DataError, DiskFull, FlareError, InputError
 from flarecli.core.io.cases import discover_cases, label_files, require_dir
 from flarecli.core.io.files import kept, remove_stale_parts
-from flarecli.core.io.nifti import read_label_map, write_volume
+from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.nifti import read_header, read_label_map, write_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.labels import CLASSES, KINDS, ORGANS
 from flarecli.core.preprocessing.boxes import label_counts
@@ -90,7 +91,34 @@ class CorrectResult:
                 "annotated": self.annotated, "from_teacher": self.from_teacher}
 
 
+def image_grid(image: str | Path) -> Geometry:
+    """The grid of a case's scan: a NIfTI header, or the one DICOM series of a folder."""
+    path = Path(image)
+    if not path.is_dir():
+        return read_header(path)
+    from flarecli.core.io.dicom import find_series, read_series
+
+    series, _ = find_series(path)
+    if len(series) != 1:
+        raise DataError(f"{path}: {len(series)} DICOM series, so the scan of this case is "
+                        "not known")
+    return read_series(path, series[0].uid)[1]
+
+
+def check_grids(grids: list[tuple[str, Geometry | None]]) -> None:
+    """Every grid must be the first one (the scan's), exactly as audit compares an image
+    and its label: size, spacing, origin and direction. Raises DataError 'X vs image ...'."""
+    (_, reference), *others = grids
+    for what, grid in others:
+        if grid is not None and reference is not None:
+            mismatch = reference.mismatches(grid)
+            if mismatch:
+                raise DataError(f"{what} vs image " + "; ".join(mismatch))
+
+
 def correct_case(job: CorrectJob) -> CorrectResult:
+    """Correct one case (its pseudo-label, partial label and scan must share one grid);
+    problems go to the result's ``error``, a full disk is raised."""
     result = CorrectResult(job.case, job.image, job.target)
     try:
         if job.image is None:
@@ -99,6 +127,8 @@ def correct_case(job: CorrectJob) -> CorrectResult:
         if job.label is not None:
             partial, geometry = read_label_map(job.label, "partial label")
             result.annotated = annotated_classes(partial)
+        scan = None if job.passthrough else image_grid(job.image)
+        check_grids([("image", scan), ("partial label", geometry)])
         full_organs = set(ORGANS) <= set(result.annotated)
         if job.passthrough and not full_organs:
             if partial is None:
@@ -111,10 +141,7 @@ def correct_case(job: CorrectJob) -> CorrectResult:
             raise InputError("partially labelled case without a pseudo-label")
         else:
             pseudo, pseudo_geometry = read_label_map(job.pseudo, "pseudo-label")
-            if geometry is not None:
-                mismatch = geometry.mismatches(pseudo_geometry)
-                if mismatch:
-                    raise InputError("pseudo-label vs label " + "; ".join(mismatch))
+            check_grids([("image", scan), ("pseudo-label", pseudo_geometry)])
             geometry = pseudo_geometry
             if result.annotated and job.rule != "none":
                 result.kind, out = "CPL", RULES[job.rule](pseudo, partial)

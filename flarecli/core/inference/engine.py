@@ -86,11 +86,43 @@ def _as_before_recipes(recipe: S.Recipe) -> S.Recipe:
     return replace(recipe, models=plain)
 
 
+def stage_folders(recipe: S.Recipe, model_dir: Path) -> tuple[set[str], dict[str, str]]:
+    """(the recipe's stages whose folder holds a model.json, {stage: why its folder is
+    unusable}). A stage without a folder is absent, which is fine for an optional one; a
+    folder that is there but holds no model.json file (weights alone, model.json a folder,
+    a file where the folder should be) is unusable: skipping it would silently run a
+    different model than the one the folder seems to hold."""
+    present, broken = set(), {}
+    for stage in recipe.stages:
+        folder = Path(model_dir) / stage
+        if not (folder.exists() or folder.is_symlink()):
+            continue
+        meta = folder / "model.json"
+        if meta.is_file():
+            present.add(stage)
+        elif not folder.is_dir():
+            broken[stage] = f"{folder}: stage '{stage}' is not a folder"
+        elif meta.exists():
+            broken[stage] = f"{meta}: not a file"
+        else:
+            broken[stage] = f"{folder}: stage folder without a model.json"
+    return present, broken
+
+
 def choose_graph(recipe: S.Recipe, model_dir: Path, name: str | None = None
                  ) -> tuple[str, S.Graph]:
-    """Graph ``name`` of the recipe, or the first whose required stages the folder holds."""
-    present = {p.name for p in Path(model_dir).iterdir() if (p / "model.json").is_file()} \
-        if Path(model_dir).is_dir() else set()
+    """Graph ``name`` of the recipe, or the first whose required stages the folder holds.
+    Raises ModelError when a stage of that graph has a folder that is unusable
+    (:func:`stage_folders`), or no graph is complete."""
+    present, broken = stage_folders(recipe, model_dir) if Path(model_dir).is_dir() \
+        else (set(), {})
+
+    def refuse_broken(graph: S.Graph) -> None:
+        for stage in graph.stages:
+            if stage in broken:
+                raise ModelError(f"{broken[stage]} (an unfinished or damaged stage)",
+                                 hint=f"finish it with flare train --stage {stage}, or remove "
+                                 "the folder")
     if name is not None and name not in recipe.models:
         raise ModelError(f"{model_dir}: recipe '{recipe.name}' has no model '{name}'",
                          hint=did_you_mean(name, list(recipe.models))
@@ -99,7 +131,11 @@ def choose_graph(recipe: S.Recipe, model_dir: Path, name: str | None = None
         if name not in (None, graph_name):
             continue
         if all(s in present for s in graph.required):
+            refuse_broken(graph)
             return graph_name, graph
+    for graph_name, graph in recipe.models.items():
+        if name in (None, graph_name):
+            refuse_broken(graph)
     wanted = "; ".join(f"{n}: {', '.join(g.required)}" for n, g in recipe.models.items())
     raise ModelError(f"{model_dir}: holds no complete model of recipe '{recipe.name}' "
                      f"(found {', '.join(sorted(present)) or 'no bundles'}; needs {wanted})",

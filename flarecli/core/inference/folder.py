@@ -34,6 +34,7 @@ from flarecli.core.inference.shards import distributed, gather, in_shard
 from flarecli.core.io.cases import Case, discover_scans, read_scan
 from flarecli.core.io.files import remove_stale_parts, write_text_atomic
 from flarecli.core.io.geometry import Geometry
+from flarecli.core.io.lock import output_lock
 from flarecli.core.io.nifti import write_volume
 from flarecli.core.io.outputs import check_output_dir
 from flarecli.core.labels import LABELS, ORGANS
@@ -360,10 +361,8 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     """Load the model, predict every case, write ``OUTPUT/<command>.json``. Returns (results,
     run record). ``notes(text)`` receives remarks for the user, ``on_result(result)`` each
     result as it comes."""
-    from flarecli.core.io.archive import opened_model
     from flarecli.core.postprocessing.folder import check_min_tumor_mm3
     from flarecli.core.preprocessing.connected import structure
-    from flarecli.core.runtime import resolve_device, setup_torch
 
     if run.connectivity is not None:
         structure(run.connectivity)
@@ -382,6 +381,20 @@ def predict(run: PredictRun, cases: list[Case], source: str,
                              "references its source images)")
     ranks = distributed()
     cases, run = _share(cases, run, ranks)  # torchrun: each rank its share (of this shard)
+    share = "-".join(([f"shard-{run.shard[0]}-of-{run.shard[1]}"] if run.shard else [])
+                     + ([f"rank-{ranks[0]}-of-{ranks[1]}"] if ranks else [])) or None
+    with output_lock(run.output_dir, share, notes):  # one run at a time into a folder
+        return _predict(run, cases, source, ranks, notes, on_result)
+
+
+def _predict(run: PredictRun, cases: list[Case], source: str,
+             ranks: tuple[int, int, int] | None, notes: Callable[[str], None] | None,
+             on_result: Callable[[ScanResult], None] | None
+             ) -> tuple[list[ScanResult], dict[str, Any]]:
+    """:func:`predict` once the output folder is this run's."""
+    from flarecli.core.io.archive import opened_model
+    from flarecli.core.runtime import resolve_device, setup_torch
+
     filled = (check_seg_sources(cases, run.output_dir, run.overwrite, notes)
               if run.output_format == "dicom-seg" else {})
     # the first scan to compute is read while torch is imported and the model loads (a

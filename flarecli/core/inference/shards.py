@@ -13,15 +13,18 @@ from flarecli.core.errors import InputError
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"I/N"`` (1 <= I <= N) -> (I, N); None stays None. Raises InputError."""
+    """``"I/N"`` (1 <= I <= N, decimal digits only, no spaces or signs) -> (I, N); None
+    stays None. Raises InputError."""
     if text is None:
         return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
+    # only digits: int() would take " 1", "+1" or "1_0", so a typo would pick a shard
+    parts = text.split("/")
+    if len(parts) == 2 and all(p.isascii() and p.isdigit() for p in parts):
+        i, n = int(parts[0]), int(parts[1])
+    else:
         i = n = 0
     if not 1 <= i <= n:
-        raise InputError(f"--shard {text}: expected I/N with 1 <= I <= N, e.g. 2/8")
+        raise InputError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/8")
     return i, n
 
 

@@ -3,8 +3,22 @@
 The zip holds ``recipe.json``, each stage's ``model.json`` with the weights it names (state
 dicts, loaded with ``weights_only=True`` and checked against their SHA-256 as in a folder),
 and ``README.md``, the model's provenance. Training leftovers (checkpoints, metrics) stay
-behind. Reading refuses any member that is not such a file or whose name would land outside
-the folder it is unpacked into (absolute paths, ``..``, drive letters, links): zip-slip.
+behind.
+
+Reading checks the whole archive before anything is unpacked, and refuses it (ModelError,
+exit code 5):
+
+* a member that is not one of those files: a name leading outside the folder it is unpacked
+  into (absolute paths, ``..``, drive letters, links: zip-slip), a folder, or a file that no
+  ``model.json`` names;
+* a name that appears twice (zip readers disagree on which copy wins);
+* a member that would unpack to more than it may: ``recipe.json``, ``README.md`` and each
+  ``model.json`` at most :data:`MAX_TEXT_BYTES`; a weights file at most the size its
+  ``model.json`` declares (``bytes``, ratio 1:1 -- a byte more and its checksum could not
+  match anyway), or, for bundles written before sizes were recorded, at most
+  :data:`UNDECLARED_RATIO` times its compressed size (float weights barely compress; a member
+  of zeros, a zip bomb, expands about 1000:1). Unpacking stops at the same bound in case an
+  archive's size fields lie.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -24,6 +39,12 @@ from flarecli.core.errors import InputError, ModelError
 
 #: What a member of a model zip may be called: recipe.json, README.md, <stage>/<file>.
 _MEMBER = re.compile(r"^(recipe\.json|README\.md|[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)$")
+
+#: The most recipe.json, README.md or a model.json may unpack to (they are a few KiB).
+MAX_TEXT_BYTES = 4 << 20
+
+#: Unpacked / compressed size allowed for a weights file whose model.json declares no size.
+UNDECLARED_RATIO = 16
 
 
 def is_model_zip(path: Path) -> bool:
@@ -94,17 +115,70 @@ def export_model(model_dir: Path, target: Path) -> list[str]:
     return [m for m, _ in members]
 
 
-def _check_members(zf: zipfile.ZipFile, where: Path) -> list[zipfile.ZipInfo]:
+def _refuse(where: Path, name: str, why: str) -> ModelError:
+    return ModelError(f"{where}: refusing member '{name}' ({why})")
+
+
+def _read_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, where: Path,
+                  dst=None) -> bytes:
+    """A member's bytes (or, with ``dst``, copied there), never more than ``limit``."""
+    data, size = [], 0
+    with zf.open(info) as src:
+        while chunk := src.read(min(1 << 20, limit + 1 - size)):
+            size += len(chunk)
+            if size > limit:
+                raise _refuse(where, info.filename, f"unpacks to more than {limit} bytes, "
+                              "more than its model declares")
+            if dst is None:
+                data.append(chunk)
+            else:
+                dst.write(chunk)
+    return b"".join(data)
+
+
+def _check_members(zf: zipfile.ZipFile, where: Path) -> list[tuple[zipfile.ZipInfo, int]]:
+    """Each member with the most it may unpack to; raises ModelError (see the module
+    docstring) before anything is unpacked."""
     infos = zf.infolist()
+    seen: set[str] = set()
     for info in infos:
         name = info.filename
         pure = PurePosixPath(name)
         mode = info.external_attr >> 16
         if (info.is_dir() or pure.is_absolute() or ".." in pure.parts or "\\" in name
                 or ":" in name or not _MEMBER.match(name) or (mode & 0o170000) == 0o120000):
-            raise ModelError(f"{where}: refusing member '{name}' (not a model file, or a path "
-                             "leading out of the model folder)")
-    return infos
+            raise _refuse(where, name, "not a model file, or a path leading out of the model "
+                          "folder")
+        if name in seen:
+            raise _refuse(where, name, "its name appears twice in the archive")
+        seen.add(name)
+    limits = {"recipe.json": MAX_TEXT_BYTES, "README.md": MAX_TEXT_BYTES}
+    for info in infos:
+        stage, _, file = info.filename.partition("/")
+        if file != "model.json":
+            continue
+        limits[info.filename] = MAX_TEXT_BYTES
+        try:
+            meta = json.loads(_read_limited(zf, info, MAX_TEXT_BYTES, where))
+            entries = list(meta["weights"].values())
+            declared = {e["file"]: e.get("bytes") for e in entries}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ModelError(f"{where}: {info.filename} is not a readable model.json") from None
+        for weights, size in declared.items():
+            if isinstance(weights, str) and _MEMBER.match(f"{stage}/{weights}"):
+                limits[f"{stage}/{weights}"] = size if type(size) is int else -1
+    out = []
+    for info in infos:
+        limit = limits.get(info.filename)
+        if limit is None:
+            raise _refuse(where, info.filename, "no model.json names it")
+        if limit < 0:  # no declared size (written before sizes were recorded)
+            limit = UNDECLARED_RATIO * info.compress_size
+        if info.file_size > limit:
+            raise _refuse(where, info.filename, f"unpacks to {info.file_size} bytes, more than "
+                          f"the {limit} its model declares")
+        out.append((info, limit))
+    return out
 
 
 @contextlib.contextmanager
@@ -121,12 +195,12 @@ def opened_model(path: Path) -> Iterator[Path]:
     try:
         try:
             with zipfile.ZipFile(path) as zf:
-                for info in _check_members(zf, path):
+                for info, limit in _check_members(zf, path):
                     target = tmp / info.filename
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+                    with open(target, "wb") as dst:
+                        _read_limited(zf, info, limit, path, dst)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
             raise ModelError(f"{path}: not a readable zip ({e})") from None
         yield tmp
     finally:

@@ -5,8 +5,12 @@ state_dicts). ``model.json`` (schema 2) records the recipe and stage that traine
 stage exactly as trained (network and heads, geometry, orientation, intensity scheme,
 augmentation -- whose mirrors are its TTA views --, method, schedule), the architecture with
 its arguments, the resolved intensity numbers, the training options, versions, and the
-SHA-256 of each weights file. Loading checks the checksum (a tampered or truncated file is
-refused) and uses ``torch.load(..., weights_only=True)``.
+SHA-256 and size of each weights file, and ``record_sha256``: the SHA-256 of model.json itself
+(:func:`record_checksum`), so an edit of its intensity numbers or stage is caught like an edit
+of the weights. Loading refuses a field model.json does not define (a typo would otherwise be
+silently ignored), checks both checksums (a tampered or truncated file is refused), uses
+``torch.load(..., weights_only=True)`` and refuses weights holding NaN or inf.
+Bundles written before ``record_sha256`` existed load without that check.
 
 Bundles of schema 1 (written before recipes existed: ``target`` coarse/organs/tumor) still
 load; :func:`bundle_stage` reads them as the matching ``stmt`` stage.
@@ -29,6 +33,36 @@ from flarecli.core.io.files import atomic_path, read_json, write_text_atomic
 BUNDLE_SCHEMA = 2
 WEIGHTS = ("best", "final")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+#: model.json's own checksum: SHA-256 of the rest of it as canonical JSON.
+RECORD_SHA256 = "record_sha256"
+
+#: The fields of model.json per schema; any other one is refused.
+FIELDS: dict[int, frozenset[str]] = {
+    1: frozenset({"schema", "architecture", "default_weights", "exported", "fingerprint",
+                  "input_size_zyx", "label_map", "mirror_axes", "num_classes", "preprocessing",
+                  "stage", "target", "training", "versions", "weights"}),
+    2: frozenset({"schema", "recipe", "preset", "stage_name", "stage", "architecture",
+                  "intensity", "fingerprint", "training", "default_weights", "exported",
+                  "versions", "weights", RECORD_SHA256}),
+}
+ARCHITECTURE_FIELDS = frozenset({"name", "args"})
+#: ``bytes``: the file's size, recorded since it existed; it bounds what a model zip may unpack.
+WEIGHTS_FIELDS = frozenset({"file", "sha256", "bytes"})
+
+
+def record_checksum(data: dict[str, Any]) -> str:
+    """SHA-256 of a model.json's fields (``record_sha256`` left out) as canonical JSON: sorted
+    keys, no spaces, ASCII -- independent of how the file is indented."""
+    rest = {k: v for k, v in data.items() if k != RECORD_SHA256}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sealed(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``record_sha256`` (re)computed."""
+    return {**{k: v for k, v in data.items() if k != RECORD_SHA256},
+            RECORD_SHA256: record_checksum(data)}
 
 
 def sha256(path: Path) -> str:
@@ -70,10 +104,24 @@ def save_weights(folder: Path, which: str, state_dict: dict) -> str:
 
 
 def write_bundle(folder: Path, meta: dict[str, Any], checksums: dict[str, str]) -> None:
-    data = {"schema": BUNDLE_SCHEMA, **meta, "versions": versions(),
-            "weights": {k: {"file": f"weights_{k}.pt", "sha256": v}
-                        for k, v in checksums.items()}}
-    write_text_atomic(Path(folder) / "model.json", json.dumps(data, indent=2) + "\n")
+    """Write ``model.json`` for the weights files ``weights_<which>.pt`` already in
+    ``folder`` (``checksums``: which -> their SHA-256), sealed with ``record_sha256``."""
+    weights = {}
+    for k, v in checksums.items():
+        name = f"weights_{k}.pt"
+        weights[k] = {"file": name, "sha256": v, "bytes": (Path(folder) / name).stat().st_size}
+    data = {"schema": BUNDLE_SCHEMA, **meta, "versions": versions(), "weights": weights}
+    write_text_atomic(Path(folder) / "model.json", json.dumps(sealed(data), indent=2) + "\n")
+
+
+def _unknown(path: Path, fields, known, where: str = "") -> None:
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        from flarecli.core.errors import did_you_mean
+
+        raise ModelError(f"{path}: unknown field '{where}{unknown[0]}'",
+                         hint=did_you_mean(unknown[0], sorted(known))
+                         or "model.json holds only the fields flare writes")
 
 
 def read_bundle(folder: Path) -> dict[str, Any]:
@@ -84,10 +132,15 @@ def read_bundle(folder: Path) -> dict[str, Any]:
     data = read_json(path, "model bundle", ModelError)
     if not isinstance(data, dict) or data.get("schema") not in (1, BUNDLE_SCHEMA):
         raise ModelError(f"{path}: not a flare model bundle (schema 1 or {BUNDLE_SCHEMA})")
+    _unknown(path, data, FIELDS[data["schema"]])
+    if RECORD_SHA256 in data and data[RECORD_SHA256] != record_checksum(data):
+        raise ModelError(f"{path}: checksum mismatch (model.json was edited after it was "
+                         "written: its fields no longer match its record_sha256)")
     arch = data.get("architecture")
     if not (isinstance(arch, dict) and isinstance(arch.get("name"), str)
             and isinstance(arch.get("args"), dict)):
         raise ModelError(f"{path}: 'architecture' must be an object with a name and args")
+    _unknown(path, arch, ARCHITECTURE_FIELDS, "architecture.")
     weights = data.get("weights")
     if not isinstance(weights, dict) or not weights:
         raise ModelError(f"{path}: 'weights' must be an object naming the weights files")
@@ -95,6 +148,10 @@ def read_bundle(folder: Path) -> dict[str, Any]:
         if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
                 and isinstance(entry.get("sha256"), str) and _SHA256.match(entry["sha256"])):
             raise ModelError(f"{path}: weights '{which}' needs a file name and a sha256")
+        _unknown(path, entry, WEIGHTS_FIELDS, f"weights.{which}.")
+        size = entry.get("bytes")
+        if size is not None and not (type(size) is int and size > 0):
+            raise ModelError(f"{path}: weights '{which}': 'bytes' must be a positive integer")
         if Path(entry["file"]).name != entry["file"]:
             raise ModelError(f"{path}: weights '{which}': the file must lie in the bundle "
                              f"folder, not '{entry['file']}'")
@@ -131,6 +188,9 @@ def verified_weights(folder: Path, meta: dict[str, Any], which: str | None = Non
     path = Path(folder) / entry["file"]
     if not path.is_file():
         raise ModelError(f"{path}: weights file missing")
+    if entry.get("bytes") is not None and path.stat().st_size != entry["bytes"]:
+        raise ModelError(f"{path}: {path.stat().st_size} bytes, model.json says "
+                         f"{entry['bytes']} (modified or truncated weights file)")
     if sha256(path) != entry["sha256"]:
         raise ModelError(f"{path}: checksum mismatch (modified or corrupt weights file)")
     return path
@@ -151,7 +211,24 @@ def network_of(path: Path, meta: dict[str, Any], device: str = "cpu"):
             pickle.UnpicklingError) as e:  # OSError: the file went away after verification
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ModelError(f"{path}: cannot load weights ({reason})") from e
+    check_finite(state, f"{path}: stage '{Path(path).parent.name}'")
     return model.to(device).eval()
+
+
+def check_finite(state: dict[str, Any], where: str) -> None:
+    """Refuse a state_dict with a NaN or inf in any floating-point tensor: such a network
+    gives garbage labels without any error (its checksum only says it is the file that was
+    written). Raises ModelError naming ``where`` and the first such tensor."""
+    import torch
+
+    for name, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and (tensor.is_floating_point()
+                                                 or tensor.is_complex()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise ModelError(f"{where}: tensor '{name}' holds {bad} NaN/inf values of "
+                                 f"{tensor.numel()}", hint="the training diverged, or the "
+                                 "file was damaged before its checksum was recorded")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -124,6 +124,8 @@ def read_json(path: Path, what: str, error: type[FlareError] = InputError) -> An
         raise error(f"{path}: {what} not found") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise error(f"{path}: unreadable {what} ({e})") from e
+    except RecursionError:
+        raise error(f"{path}: unreadable {what} (nested too deeply)") from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -12,12 +12,15 @@
   ``.dcm``): it would replace one, or later be read as one.
 * Two outputs of one run are never the same file (:func:`check_distinct`): one would
   silently replace the other.
+* No part of an output path is longer than the file system allows (255 bytes on common
+  ones): the system call would fail with ENAMETOOLONG.
 
 Each problem is one InputError (exit code 3) naming the path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -43,16 +46,40 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _first_existing(path: Path) -> Path:
+    """The nearest of ``path`` and its parents that exists (a name too long to look up
+    counts as not existing)."""
     p = path
-    while not p.exists() and p != p.parent:
+    while p != p.parent:
+        try:
+            if p.exists():
+                return p
+        except OSError:
+            pass
         p = p.parent
     return p
+
+
+#: The longest file name (bytes) when the file system cannot be asked.
+NAME_MAX = 255
+
+
+def check_name_lengths(path: Path, what: str) -> None:
+    """Refuse a path with a part longer than its file system's limit (``NAME_MAX``)."""
+    limit = NAME_MAX
+    with contextlib.suppress(OSError, ValueError):
+        limit = os.pathconf(_first_existing(Path(path).absolute()), "PC_NAME_MAX")
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > limit:
+            raise InputError(f"{path}: {what}: the name '{part[:24]}...' is {size} bytes "
+                             f"long; the file system allows {limit}")
 
 
 def probe_folder(folder: Path, what: str) -> None:
     """Make ``folder`` (and its parents) and create and remove a probe file in it; raises
     InputError naming the path when anything stands in the way."""
     folder = Path(folder)
+    check_name_lengths(folder, what)
     existing = _first_existing(folder)
     if existing.exists() and not existing.is_dir():
         raise InputError(f"{existing}: is a file, but {what} needs a folder there")
@@ -73,6 +100,7 @@ def check_output_file(path: Path | None, what: str, *, reads: Iterable[Path] = (
     if path is None:
         return None
     path = Path(path)
+    check_name_lengths(path, what)
     if path.is_dir():
         raise InputError(f"{path}: {what} is a folder; give a file name")
     for source in reads:
@@ -117,6 +145,7 @@ def check_output_dir(path: Path, what: str, *, case_dirs: Iterable[Path] = ()) -
     """Check an output folder: not a folder of cases the command reads, nor inside one
     (outputs would mix with inputs), and writable."""
     path = Path(path)
+    check_name_lengths(path, what)
     for folder in case_dirs:
         folder = Path(folder)
         if _inside(path, folder):

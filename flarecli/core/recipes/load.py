@@ -61,6 +61,9 @@ def read_raw(name_or_file: str | Path) -> tuple[dict[str, Any], str]:
         raise RecipeError("recipe", f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RecipeError("recipe", f"{path}: not a readable JSON recipe ({e})") from None
+    except RecursionError:
+        raise RecipeError("recipe", f"{path}: not a readable JSON recipe (nested too "
+                          "deeply)") from None
     if not isinstance(data, dict):
         raise RecipeError("recipe", f"{path}: a recipe is a JSON object")
     return data, str(path)
@@ -219,14 +222,17 @@ def load_recipe(name_or_file: str | Path, preset: str | None = None,
     raw, where = read_raw(name_or_file)
     if preset is None:
         preset = raw.get("default_preset")
-    data = apply_preset(raw, preset)
-    items = overrides.items() if isinstance(overrides, dict) else (
-        parse_assignment(o) for o in overrides or [])
-    for key, value in items:
-        set_dotted(data, key, value, where="--set ")
-    data = resolve_stages(data)
-    data["preset"] = preset
-    recipe = parse(S.Recipe, data)
+    try:
+        data = apply_preset(raw, preset)
+        items = overrides.items() if isinstance(overrides, dict) else (
+            parse_assignment(o) for o in overrides or [])
+        for key, value in items:
+            set_dotted(data, key, value, where="--set ")
+        data = resolve_stages(data)
+        data["preset"] = preset
+        recipe = parse(S.Recipe, data)
+    except RecursionError:  # JSON that parses, nested deeper than any recipe field
+        raise RecipeError("recipe", f"{where}: nested too deeply") from None
     check_recipe(recipe)
     return recipe
 
@@ -237,6 +243,8 @@ def recipe_from_json(data: dict[str, Any], where: str = "recipe") -> S.Recipe:
         recipe = parse(S.Recipe, data)
     except RecipeError as e:
         raise RecipeError(where, e.message, e.hint) from None
+    except RecursionError:
+        raise RecipeError(where, "nested too deeply") from None
     check_recipe(recipe)
     return recipe
 
@@ -340,8 +348,33 @@ def check_graph(recipe: S.Recipe, name: str, graph: S.Graph) -> None:
                                   "the outputs before this one label")
 
 
+def check_network(network: S.Network, path: str) -> None:
+    """The architecture must be registered (``flarecli.models.MODELS``) and take every
+    argument the recipe gives it -- checked when a recipe loads, so that ``flare recipes
+    show``, a model folder's recipe.json and ``flare train`` agree (no network is built)."""
+    import inspect
+
+    from flarecli.models import MODELS
+
+    if network.arch not in MODELS:
+        raise RecipeError(f"{path}.arch", f"unknown network '{network.arch}'",
+                          hint=did_you_mean(network.arch, list(MODELS))
+                          or f"networks: {', '.join(MODELS)}")
+    params = inspect.signature(MODELS[network.arch]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in network.args:
+        if key not in params:
+            raise RecipeError(f"{path}.args.{key}", f"not an argument of network "
+                              f"'{network.arch}'", hint=did_you_mean(key, [
+                                  p for p in params if p not in ("in_channels", "heads")]))
+
+
 def check_recipe(recipe: S.Recipe) -> None:
-    """Every name a section uses must exist; raises RecipeError naming the field."""
+    """Every name a section uses must exist, every network must be registered; raises
+    RecipeError naming the field."""
+    for name, stage in recipe.stages.items():
+        check_network(stage.network, f"stages.{name}.network")
     for name, subset in recipe.subsets.items():
         if name in BUILTIN_SUBSETS:
             raise RecipeError(f"subsets.{name}", "shadows a built-in subset name")

@@ -51,7 +51,7 @@ def test_cli_correct_kinds_manifest_and_errors(tmp_path, run_cli):
                                                                                           1)))
     res = run_cli("correct", tmp_path / "pseudo", tmp_path / "labels", tmp_path / "out",
                   "--images", tmp_path / "img")
-    assert res.code == 4 and "error: bad: pseudo-label vs label spacing" in res.stderr
+    assert res.code == 4 and "error: bad: pseudo-label vs image spacing" in res.stderr
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     cases = {c["id"]: c for c in m["cases"]}
     assert m["schema"] == "flare-correct" and set(cases) == {"fl", "cpl", "pl"}

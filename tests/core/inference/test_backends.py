@@ -10,7 +10,7 @@ import pytest
 
 from flarecli.core.io.nifti import read_volume
 from flarecli.core.training.run import train
-from tests.conftest import blob_case, tiny_recipe, train_run
+from tests.conftest import blob_case, save_model_json, tiny_recipe, train_run
 
 pytest.importorskip("openvino")
 
@@ -229,7 +229,7 @@ def _replace_weights(bundle):
         torch.save(state, path)
         entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         meta["weights"][name] = entry
-    (bundle / "model.json").write_text(json.dumps(meta))
+    save_model_json(bundle / "model.json", meta)
 
 
 def test_a_tampered_bundle_is_refused_before_conversion(trained, tmp_path, run_cli):

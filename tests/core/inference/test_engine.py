@@ -10,7 +10,7 @@ import pytest
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.nifti import read_volume, write_volume
 from flarecli.core.training.run import train
-from tests.conftest import blob_case, geom, tiny_recipe, train_run
+from tests.conftest import blob_case, geom, save_model_json, tiny_recipe, train_run
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_tta_adds_nothing_to_a_model_trained_without_mirroring(model_dir, tmp_pa
     plain = tmp_path / "model"
     shutil.copytree(model_dir, plain)
     meta["stage"]["augmentation"] = None
-    (plain / "organs" / "model.json").write_text(json.dumps(meta))
+    save_model_json(plain / "organs" / "model.json", meta)
     scans(tmp_path / "in", np.random.default_rng(4))
     for name, extra in (("tta", ["--tta"]), ("plain", [])):
         res = run_cli("pseudolabel", tmp_path / "in", tmp_path / name, "--model", plain,
@@ -89,7 +89,7 @@ def test_mirror_axes_are_checked(model_dir, tmp_path):
     meta = json.loads((bad / "organs" / "model.json").read_text())
     for mirror in (["SI", "SI"], ["XY"], "SI"):  # repeated, unknown, not a list
         meta["stage"]["augmentation"] = {"mirror": mirror}
-        (bad / "organs" / "model.json").write_text(json.dumps(meta))
+        save_model_json(bad / "organs" / "model.json", meta)
         with pytest.raises(ModelError, match="mirror"):
             Engine(bad, resolve_device("cpu"))
 
@@ -294,7 +294,7 @@ def test_the_run_record_names_the_weights_that_ran(model_dir, tmp_path, run_cli)
     meta["weights"]["best"] = {"file": "weights_best.pt",
                                "sha256": sha256(folder / "organs" / "weights_best.pt")}
     meta["default_weights"] = "best"
-    (folder / "organs" / "model.json").write_text(json.dumps(meta))
+    save_model_json(folder / "organs" / "model.json", meta)
     scans(tmp_path / "in", np.random.default_rng(6))
     for which in ("final", "best"):
         res = run_cli("infer", tmp_path / "in", tmp_path / which, "--model", folder,

@@ -11,7 +11,7 @@ from flarecli.core.io.bundle import load_bundle
 from flarecli.core.recipes.typed import RecipeError
 from flarecli.core.training.options import Progress
 from flarecli.core.training.run import train
-from tests.conftest import blob_case, tiny_recipe, train_run
+from tests.conftest import blob_case, save_model_json, tiny_recipe, train_run
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_bundle_refuses_tampered_and_pickled_weights(blobs, tmp_path):
     from flarecli.core.io.bundle import sha256
 
     meta["weights"]["final"]["sha256"] = sha256(weights)  # a consistent but malicious bundle
-    (run / "model.json").write_text(json.dumps(meta))
+    save_model_json(run / "model.json", meta)
     with pytest.raises(ModelError, match="cannot load weights"):
         load_bundle(run, "final")
     with pytest.raises(ModelError, match="no model.json"):
