@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._ui import WORKERS, note, out, problem, track, write_json
+from flarecli.core.words import count
 
 
 def correct(
@@ -50,7 +51,7 @@ def correct(
                                    "labels": str(Path(labels_dir).resolve())})
     write_json(manifest_path or Path(output_dir) / "manifest.json", data)
     s = data["summary"]
-    out.print(f"corrected {len(results) - len(s['failed'])} cases into {output_dir}: "
+    out.print(f"corrected {count(len(results) - len(s['failed']), 'case')} into {output_dir}: "
               f"FL {s['FL']}, CPL {s['CPL']}, PL {s['PL']}", highlight=False)
     if s["failed"]:
         raise CasesFailed(len(s["failed"]), len(results))

@@ -8,6 +8,7 @@ import typer
 
 from flarecli.commands._predict import finish, predict_folder
 from flarecli.commands._ui import BACKEND, CACHE_DIR, CALIBRATION, DEVICE, PRECISION, SHARD, out
+from flarecli.core.words import count
 
 
 def infer(
@@ -78,7 +79,8 @@ def infer(
     s = record["summary"]
     mean = s["mean_seconds"]["total"]
     skipped = sum(1 for r in results if r.skipped)
-    out.print(f"segmented {s['scans']} scans into {output_dir} (skipped {skipped} existing)"
+    out.print(f"segmented {count(s['scans'], 'scan')} into {output_dir} "
+              f"(skipped {skipped} existing)"
               + (f", {mean:.2f} s per scan" if mean else ""), highlight=False)
     if preview is not None:
         draw_previews(results, preview)

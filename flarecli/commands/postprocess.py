@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._ui import WORKERS, note, out, problem, track
+from flarecli.core.words import count
 
 
 def postprocess(
@@ -46,7 +47,8 @@ def postprocess(
             for c, n in r.removed.items():
                 removed_total[c] = removed_total.get(c, 0) + n
     removed = ", ".join(f"{c}: {n}" for c, n in sorted(removed_total.items())) or "none"
-    out.print(f"postprocessed {done} cases into {output_dir} (skipped {skipped} existing); "
+    out.print(f"postprocessed {count(done, 'case')} into {output_dir} "
+              f"(skipped {skipped} existing); "
               f"voxels removed per class: {removed}", highlight=False)
     if failed:
         raise CasesFailed(failed, len(plan.jobs) + len(plan.failed))

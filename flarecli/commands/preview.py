@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._ui import WORKERS, note, out, problem, track
+from flarecli.core.words import count
 
 
 def preview(
@@ -36,7 +37,7 @@ def preview(
             failed += 1
         else:
             done += 1
-    out.print(f"drew {done} previews into {output_dir}", highlight=False)
+    out.print(f"drew {count(done, 'preview')} into {output_dir}", highlight=False)
     if failed:
         raise CasesFailed(failed, failed + done)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._ui import CSV_OUT, JSON_OUT, WORKERS, note, out, problem, track
+from flarecli.core.words import count
 
 
 def stats(
@@ -83,7 +84,7 @@ def render(cases) -> None:
 
     from flarecli.core.labels import TUMOR
 
-    t = Table(title=f"statistics of {len(cases)} cases")
+    t = Table(title=f"statistics of {count(len(cases), 'case')}")
     for col in ("case", "classes", "liver ml", "tumor ml", "lesions", "sum of long axes mm"):
         t.add_column(col, justify="left" if col == "case" else "right")
     for c in cases:

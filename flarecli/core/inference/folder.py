@@ -40,6 +40,7 @@ from flarecli.core.labels import LABELS, ORGANS
 from flarecli.core.preprocessing.boxes import label_counts
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.typed import to_json
+from flarecli.core.words import count
 
 
 def input_cases(input_dir: Path, output_dir: Path, model_dir: Path | None = None
@@ -411,7 +412,7 @@ def predict(run: PredictRun, cases: list[Case], source: str,
         check_same_model(record_path, engine.checksums())
     views = engine.views(run.tta)
     if notes is not None:
-        notes(f"{len(cases)} scans, model '{engine.graph_name}' of recipe "
+        notes(f"{count(len(cases), 'scan')}, model '{engine.graph_name}' of recipe "
               f"'{engine.recipe.name}' loaded on {dev} in {t_load:.1f} s")
         for name, n in views.items():
             if run.tta and n == 1:
