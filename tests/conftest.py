@@ -147,3 +147,13 @@ def tiny_model(tmp_path_factory) -> Path:
         train(train_run(root / "data", root / "model", stage=stage,
                         recipe=tiny_recipe(epochs=1, iterations=2)))
     return root
+
+
+@pytest.fixture
+def columns80(monkeypatch):
+    """The commands' consoles as in an 80-column terminal (what COLUMNS=80 sets when the
+    consoles are made)."""
+    from flarecli.commands import _ui
+
+    for console in (_ui.out, _ui.err):
+        monkeypatch.setattr(console, "_width", 80)
