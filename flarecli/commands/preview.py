@@ -15,6 +15,8 @@ def preview(
     images: Path = typer.Argument(..., help="Folder of the CT scans (<case>_0000.nii.gz, or "
                                   "DICOM CT series)."),
     output_dir: Path = typer.Argument(..., help="Folder for the PNGs (<case>.png)."),
+    size: int = typer.Option(400, "--size", min=64, max=4000, help="Pixels for the scan's "
+                             "longest side in mm; the three planes share that scale."),
     workers: int = WORKERS,
 ) -> None:
     """Axial, coronal and sagittal planes through the organs' centre: the CT in a
@@ -29,6 +31,7 @@ def preview(
 
     check_output_dir(output_dir, "output folder", case_dirs=[labels_dir, images])
     jobs, failed = preview_jobs(labels_dir, images, output_dir)
+    jobs = [(*job, size) for job in jobs]
     done = 0
     for job, message in zip(jobs, track(_run(jobs, workers), len(jobs), "preview"),
                             strict=True):
