@@ -10,8 +10,8 @@ an ``exit_code`` and a ``hint``). Images are SimpleITK images or NIfTI paths.
     seg = flarecli.Segmenter("model")                 # loads the model once
     labels = seg.segment("case_0000.nii.gz")          # a SimpleITK label image on its grid
     flarecli.segment(image, "model")                  # one call
-    flarecli.evaluate(labels, "case.nii.gz")          # {class: {"dsc", "nsd"}}
-    flarecli.stats(labels, image)                     # volumes, HU, lesions
+    flarecli.evaluate(labels, "case.nii.gz")          # {class id: {"dsc", "nsd"}}
+    flarecli.stats(labels, image)                     # volumes, HU, lesions by class id
 
     from flarecli.api import PipelineRun, load_recipe, run_pipeline
 
@@ -150,12 +150,19 @@ def evaluate(pred: Any, gt: Any, protocol: str = "exact", nsd_threshold: float =
 
 
 def stats(labels: Any, image: Any = None, min_tumor_mm3: float = 100.0,
-          case: str = "case") -> dict[str, Any]:
+          case: str | None = None) -> dict[str, Any]:
     """``flare stats`` of one label map (with HU statistics when the CT is given): the
-    ``cases[]`` entry of its JSON."""
+    ``cases[]`` entry of its JSON, except that ``classes`` is keyed by the FLARE id as an
+    ``int`` (as :func:`evaluate` is; JSON files need string keys, Python does not).
+
+    ``id``: ``case`` if given, else the case id of a NIfTI path (``b0`` of ``b0.nii.gz``), else
+    None (an in-memory image has no name)."""
     from flarecli.core.errors import InputError
+    from flarecli.core.io.nifti_header import strip_nifti_suffix
     from flarecli.core.quantification.stats import case_stats
 
+    if case is None and isinstance(labels, (str, Path)):
+        case = strip_nifti_suffix(Path(labels))
     array, geometry = _labels(labels, "labels")
     ct = None
     if image is not None:
@@ -163,4 +170,6 @@ def stats(labels: Any, image: Any = None, min_tumor_mm3: float = 100.0,
         mismatch = geometry.mismatches(ct_geometry)
         if mismatch:
             raise InputError("labels vs image " + "; ".join(mismatch))
-    return case_stats(case, array, geometry, ct, min_tumor_mm3).to_json()
+    found = case_stats(case, array, geometry, ct, min_tumor_mm3).to_json()
+    found["classes"] = {int(c): v for c, v in found["classes"].items()}
+    return found

@@ -163,3 +163,13 @@ def save_model_json(path, meta) -> None:
         if file is not None and "bytes" in entry and file.is_file():
             entry["bytes"] = file.stat().st_size
     Path(path).write_text(json.dumps(sealed(meta)))
+
+
+@pytest.fixture
+def columns80(monkeypatch):
+    """The commands' consoles as in an 80-column terminal (what COLUMNS=80 sets when the
+    consoles are made)."""
+    from flarecli.commands import _ui
+
+    for console in (_ui.out, _ui.err):
+        monkeypatch.setattr(console, "_width", 80)

@@ -60,6 +60,13 @@ def test_evaluate_and_stats_give_what_the_commands_write(model, tmp_path, run_cl
                          model / "data" / "imagesTr" / "b0_0000.nii.gz", min_tumor_mm3=0,
                          case="b0")
     assert json.loads(json.dumps(got)) == expected
+    # Python keys classes by int, as evaluate does; an in-memory image has no id
+    assert set(got["classes"]) <= set(range(1, 15)) and set(scores) <= set(range(1, 15))
+    assert all(isinstance(c, int) for c in got["classes"])
+    unnamed = flarecli.stats(sitk.ReadImage(str(labels / "b0.nii.gz")), min_tumor_mm3=0)
+    assert unnamed["id"] is None
+    assert unnamed["classes"].keys() == got["classes"].keys()
+    assert flarecli.stats(labels / "b0.nii.gz")["id"] == "b0"
 
 
 def test_errors_are_exceptions(model, tmp_path):

@@ -43,7 +43,7 @@ def predict_folder(input_dir: Path, run: PredictRun,
 
         return predict(run, cases, str(Path(input_dir).resolve()),
                        notes=lambda text: err.print(text, highlight=False, markup=False),
-                       on_result=on_result)
+                       on_result=on_result, on_step=advance.describe)
 
 
 def finish(results: list[ScanResult], what: str = "scans") -> None:

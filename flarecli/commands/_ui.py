@@ -64,8 +64,22 @@ SET = typer.Option([], "--set", help="Change a recipe field: KEY=VALUE with a do
                    "(repeatable), e.g. stages.organs.epochs=50.")
 
 
+class Advance:
+    """What :func:`progress_bar` yields: call it to advance; ``describe`` says what the run
+    is doing meanwhile (the bar's label)."""
+
+    def __init__(self, progress: Progress, task) -> None:
+        self._progress, self._task = progress, task
+
+    def __call__(self) -> None:
+        self._progress.advance(self._task)
+
+    def describe(self, text: str) -> None:
+        self._progress.update(self._task, description=text)
+
+
 @contextlib.contextmanager
-def progress_bar(total: int, description: str) -> Iterator[Callable[[], None]]:
+def progress_bar(total: int, description: str) -> Iterator[Advance]:
     """A progress bar on stderr (hidden when stderr is not a terminal); yields ``advance``."""
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -73,7 +87,23 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[], None]]:
         disable=not err.is_terminal,
     ) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
+        yield Advance(progress, task)
+
+
+@contextlib.contextmanager
+def steps(description: str, total: int) -> Iterator[Callable[[], None]]:
+    """Progress of ``total`` items after the main work (previews, statistics): a bar in a
+    terminal; elsewhere (a log file, a pipe) a line when it starts and one when it ends, so
+    that a silent 20 s is not taken for a hang. Yields ``advance``."""
+    import time
+
+    if not err.is_terminal:
+        err.print(f"{description}: {total} ...", highlight=False)
+    t0 = time.perf_counter()
+    with progress_bar(total, description) as advance:
+        yield advance
+    if not err.is_terminal:
+        err.print(f"{description}: done in {time.perf_counter() - t0:.1f} s", highlight=False)
 
 
 def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:

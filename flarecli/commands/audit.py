@@ -84,13 +84,13 @@ def render_summary(summary: dict) -> None:
 
     from flarecli.core.labels import LABELS
 
-    t = Table(title="cases", show_header=True)
-    for col in ("cases", "labeled", "unlabeled", "organ full", "organ partial", "organ none",
-                "tumor", "no tumor", "problems"):
-        t.add_column(col, justify="right")
-    keys = ("cases", "labeled", "unlabeled", "organ_full", "organ_partial", "organ_none",
-            "tumor", "no_tumor", "problems")
-    t.add_row(*[str(summary[k]) for k in keys])
+    # one row per count: nine columns cut their headers to "label…" in 80 columns
+    t = Table(title="cases")
+    t.add_column("")
+    t.add_column("cases", justify="right")
+    for key in ("cases", "labeled", "unlabeled", "organ_full", "organ_partial", "organ_none",
+                "tumor", "no_tumor", "problems"):
+        t.add_row("all" if key == "cases" else key.replace("_", " "), str(summary[key]))
     out.print(t)
 
     g = Table(title="label patterns")

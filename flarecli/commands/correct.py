@@ -8,6 +8,7 @@ import typer
 
 from flarecli.commands._folder import fail_if_any, note_stray, run_cases
 from flarecli.commands._ui import OVERWRITE, WORKERS, out, problem, write_json
+from flarecli.core.words import count
 
 
 def correct(
@@ -48,6 +49,6 @@ def correct(
                                    "labels": str(Path(labels_dir).resolve())})
     write_json(manifest_path or Path(output_dir) / "manifest.json", data)
     s = data["summary"]
-    out.print(f"corrected {len(results) - len(s['failed'])} cases into {output_dir}: "
+    out.print(f"corrected {count(len(results) - len(s['failed']), 'case')} into {output_dir}: "
               f"FL {s['FL']}, CPL {s['CPL']}, PL {s['PL']}", highlight=False)
     fail_if_any(len(s["failed"]), len(results))

@@ -15,6 +15,7 @@ from flarecli.commands._folder import (
 )
 from flarecli.commands._ui import CSV_OUT, JSON_OUT, WORKERS, note, out, problem
 from flarecli.core.labels import MIN_TUMOR_MM3
+from flarecli.core.words import count
 
 
 def evaluate(
@@ -108,7 +109,7 @@ def render(summary: dict) -> None:
     def f(v):
         return "-" if v is None else f"{v:.4f}"
 
-    t = Table(title=f"FLARE scores ({summary['scored_cases']} cases, protocol "
+    t = Table(title=f"FLARE scores ({count(summary['scored_cases'], 'case')}, protocol "
               f"{summary['protocol']})", caption=lesion_line(summary.get("lesions")))
     for col in ("id", "class", "DSC", "std", "NSD", "std", "n"):
         t.add_column(col, justify="left" if col == "class" else "right")

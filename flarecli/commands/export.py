@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._ui import out
+from flarecli.core.words import count
 
 
 def export(
@@ -27,4 +28,4 @@ def export(
         raise InputError(f"{target}: the export is a zip; name it *.zip")
     check_output_file(target, "export", reads=list(model.rglob("*")), case_dirs=[model])
     members = export_model(model, target)
-    out.print(f"exported {len(members)} files of {model} to {target}", highlight=False)
+    out.print(f"exported {count(len(members), 'file')} of {model} to {target}", highlight=False)

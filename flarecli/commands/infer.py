@@ -19,6 +19,7 @@ from flarecli.commands._ui import (
     TTA,
     out,
 )
+from flarecli.core.words import count
 
 
 def infer(
@@ -86,7 +87,8 @@ def infer(
     s = record["summary"]
     mean = s["mean_seconds"]["total"]
     skipped = sum(1 for r in results if r.skipped)
-    out.print(f"segmented {s['scans']} scans into {output_dir} (skipped {skipped} existing)"
+    out.print(f"segmented {count(s['scans'], 'scan')} into {output_dir} "
+              f"(skipped {skipped} existing)"
               + (f", {mean:.2f} s per scan" if mean else ""), highlight=False)
     if preview is not None:
         draw_previews(results, preview)
@@ -97,33 +99,37 @@ def infer(
 
 def draw_previews(results, folder: Path) -> None:
     """A preview PNG of each output this process wrote or kept."""
-    from flarecli.commands._ui import problem
+    from flarecli.commands._ui import problem, steps
     from flarecli.core.inference.record import written
     from flarecli.core.preview.render import preview_case
 
-    for r in results:
-        if not written(r.to_json()):
-            continue
-        message = preview_case((r.case, r.output, r.image, str(Path(folder) / f"{r.case}.png"),
-                                r.series_uid))
-        if message:
-            problem(r.case, f"preview: {message}")
+    todo = [r for r in results if written(r.to_json())]
+    with steps(f"previews into {folder}", len(todo)) as advance:
+        for r in todo:
+            message = preview_case((r.case, r.output, r.image,
+                                    str(Path(folder) / f"{r.case}.png"), r.series_uid))
+            if message:
+                problem(r.case, f"preview: {message}")
+            advance()
 
 
 def output_stats(scans: list[dict], min_tumor_mm3: float | None) -> dict:
     """``flare stats`` of the outputs the run record lists (every rank's, earlier runs'
     too) with their input scans (HU statistics)."""
+    from flarecli.commands._ui import steps
     from flarecli.core.inference.record import written
     from flarecli.core.labels import MIN_TUMOR_MM3
     from flarecli.core.quantification import stats as core
 
     minimum = MIN_TUMOR_MM3 if min_tumor_mm3 is None else min_tumor_mm3
     cases = []
-    for scan in scans:
-        if not written(scan):
-            continue
-        found, _ = core.stats_case(core.StatsJob(scan["case"], scan["output"], scan["image"],
-                                                 minimum, scan.get("series_uid")))
-        if found is not None:
-            cases.append(found)
+    todo = [scan for scan in scans if written(scan)]
+    with steps("statistics", len(todo)) as advance:
+        for scan in todo:
+            found, _ = core.stats_case(core.StatsJob(scan["case"], scan["output"],
+                                                     scan["image"], minimum,
+                                                     scan.get("series_uid")))
+            if found is not None:
+                cases.append(found)
+            advance()
     return core.stats_json(cases, minimum)

@@ -8,6 +8,7 @@ import typer
 
 from flarecli.commands._folder import fail_if_any, note_stray, run_cases
 from flarecli.commands._ui import MIN_TUMOR_MM3, OVERWRITE, WORKERS, out, problem
+from flarecli.core.words import count
 
 
 def postprocess(
@@ -41,6 +42,7 @@ def postprocess(
             for c, n in r.removed.items():
                 removed_total[c] = removed_total.get(c, 0) + n
     removed = ", ".join(f"{c}: {n}" for c, n in sorted(removed_total.items())) or "none"
-    out.print(f"postprocessed {done} cases into {output_dir} (skipped {skipped} existing); "
+    out.print(f"postprocessed {count(done, 'case')} into {output_dir} "
+              f"(skipped {skipped} existing); "
               f"voxels removed per class: {removed}", highlight=False)
     fail_if_any(failed, len(plan.jobs) + len(plan.failed))

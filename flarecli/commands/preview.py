@@ -8,6 +8,7 @@ import typer
 
 from flarecli.commands._folder import fail_if_any, note_stray, run_cases
 from flarecli.commands._ui import WORKERS, out, problem
+from flarecli.core.words import count
 
 
 def preview(
@@ -16,6 +17,8 @@ def preview(
                                   "DICOM CT series)."),
     output_dir: Path = typer.Argument(..., help="Folder for the PNGs (<case>.png)."),
     workers: int = WORKERS,
+    size: int = typer.Option(400, "--size", min=64, max=4000, help="Pixels for the scan's "
+                             "longest side in mm; the three planes share that scale."),
 ) -> None:
     """Axial, coronal and sagittal planes through the organs' centre: the CT in a
     soft-tissue window, the labels in colour with a legend, tumors outlined, orientation
@@ -29,6 +32,7 @@ def preview(
 
     check_output_dir(output_dir, "output folder", case_dirs=[labels_dir, images])
     jobs, failed = preview_jobs(labels_dir, images, output_dir)
+    jobs = [(*job, size) for job in jobs]
     done = 0
     for job, message in zip(jobs, run_cases(jobs, workers, "preview", each=preview_case),
                             strict=True):
@@ -37,7 +41,7 @@ def preview(
             failed += 1
         else:
             done += 1
-    out.print(f"drew {done} previews into {output_dir}", highlight=False)
+    out.print(f"drew {count(done, 'preview')} into {output_dir}", highlight=False)
     fail_if_any(failed, failed + done)
 
 

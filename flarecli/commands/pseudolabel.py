@@ -20,6 +20,7 @@ from flarecli.commands._ui import (
     out,
     write_csv,
 )
+from flarecli.core.words import count
 
 
 def pseudolabel(
@@ -68,7 +69,7 @@ def pseudolabel(
         write_csv(scores, header, rows)
     written = sum(1 for r in results if not (r.rejected or r.error or r.skipped))
     rejected = sum(1 for r in results if r.rejected)
-    out.print(f"pseudo-labelled {written} scans into {output_dir}"
+    out.print(f"pseudo-labelled {count(written, 'scan')} into {output_dir}"
               + (f"; {rejected} below --min-score {min_score}" if rejected else ""),
               highlight=False)
     finish(results)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._ui import note, out
+from flarecli.core.words import count
 
 
 def report(
@@ -38,6 +39,6 @@ def report(
         note(path, message)
     if result.images_reason:
         note(str(page), result.images_reason)
-    out.print(f"wrote {page}: {result.cases} cases, {result.columns} columns, "
-              f"{result.training} training runs from {result.sources} sources; "
+    out.print(f"wrote {page}: {count(result.cases, 'case')}, {count(result.columns, 'column')}, "
+              f"{count(result.training, 'training run')} from {count(result.sources, 'source')}; "
               f"{result.bytes / 2**20:.1f} MB, images {result.images}", highlight=False)

@@ -14,6 +14,7 @@ from flarecli.commands._folder import (
     write_reports,
 )
 from flarecli.commands._ui import CSV_OUT, JSON_OUT, MIN_TUMOR_MM3, WORKERS, note, out, problem
+from flarecli.core.words import count
 
 
 def stats(
@@ -87,7 +88,7 @@ def render(cases) -> None:
 
     from flarecli.core.labels import TUMOR
 
-    t = Table(title=f"statistics of {len(cases)} cases")
+    t = Table(title=f"statistics of {count(len(cases), 'case')}")
     for col in ("case", "classes", "liver ml", "tumor ml", "lesions", "sum of long axes mm"):
         t.add_column(col, justify="left" if col == "case" else "right")
     for c in cases:

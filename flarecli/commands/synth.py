@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._ui import WORKERS, err, out, track
+from flarecli.core.words import count
 
 
 def synth(
@@ -43,5 +44,5 @@ def synth(
         key = r["pattern"] or {"un": "unlabeled", "ts": "test"}[r["split"]]
         counts[key] = counts.get(key, 0) + 1
     summary = ", ".join(f"{k} {v}" for k, v in counts.items())
-    out.print(f"wrote {len(records)} cases to {out_dir} ({summary})", highlight=False)
+    out.print(f"wrote {count(len(records), 'case')} to {out_dir} ({summary})", highlight=False)
     err.print(f"{seconds:.1f} s", highlight=False)

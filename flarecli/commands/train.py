@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._ui import DEVICE, PRESET, RECIPE, SET, err, out, problem
+from flarecli.core.words import count
 
 
 def train(
@@ -72,7 +73,7 @@ def train(
         result = core.train(run, resume=resume, progress=train_progress(bar))
     score = (f"best validation score {result['best']:.4f}" if result["validated"]
              else f"best training loss {-result['best']:.4f}")
-    out.print(f"trained {result['epochs']} epochs -> {result['run_dir']} ({score})",
+    out.print(f"trained {count(result['epochs'], 'epoch')} -> {result['run_dir']} ({score})",
               highlight=False)
     if result["problems"]:
         from flarecli.core.errors import CasesFailed

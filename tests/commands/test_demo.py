@@ -22,6 +22,7 @@ def test_demo_smoke_runs_every_step(tmp_path, run_cli):
     assert scores["scored_cases"] == 2 and scores["organ_dsc"] is not None
     table = res.stdout.split("FLARE scores")[1]
     assert all(name in table for name in ("liver", "left_kidney", "tumor", "organs (mean of 13)"))
+    assert "scores near 0 are expected" in res.stdout
     # a re-run keeps the finished steps
     again = run_cli("demo", tmp_path / "d", "--preset", "smoke", "--device", "cpu")
     assert again.code == 0 and again.stderr.count("done before (unchanged)") == 8

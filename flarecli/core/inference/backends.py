@@ -138,7 +138,8 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
                  input_shape: tuple[int, ...], key: dict[str, Any], choice: BackendChoice,
                  notes: Callable[[str], None] | None = None, where: str = "",
                  fallbacks: list[str] | None = None, outputs: str = "logits",
-                 calibration: Int8Calibration | None = None) -> Backend:
+                 calibration: Int8Calibration | None = None,
+                 progress: Callable[[str], None] | None = None) -> Backend:
     """The backend a stage runs on. ``model``: a function that builds the torch network
     (called only if the backend needs it). ``input_shape``: the network's input, batch first (-1 for
     a batch that varies); ``key``: what identifies the weights (their SHA-256 and
@@ -146,7 +147,8 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
     ``"labels"`` (each head's argmax) or ``"logits"`` (OpenVINO compiles that graph first,
     the other only if it is asked for). With
     ``auto``, why OpenVINO was not used is appended to ``fallbacks`` (the caller warns once
-    for the whole model). ``calibration``: the run's calibration with ``--precision int8``."""
+    for the whole model). ``calibration``: the run's calibration with ``--precision int8``.
+    ``progress``: told when an OpenVINO compilation starts and ends (tens of seconds)."""
     torch_precision = "fp32" if choice.precision == "f32" else stage_precision
     if choice.name == "torch" or (choice.name == "auto" and device.type != "cpu"):
         return TorchBackend(model(), device, heads, torch_precision)
@@ -154,7 +156,8 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
 
     try:
         return OV.OpenVinoBackend.build(model, heads, input_shape, key, choice.precision,
-                                        choice.cache_dir, notes, outputs, calibration)
+                                        choice.cache_dir, notes, outputs, calibration,
+                                        where=where or "the network", progress=progress)
     except OV.NotInstalled as e:
         if choice.name == "openvino":
             raise InputError(f"--backend openvino: {e}",

@@ -172,12 +172,15 @@ class Engine:
                  which: str | None = None, graph: str | None = None,
                  backend: BackendChoice | None = None,
                  warn: Callable[[str], None] | None = None, probabilities: bool = False,
-                 calibration: Int8Calibration | None = None) -> None:
+                 calibration: Int8Calibration | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
         """``probabilities``: the run asks for TTA or confidence scores, so the output
         stages' backends are built for softmax outputs, not labels only (a backend builds the
         other kind when asked, so this is about speed, not correctness). ``calibration``: the
         inputs that quantize the networks, with ``backend.precision`` 'int8' (and only then;
-        :func:`flarecli.core.inference.folder.load_engine` makes both from a run's options)."""
+        :func:`flarecli.core.inference.folder.load_engine` makes both from a run's options).
+        ``progress(text)``: told when a stage's OpenVINO compilation starts and ends (the
+        first run on a CPU: 30-50 s before any scan)."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelError(f"{model_dir}: model folder not found")
@@ -185,7 +188,7 @@ class Engine:
         if int8 != (calibration is not None):
             raise ValueError("an int8 engine needs its calibration, and only an int8 engine")
         self.model_dir, self.device = model_dir, device
-        self.backend_choice, self.warn = backend, warn
+        self.backend_choice, self.warn, self.progress = backend, warn, progress
         self.fallbacks: list[str] = []  # why OpenVINO was not used (backend 'auto')
         self.recipe = read_model_recipe(model_dir)
         self.graph_name, self.graph = choose_graph(self.recipe, model_dir, graph)
@@ -228,7 +231,7 @@ class Engine:
         def load(name: str) -> ST.LoadedStage:
             return ST.load_stage(name, self.model_dir / name, self.device, which,
                                  self.backend_choice, self.warn, self.fallbacks, wanted[name],
-                                 self.calibration)
+                                 self.calibration, self.progress)
 
         with ThreadPoolExecutor(max(1, len(wanted))) as pool:
             loaded = {name: pool.submit(load, name) for name in wanted}

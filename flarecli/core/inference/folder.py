@@ -41,6 +41,7 @@ from flarecli.core.labels import LABELS, ORGANS
 from flarecli.core.preprocessing.boxes import label_counts
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.typed import to_json
+from flarecli.core.words import count
 
 
 def input_cases(input_dir: Path, output_dir: Path, model_dir: Path | None = None
@@ -291,8 +292,8 @@ def resolved_postprocess(engine: Engine, switch: bool | None,
 
 def load_engine(model_dir: Path, device, choice: BackendChoice, *, with_tumor: bool = True,
                 which: str | None = None, graph: str | None = None,
-                warn: Callable[[str], None] | None = None, probabilities: bool = False
-                ) -> Engine:
+                warn: Callable[[str], None] | None = None, probabilities: bool = False,
+                progress: Callable[[str], None] | None = None) -> Engine:
     """The engine of a run's options (``choice``: checked already). With ``--precision
     int8`` it gets the run's :class:`~flarecli.core.inference.calibration.Calibration`, which
     captures its inputs with the same model at the default precision, on first need."""
@@ -303,7 +304,7 @@ def load_engine(model_dir: Path, device, choice: BackendChoice, *, with_tumor: b
                                   with_tumor=with_tumor, which=which, graph=graph)
     return Engine(model_dir, device, with_tumor=with_tumor, which=which, graph=graph,
                   backend=choice, warn=warn, probabilities=probabilities,
-                  calibration=calibration)
+                  calibration=calibration, progress=progress)
 
 
 def check_seg_sources(cases: list[Case], output_dir: Path, overwrite: bool,
@@ -356,11 +357,13 @@ def _share(cases: list[Case], run: PredictRun, ranks: tuple[int, int, int] | Non
 
 def predict(run: PredictRun, cases: list[Case], source: str,
             notes: Callable[[str], None] | None = None,
-            on_result: Callable[[ScanResult], None] | None = None
+            on_result: Callable[[ScanResult], None] | None = None,
+            on_step: Callable[[str], None] | None = None
             ) -> tuple[list[ScanResult], dict[str, Any]]:
     """Load the model, predict every case, write ``OUTPUT/<command>.json``. Returns (results,
     run record). ``notes(text)`` receives remarks for the user, ``on_result(result)`` each
-    result as it comes."""
+    result as it comes, ``on_step(text)`` what the run is doing: loading the model (notes
+    say when it is compiled for this CPU, 30-50 s once), then the command's name."""
     from flarecli.core.postprocessing.folder import check_min_tumor_mm3
     from flarecli.core.preprocessing.connected import structure
 
@@ -384,12 +387,13 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     share = "-".join(([f"shard-{run.shard[0]}-of-{run.shard[1]}"] if run.shard else [])
                      + ([f"rank-{ranks[0]}-of-{ranks[1]}"] if ranks else [])) or None
     with output_lock(run.output_dir, share, notes):  # one run at a time into a folder
-        return _predict(run, cases, source, ranks, notes, on_result)
+        return _predict(run, cases, source, ranks, notes, on_result, on_step)
 
 
 def _predict(run: PredictRun, cases: list[Case], source: str,
              ranks: tuple[int, int, int] | None, notes: Callable[[str], None] | None,
-             on_result: Callable[[ScanResult], None] | None
+             on_result: Callable[[ScanResult], None] | None,
+             on_step: Callable[[str], None] | None = None
              ) -> tuple[list[ScanResult], dict[str, Any]]:
     """:func:`predict` once the output folder is this run's."""
     from flarecli.core.io.archive import opened_model
@@ -413,10 +417,13 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     choice.check(dev)
     setup_torch(dev, tune_heap=choice.name == "torch")  # OpenVINO: keep memory returnable
     t0 = time.perf_counter()
+    if on_step is not None:
+        on_step("loading the model")
     with opened_model(run.model) as model_dir:  # a folder, or a zip unpacked for loading
         engine = load_engine(model_dir, dev, choice, with_tumor=run.with_tumor,
                              which=run.weights, graph=run.graph, warn=notes,
-                             probabilities=run.tta or run.scores or run.min_score is not None)
+                             probabilities=run.tta or run.scores or run.min_score is not None,
+                             progress=notes)
     t_load = time.perf_counter() - t0
     post = resolved_postprocess(engine, run.postprocess, run.min_tumor_mm3, run.connectivity)
     record_path = Path(run.output_dir) / run.record_name
@@ -424,12 +431,14 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
         check_same_model(record_path, engine.checksums())
     views = engine.views(run.tta)
     if notes is not None:
-        notes(f"{len(cases)} scans, model '{engine.graph_name}' of recipe "
+        notes(f"{count(len(cases), 'scan')}, model '{engine.graph_name}' of recipe "
               f"'{engine.recipe.name}' loaded on {dev} in {t_load:.1f} s")
         for name, n in views.items():
             if run.tta and n == 1:
                 notes(f"note: {run.model}/{name} was trained without mirroring, so TTA has "
                       "no views to add for it: a flipped scan is anatomy it never saw")
+    if on_step is not None:
+        on_step(run.command)
     results = []
     for r in run_folder(engine, plan, run.output_dir, tta=run.tta, postprocess=post,
                         scores=run.scores, min_score=run.min_score,

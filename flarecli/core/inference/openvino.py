@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -142,11 +143,13 @@ class OpenVinoBackend:
     def build(cls, model, heads: tuple[str, ...], input_shape: tuple[int, ...],
               key: dict[str, Any], precision: str, cache_dir: Path | None,
               warn: Callable[[str], None] | None = None, outputs: str = "logits",
-              calibration: Int8Calibration | None = None) -> OpenVinoBackend:
+              calibration: Int8Calibration | None = None, where: str = "the network",
+              progress: Callable[[str], None] | None = None) -> OpenVinoBackend:
         """From the cache when a sound entry is there, else converted (quantized to int8
         with ``calibration``'s inputs, when given: the run's ``--precision int8``), compiled
         and cached; ``model`` builds the torch network, called only then. Raises NotInstalled
-        or CompileFailed."""
+        or CompileFailed. ``progress`` is told when a compilation starts and ends (``where``
+        names the stage's folder): the first run on a CPU spends 30-50 s there."""
         ov = _openvino()
         from flarecli.core.runtime import usable_cpus
 
@@ -165,7 +168,13 @@ class OpenVinoBackend:
             compiled = _load_entry(entry, config, warn)
             if compiled is not None:
                 return compiled, entry, True
+            name = f"'{Path(where).name}'"
+            if progress is not None:
+                progress(f"compiling {name} for this CPU (once; cached in {root / 'openvino'})")
+            t0 = time.perf_counter()
             compiled = _compile(model(), heads, input_shape, config, kind, calibration)
+            if progress is not None:
+                progress(f"compiled {name} in {time.perf_counter() - t0:.1f} s")
             stored = _store_entry(entry, compiled, ident, warn)
             return compiled, entry if stored else None, False
 

@@ -91,13 +91,14 @@ class LoadedStage:
 def load_stage(name: str, folder: Path, device, which: str | None = None,
                choice: BackendChoice | None = None, notes: Callable[[str], None] | None = None,
                fallbacks: list[str] | None = None, probabilities: bool = True,
-               calibration: Int8Calibration | None = None) -> LoadedStage:
+               calibration: Int8Calibration | None = None,
+               progress: Callable[[str], None] | None = None) -> LoadedStage:
     """A bundle's stage on the backend ``choice`` asks for (a BackendChoice; default: torch).
     The weights' checksum is verified before any backend sees them; the torch network is
     built only when a backend needs it (not for an OpenVINO model found in the cache, which
     was compiled from these very weights). ``probabilities``: the run will average or score
     this stage's softmax (TTA, confidence); without, a fixed-size stage only needs each
-    head's argmax."""
+    head's argmax. ``progress``: told when an OpenVINO compilation starts and ends."""
     meta = read_bundle(folder)
     path = verified_weights(folder, meta, which)
     stage, intensity = bundle_stage(folder, meta)
@@ -111,7 +112,7 @@ def load_stage(name: str, folder: Path, device, which: str | None = None,
         else "logits"
     backend = make_backend(model, device, heads, stage.precision, network_input(stage, dims),
                            key, choice or BackendChoice("torch"), notes, str(folder),
-                           fallbacks, outputs, calibration)
+                           fallbacks, outputs, calibration, progress)
     return LoadedStage(name, Path(folder), meta, stage, intensity, backend, dims, chosen)
 
 

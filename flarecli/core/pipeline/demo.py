@@ -22,6 +22,10 @@ from flarecli.core.pipeline.runner import (
 )
 from flarecli.core.recipes.spec import SynthConfig
 
+#: The preset ``flare demo`` runs unless told otherwise: minutes on a laptop CPU (a recipe's
+#: own default, what ``flare train`` takes, is usually ``paper``: a GPU for hours).
+DEMO_PRESET = "cpu"
+
 
 @dataclass
 class DemoRun(RunOptions):

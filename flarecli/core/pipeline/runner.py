@@ -32,6 +32,7 @@ from flarecli.core.errors import DataError
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.typed import parse, to_json
 from flarecli.core.training.options import Progress, TrainRun
+from flarecli.core.words import count
 
 RECORD_SCHEMA = 1
 
@@ -223,9 +224,9 @@ def _audit(run: PipelineRun, out: Path) -> str | None:
     data = audit.manifest(cases, found, {"dataset": str(Path(run.dataset).resolve())})
     write_text_atomic(out / "audit.json", json.dumps(data, indent=2) + "\n")
     s = data["summary"]
-    note = (f"{s['cases']} cases: {s['organ_full']} with all 13 organs, {s['organ_partial']} "
-            f"with some, {s['organ_none']} labelled without organs, {s['unlabeled']} "
-            "unlabeled")
+    note = (f"{count(s['cases'], 'case')}: {s['organ_full']} with all 13 organs, "
+            f"{s['organ_partial']} with some, {s['organ_none']} labelled without organs, "
+            f"{s['unlabeled']} unlabeled")
     if s["problems"]:
         note += f"; {s['problems']} with problems (left out)"
     return note
@@ -254,9 +255,10 @@ def _train(run: PipelineRun, step: S.TrainStep, out: Path, progress: PipelinePro
     summary = train_stage(train, resume=resume, progress=progress.train)
     score = (f"best validation score {summary['best']:.3f}" if summary["validated"]
              else f"final training loss {-summary['best']:.3f}")
-    left_out = (f"; {len(summary['problems'])} cases left out" if summary["problems"]
+    left_out = (f"; {count(len(summary['problems']), 'case')} left out" if summary["problems"]
                 else "")
-    return f"{summary['epochs']} epochs, {score}{left_out}" + (" (resumed)" if resume else "")
+    resumed = " (resumed)" if resume else ""
+    return f"{count(summary['epochs'], 'epoch')}, {score}{left_out}{resumed}"
 
 
 def _same_stage(run_dir: Path, stage: S.Stage) -> bool:
@@ -292,7 +294,7 @@ def _pseudolabel(run: PipelineRun, step: S.PseudolabelStep, out: Path,
     failed = [r for r in results if r.error]
     for r in failed:
         progress.note(f"error: {r.case}: {r.error}")
-    return f"{len(results) - len(failed)} scans" + (f", {len(failed)} failed" if failed else "")
+    return count(len(results) - len(failed), 'scan') + (f", {len(failed)} failed" if failed else "")
 
 
 def _correct(run: PipelineRun, step: S.CorrectStep, out: Path) -> str | None:

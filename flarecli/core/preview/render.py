@@ -7,7 +7,11 @@ raster overlays and text -- matplotlib would add a plotting stack for three imag
 are taken in the canonical orientation (superior, posterior, left), so any storage order
 shows the same picture, and displayed radiologically: the patient's right on the image's
 left, anterior up in the axial plane, superior up in the others. Each plane is resampled to
-square pixels from the spacing (labels by nearest neighbour), so anatomy keeps its aspect.
+square pixels from the spacing (labels by nearest neighbour), so anatomy keeps its aspect, and
+all three at one scale (``size`` pixels for the scan's longest side in mm), so that a 20-slice
+series draws its coronal and sagittal planes as the short bands they are -- padded to
+``MIN_HEIGHT`` so that their letters fit. Titles sit in a strip above the planes, clear of
+the orientation letters.
 """
 
 from __future__ import annotations
@@ -22,15 +26,20 @@ from flarecli.core.labels import LABELS, TUMOR
 #: Soft-tissue window (level 40, width 400 HU).
 WINDOW = (-160.0, 240.0)
 ALPHA = 0.45
-PANEL = 256  # pixels on a plane's longer side
-TUMOR_OUTLINE = (255, 255, 0)
+SIZE = 400  # default pixels for the scan's longest physical side (was 256: too small)
+MIN_HEIGHT = 64  # a plane thinner than this is padded (a 20-slice series' coronal plane)
+TITLE = 14  # the strip above the planes that holds their names
+TUMOR_OUTLINE = (255, 255, 255)
 
-#: One colour per FLARE class (1-14), far apart from each other and from grey.
+#: One colour per FLARE class (1-14): saturated, clear of grey, and at least 38 CIELAB
+#: units from each other (picked greedily for the largest smallest distance; the earlier
+#: palette had tumor/left adrenal, liver/stomach at 28 and IVC/gallbladder looking alike).
+#: Neighbours get different hues (spleen blue, left kidney green like the right one).
 COLOURS: dict[int, tuple[int, int, int]] = {
-    1: (220, 60, 50), 2: (60, 180, 75), 3: (0, 130, 200), 4: (245, 130, 48),
-    5: (145, 30, 180), 6: (70, 240, 240), 7: (240, 50, 230), 8: (210, 245, 60),
-    9: (0, 128, 128), 10: (170, 110, 40), 11: (128, 0, 0), 12: (170, 255, 195),
-    13: (0, 0, 128), 14: (255, 225, 25),
+    1: (224, 64, 64), 2: (0, 224, 0), 3: (0, 64, 224), 4: (0, 224, 160),
+    5: (224, 0, 128), 6: (0, 192, 224), 7: (224, 0, 224), 8: (128, 96, 0),
+    9: (32, 96, 32), 10: (0, 128, 224), 11: (192, 128, 192), 12: (224, 192, 128),
+    13: (128, 192, 64), 14: (224, 192, 32),
 }
 
 #: Plane -> (canonical axis cut, (row axis, flip rows), (column axis, flip columns),
@@ -76,8 +85,9 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
-def render(image: np.ndarray, labels: np.ndarray, geometry: Geometry):
-    """(the picture as a PIL RGB image, its panels) of a CT and its labels on one grid."""
+def render(image: np.ndarray, labels: np.ndarray, geometry: Geometry, size: int = SIZE):
+    """(the picture as a PIL RGB image, its panels) of a CT and its labels on one grid;
+    ``size``: pixels for the scan's longest side in mm (every plane at that one scale)."""
     from PIL import Image, ImageDraw, ImageFont
 
     from flarecli.core.preprocessing.orientation import to_canonical
@@ -88,6 +98,8 @@ def render(image: np.ndarray, labels: np.ndarray, geometry: Geometry):
     fg = np.argwhere(lab > 0)
     centre = fg.mean(0).round().astype(int) if len(fg) else np.array(lab.shape) // 2
     font = ImageFont.load_default()
+    extent_mm = [n * s for n, s in zip(lab.shape, spacing, strict=True)]
+    scale = size / max(extent_mm)  # pixels per mm, the same for the three planes
     pictures, panels = [], []
     left = 0
     for name, (cut, (ra, rflip), (ca, cflip), top, bottom, lft, rgt) in PLANES.items():
@@ -102,12 +114,11 @@ def render(image: np.ndarray, labels: np.ndarray, geometry: Geometry):
         if cflip:
             plane_ct, plane_lab = plane_ct[:, ::-1], plane_lab[:, ::-1]
         h_mm, w_mm = plane_ct.shape[0] * spacing[ra], plane_ct.shape[1] * spacing[ca]
-        scale = PANEL / max(h_mm, w_mm)
-        size = (max(1, round(w_mm * scale)), max(1, round(h_mm * scale)))
+        shape = (max(1, round(w_mm * scale)), max(1, round(h_mm * scale)))
         grey = Image.fromarray(np.ascontiguousarray(_window(plane_ct))).resize(
-            size, Image.BILINEAR)
+            shape, Image.BILINEAR)
         ids = np.asarray(Image.fromarray(np.ascontiguousarray(plane_lab)).resize(
-            size, Image.NEAREST))
+            shape, Image.NEAREST))
         rgb = np.repeat(np.asarray(grey)[..., None], 3, axis=2).astype(np.float32)
         palette = np.zeros((256, 3), np.float32)
         for c, colour in COLOURS.items():
@@ -115,24 +126,28 @@ def render(image: np.ndarray, labels: np.ndarray, geometry: Geometry):
         mask = (ids > 0)[..., None]
         rgb = np.where(mask, (1 - ALPHA) * rgb + ALPHA * palette[ids], rgb)
         rgb[_outline(ids == TUMOR)] = TUMOR_OUTLINE
-        panel_img = Image.fromarray(rgb.round().astype(np.uint8))
-        draw = ImageDraw.Draw(panel_img)
-        w, h = size
-        for text, xy in ((top, (w // 2 - 3, 2)), (bottom, (w // 2 - 3, h - 12)),
-                         (lft, (2, h // 2 - 6)), (rgt, (w - 9, h // 2 - 6))):
-            draw.text(xy, text, fill=(255, 255, 255), font=font)
-        draw.text((4, 2), name, fill=(200, 200, 200), font=font)
-        pictures.append(panel_img)
-        panels.append(Panel(name, left, 0, w, h, int(centre[cut]),
+        w, h = shape
+        pictures.append((Image.fromarray(rgb.round().astype(np.uint8)), (top, bottom, lft, rgt)))
+        pad = max(0, MIN_HEIGHT - h) // 2  # a thin plane sits centred in MIN_HEIGHT
+        panels.append(Panel(name, left, TITLE + pad, w, h, int(centre[cut]),
                             (ra, rflip, lab.shape[ra]), (ca, cflip, lab.shape[ca])))
-        left += w + 4
+        left += max(w, 60) + 6  # room for the title over a narrow plane
     present = [int(c) for c in np.unique(lab) if c > 0]
     legend_w = 130
-    height = max(PANEL, 14 * len(present) + 8)
+    height = max(TITLE + max(max(p.height, MIN_HEIGHT) for p in panels),
+                 14 * len(present) + 8)
     canvas = Image.new("RGB", (left + legend_w, height), (0, 0, 0))
-    for p, img in zip(panels, pictures, strict=True):
-        canvas.paste(img, (p.left, p.top))
     draw = ImageDraw.Draw(canvas)
+    for p, (img, (top, bottom, lft, rgt)) in zip(panels, pictures, strict=True):
+        canvas.paste(img, (p.left, p.top))
+        draw.text((p.left + 2, 1), p.name, fill=(200, 200, 200), font=font)
+        # on a plane too thin for two letters one above the other, S and I go in its padding
+        inside = p.height >= 28
+        ys = (p.top + 2, p.top + p.height - 12) if inside else (p.top - 12, p.top + p.height + 1)
+        mid_x, mid_y = p.left + p.width // 2 - 3, p.top + p.height // 2 - 6
+        for text, xy in ((top, (mid_x, ys[0])), (bottom, (mid_x, ys[1])),
+                         (lft, (p.left + 2, mid_y)), (rgt, (p.left + p.width - 9, mid_y))):
+            draw.text(xy, text, fill=(255, 255, 255), font=font)
     for k, c in enumerate(present):
         y = 4 + 14 * k
         draw.rectangle((left + 4, y + 1, left + 14, y + 11), fill=COLOURS.get(c, (255, 255, 255)),
@@ -141,27 +156,29 @@ def render(image: np.ndarray, labels: np.ndarray, geometry: Geometry):
     return canvas, panels
 
 
-def write_preview(path, image: np.ndarray, labels: np.ndarray, geometry: Geometry) -> None:
-    """Render and write one PNG, atomically."""
+def write_preview(path, image: np.ndarray, labels: np.ndarray, geometry: Geometry,
+                  size: int = SIZE) -> None:
+    """Render and write one PNG, atomically (``size``: as :func:`render`)."""
     from pathlib import Path
 
     from flarecli.core.io.files import atomic_path
 
-    picture, _ = render(image, labels, geometry)
+    picture, _ = render(image, labels, geometry, size)
     with atomic_path(Path(path)) as tmp:
         picture.save(tmp, format="PNG")
 
 
-def preview_case(job: tuple[str, str, str, str, str | None]) -> str | None:
+def preview_case(job: tuple, size: int = SIZE) -> str | None:
     """Render one case ``(case, label path, image path, png path, DICOM series uid or
-    None)``; the problem, or None."""
+    None[, size])``; the problem, or None."""
     from flarecli.core.errors import FlareError
     from flarecli.core.io.cases import read_labelled_scan
 
-    _, label_path, image_path, target, series = job
+    _, label_path, image_path, target, series = job[:5]
+    size = job[5] if len(job) > 5 else size
     try:
         labels, geometry, image = read_labelled_scan(label_path, image_path, series)
-        write_preview(target, image, labels, geometry)
+        write_preview(target, image, labels, geometry, size)
         return None
     except FlareError as e:
         return str(e)

@@ -63,7 +63,7 @@ class Lesion:
 
 @dataclass
 class CaseStats:
-    id: str
+    id: str | None  # None: an image with no name (the Python API's in-memory images)
     classes: dict[int, ClassStats] = field(default_factory=dict)
     lesions: list[Lesion] = field(default_factory=list)
 
@@ -88,7 +88,7 @@ class CaseStats:
                 "sum_long_axes_mm": round(self.sum_long_axes_mm, 2)}
 
 
-def case_stats(case_id: str, labels: np.ndarray, geometry: Geometry,
+def case_stats(case_id: str | None, labels: np.ndarray, geometry: Geometry,
                image: np.ndarray | None = None, min_tumor_mm3: float = MIN_TUMOR_MM3
                ) -> CaseStats:
     """Statistics of one uint8 label map ([z, y, x]) and, optionally, its CT on the same

@@ -22,6 +22,7 @@ from flarecli.core.training.context import Context
 from flarecli.core.training.network import seen_by_init
 from flarecli.core.training.options import Progress, TrainRun
 from flarecli.core.training.phases import Phase, plan_phases, without_cases
+from flarecli.core.words import count
 
 #: A run goes on without the cases it cannot read when at least this share of the cases it
 #: would use remains (and every phase keeps a training case); otherwise it stops before
@@ -46,7 +47,8 @@ def check_enough(n_bad: int, n_cases: int, phases: list[Phase] = ()) -> None:
     """Raise DataError unless enough cases remain (MIN_USABLE_FRACTION of ``n_cases``, and
     a training case in every phase)."""
     if n_cases - n_bad < MIN_USABLE_FRACTION * n_cases or any(not p.cases for p in phases):
-        raise DataError(f"{n_bad} of {n_cases} cases cannot be used (see the lines above): "
+        raise DataError(f"{n_bad} of {count(n_cases, 'case')} cannot be used (see the lines "
+                        "above): "
                         "too few left to train on", hint="fix the cases, or give a source "
                         "without them (a manifest lists which to use)")
 

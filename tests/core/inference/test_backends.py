@@ -79,12 +79,22 @@ def test_the_cache_is_written_reused_invalidated_and_never_trusted_when_corrupt(
     model, images = trained
     cache = tmp_path / "cache"
     opts = ("--backend", "openvino", "--cache-dir", cache, "--overwrite")
-    rec, _ = infer(run_cli, model, images, tmp_path / "a", *opts)
+    rec, res = infer(run_cli, model, images, tmp_path / "a", *opts)
     assert not any(b["cached"] for b in rec["backends"].values())
     assert len(entries(cache)) == 2  # coarse, organs
+    # the first run says why it takes long before any scan (30-50 s for real models)
+    for stage in ("coarse", "organs"):
+        assert (f"compiling '{stage}' for this CPU (once; cached in {cache / 'openvino'})"
+                in res.stderr)
+        assert f"compiled '{stage}' in " in res.stderr
     first = labels(tmp_path / "a")
-    rec, _ = infer(run_cli, model, images, tmp_path / "a", *opts)
+    # previews and statistics say so in a log (stderr is not a terminal here)
+    rec, res = infer(run_cli, model, images, tmp_path / "a", *opts, "--stats",
+                     tmp_path / "s.json", "--preview", tmp_path / "png")
     assert all(b["cached"] for b in rec["backends"].values())
+    assert "compiling" not in res.stderr
+    assert f"previews into {tmp_path / 'png'}: 2 ..." in res.stderr
+    assert "statistics: 2 ..." in res.stderr and "statistics: done in" in res.stderr
     assert all(np.array_equal(first[k], v) for k, v in labels(tmp_path / "a").items())
 
     # a corrupt blob is rebuilt, with a note, and the output is the same

@@ -84,3 +84,46 @@ def test_the_command_writes_pngs_and_reports_a_bad_case(tmp_path, run_cli):
     assert picture.format == "PNG" and picture.mode == "RGB"
     _, panels = render(image, labels, g)
     check(picture.convert("RGB"), panels, labels)
+
+
+def test_the_palette_keeps_every_pair_of_classes_apart():
+    from itertools import combinations
+
+    from skimage.color import rgb2lab
+
+    lab = {c: rgb2lab(np.array(rgb, float)[None, None] / 255)[0, 0] for c, rgb in COLOURS.items()}
+    assert set(COLOURS) == set(range(1, 15))
+    closest = min(float(np.linalg.norm(lab[a] - lab[b])) for a, b in combinations(lab, 2))
+    # the old palette: tumor/left adrenal 28.3, liver/stomach 28.4 CIELAB units
+    assert closest >= 35
+    grey = rgb2lab(np.full((1, 1, 3), 0.5))[0, 0]
+    assert all(np.linalg.norm(v - grey) >= 30 for v in lab.values())
+
+
+def test_a_few_slices_draw_short_planes_at_one_scale_with_room_for_their_letters():
+    # 20 slices of 2 mm under a 300 x 300 mm axial plane: a 40 mm band
+    shape = (20, 100, 100)
+    labels = np.zeros(shape, np.uint8)
+    labels[5:15, 30:70, 20:40] = 1
+    image = np.full(shape, 40, np.int16)
+    g = geom(shape, spacing_xyz=(3.0, 3.0, 2.0))
+    picture, panels = render(image, labels, g, size=300)
+    axial, coronal, sagittal = panels
+    assert axial.width == axial.height == 300  # the longest side at the size asked for
+    assert coronal.width == 300 and coronal.height == 40  # the same mm -> pixel scale
+    assert sagittal.height == coronal.height
+    from flarecli.core.preview.render import MIN_HEIGHT, TITLE
+
+    # titles above the planes, thin planes padded: nothing drawn over their first rows
+    assert min(p.top for p in panels) >= TITLE
+    assert coronal.top >= TITLE + (MIN_HEIGHT - coronal.height) // 2
+    assert picture.height >= TITLE + MIN_HEIGHT
+    rgb = np.asarray(picture)
+    x, y = coronal.pixel((10, 50, 30))
+    assert np.abs(rgb[y, x] - expected(1, float(_window(np.array([40]))[0]))).max() <= 2
+
+
+def test_the_default_picture_is_larger_than_it_was():
+    image, labels = phantom()
+    picture, panels = render(image, labels, geom(labels.shape, spacing_xyz=(0.8, 0.8, 3.0)))
+    assert max(max(p.width, p.height) for p in panels) == 400

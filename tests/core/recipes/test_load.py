@@ -161,7 +161,7 @@ def test_presets_and_files_that_cannot_be_read(tmp_path, run_cli):
 
 def test_recipes_lists_and_shows(run_cli):
     res = run_cli("recipes")
-    assert res.code == 0 and "stmt" in res.stdout and "paper (default), cpu, smoke" in \
+    assert res.code == 0 and "stmt" in res.stdout and "paper (train), cpu (demo), smoke" in \
         res.stdout
     res = run_cli("recipes", "show", "stmt", "--preset", "cpu")
     assert res.code == 0
