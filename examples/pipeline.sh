@@ -28,8 +28,8 @@ TEACHER_OPT=${TEACHER_OPT-}
 STUDENT_COARSE_OPT=${STUDENT_COARSE_OPT---epochs 5}
 STUDENT_OPT=${STUDENT_OPT-}
 TUMOR_OPT=${TUMOR_OPT-}
-WARM=${WARM:-1}                       # 1: the student from the teacher, the tumor model from
-init() { [ "$WARM" = 1 ] && echo "--init $OUT/$1" || true; }   # the student's organ model
+WARM=${WARM:-1}                       # 1: the student from the teacher (the tumor model
+init() { [ "$WARM" = 1 ] && echo "--init $OUT/$1" || true; }   # starts from scratch)
 train() { $FLARE train --recipe "$RECIPE" --preset "$PRESET" --device "$DEVICE" --overwrite "$@"; }
 
 # flare's exit code 4 means "finished, but some cases had problems" (printed one per line);
@@ -71,8 +71,7 @@ train "$OUT/corrected/manifest.json" --out "$OUT/student" --stage coarse --data 
     $(init teacher/coarse) $STUDENT_COARSE_OPT
 train "$OUT/corrected/manifest.json" --out "$OUT/student" --stage organs \
     $(init teacher/teacher) $STUDENT_OPT
-train "$OUT/corrected/manifest.json" --out "$OUT/student" --stage tumor \
-    $(init student/organs) $TUMOR_OPT
+train "$OUT/corrected/manifest.json" --out "$OUT/student" --stage tumor $TUMOR_OPT
 
 # 6. Segment the test scans (coarse -> fine ROI -> tumor on organs -> largest components) and
 #    score them exactly as FLARE does.

@@ -29,8 +29,10 @@ def test_pipeline_script_runs_the_loop(tmp_path, run_cli):
     for name in ("teacher/coarse", "teacher/teacher", "student/coarse", "student/organs",
                  "student/tumor"):
         assert (out / name / "model.json").is_file(), name
+    organs = json.loads((out / "student" / "organs" / "config.json").read_text())["run"]
+    assert organs["init"].endswith("teacher/teacher")  # WARM=1: the student from the teacher
     tumor = json.loads((out / "student" / "tumor" / "config.json").read_text())["run"]
-    assert tumor["init"].endswith("student/organs")  # WARM=1: the tumor model from organs
+    assert tumor.get("init") is None  # the tumor stage (2-D, two heads) starts from scratch
     # the teacher trained with augmentation: its 4 mirror views were averaged
     record = json.loads((out / "pseudo" / "pseudolabel.json").read_text())
     assert record["tta_views"] == {"teacher": 4}
