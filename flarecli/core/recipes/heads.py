@@ -31,6 +31,12 @@ def head_ids(classes: Sequence[int | Sequence[int]]) -> np.ndarray:
     return ids
 
 
+def every_class(classes: Sequence[int | Sequence[int]]) -> set[int]:
+    """Every FLARE id a head predicts, merged entries included."""
+    return {int(c) for entry in classes
+            for c in (entry if isinstance(entry, Sequence) else (entry,))}
+
+
 def plain_classes(classes: Sequence[int | Sequence[int]]) -> set[int]:
     """The FLARE ids a head predicts one by one (merged entries left out)."""
     return {int(c) for c in classes if isinstance(c, int)}

@@ -26,6 +26,7 @@ from typing import Any
 from flarecli.core.errors import did_you_mean
 from flarecli.core.labels import CASE_KINDS, GROUPS
 from flarecli.core.recipes import spec as S
+from flarecli.core.recipes.heads import plain_classes
 from flarecli.core.recipes.typed import RecipeError, parse, to_json
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
@@ -316,7 +317,7 @@ def _output_classes(recipe: S.Recipe, out: S.Output) -> set[int]:
     if stage is None or (out.head is None and len(stage.network.heads) != 1):
         return set()
     head = out.head or next(iter(stage.network.heads))
-    return {c for c in stage.network.heads.get(head, ()) if isinstance(c, int)}
+    return plain_classes(stage.network.heads.get(head, ()))
 
 
 def check_graph(recipe: S.Recipe, name: str, graph: S.Graph) -> None:

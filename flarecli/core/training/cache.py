@@ -36,6 +36,7 @@ from flarecli.core.preprocessing.boxes import (
 from flarecli.core.preprocessing.intensity import Intensity
 from flarecli.core.preprocessing.resample import resample, size_at_spacing
 from flarecli.core.recipes import spec as S
+from flarecli.core.recipes.heads import every_class
 from flarecli.core.recipes.typed import to_json
 
 CACHE_VERSION = 5
@@ -136,8 +137,7 @@ def foreground_points(label: np.ndarray, classes: set[int], seed: int = 0
 
 def stage_classes(stage: S.Stage) -> set[int]:
     """Every FLARE id a stage's heads predict (merged entries included)."""
-    return {int(c) for classes in stage.network.heads.values() for entry in classes
-            for c in (entry if isinstance(entry, (tuple, list)) else (entry,))}
+    return set().union(*map(every_class, stage.network.heads.values()))
 
 
 def cache_key(stage: S.Stage, intensity: Intensity, label_path: Path) -> str:
