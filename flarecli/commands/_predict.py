@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flarecli.commands._folder import fail_if_any, note_stray
-from flarecli.commands._ui import err, problem, progress_bar
+from flarecli.commands._ui import err, note, problem, progress_bar
 
 if TYPE_CHECKING:  # the core loads inside the command, so that --help stays light
     from flarecli.core.inference.folder import PredictRun
@@ -39,6 +39,8 @@ def predict_folder(input_dir: Path, run: PredictRun,
         def on_result(r: ScanResult) -> None:
             if r.error:
                 problem(r.case, r.error)
+            elif r.geometry_note:
+                note(r.case, r.geometry_note)
             advance()
 
         return predict(run, cases, str(Path(input_dir).resolve()),

@@ -13,7 +13,7 @@ from flarecli.commands._folder import (
     run_cases,
     write_reports,
 )
-from flarecli.commands._ui import CSV_OUT, JSON_OUT, WORKERS, out, problem
+from flarecli.commands._ui import CSV_OUT, JSON_OUT, WORKERS, note, out, problem
 
 
 def audit(
@@ -43,6 +43,8 @@ def audit(
     for result in run_cases(found.cases, workers, "audit", each=core.audit_case):
         for message in result.problems:
             problem(result.id, message)
+        for message in result.notes:
+            note(result.id, message)
         cases.append(result)
     data = core.manifest(cases, found, source)
     render_summary(data["summary"])

@@ -85,6 +85,8 @@ def _score(plan, workers: int) -> list:
             note(r.case, "no prediction, scored as empty")
         for message in r.problems:
             problem(r.case, message)
+        for message in r.notes:
+            note(r.case, message)
         results.append(r)
     return sorted(results, key=lambda r: r.case)
 

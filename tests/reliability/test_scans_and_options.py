@@ -5,6 +5,7 @@ output names too long for the file system, output folders in use by another run.
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import struct
 from pathlib import Path
@@ -257,3 +258,78 @@ def test_an_output_name_over_255_bytes_is_one_line_exit_3(model_dir, tmp_path,  
         assert res.stderr.startswith("flare: error: ") and len(res.stderr.splitlines()) == 1
         assert re.search(r"'x{24}\.\.\.' is 30[05] bytes long", res.stderr), res.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.nii.gz"))
+
+
+# ---- how a header places its grid --------------------------------------------------------
+
+def set_transform(path: Path, codes=None, srow_shift_mm: float = 0.0, pixdim=None) -> None:
+    """Rewrite a NIfTI-1 file's qform/sform codes, move its sform's x offset, or set pixdim."""
+    from flarecli.core.io.nifti_header import _LAYOUT
+
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    if codes is not None:
+        struct.pack_into("<2h", raw, _LAYOUT[1]["codes"][1], *codes)
+    if srow_shift_mm:
+        offset = _LAYOUT[1]["srow"][1]
+        srow = list(struct.unpack_from("<12f", raw, offset))
+        srow[3] += srow_shift_mm
+        struct.pack_into("<12f", raw, offset, *srow)
+    if pixdim is not None:
+        struct.pack_into("<8f", raw, _LAYOUT[1]["pixdim"][1], *pixdim)
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+@pytest.mark.parametrize("codes, used", [((1, 1), "sform"), ((1, 2), "qform")])
+def test_disagreeing_qform_and_sform_are_read_with_a_note_naming_the_one_used(codes, used,
+                                                                              tmp_path):
+    from flarecli.core.io.nifti import read_header, read_volume
+
+    path = tmp_path / "x.nii.gz"
+    write_volume(path, np.ones((4, 5, 6), np.int16), geom((4, 5, 6), origin=(10, 20, 30)))
+    assert read_header(path).note is None  # ITK writes both, agreeing
+    set_transform(path, codes=codes, srow_shift_mm=50.0)
+    g = read_header(path)
+    assert g == read_volume(path)[1]
+    assert f"disagree by up to 50.0 mm; the {used} is used" in g.note
+    # the note names the transform the grid really follows: the sform moved x by 50 mm
+    # (RAS), which is -50 mm in flare's LPS frame
+    assert g.origin_xyz[0] == pytest.approx(-40.0 if used == "sform" else 10.0)
+
+
+def test_no_transform_and_a_negative_pixdim_read_like_a_full_read_with_a_note(tmp_path):
+    from flarecli.core.io.nifti import read_header, read_volume
+
+    path = tmp_path / "x.nii.gz"
+    write_volume(path, np.ones((4, 5, 6), np.int16), geom((4, 5, 6), spacing_xyz=(1, 1, 2)))
+    set_transform(path, codes=(0, 0), pixdim=(1.0, -1.0, 1.0, 2.0, 0, 0, 0, 0))
+    g = read_header(path)
+    # ITK hands a header read a negative spacing and a full read a flipped axis: one grid
+    assert g == read_volume(path)[1]
+    assert g.spacing_xyz == (1.0, 1.0, 2.0) and g.direction_matrix[0, 0] == -1.0
+    assert "both codes 0" in g.note and "read as RPS" in g.note and "negative" in g.note
+
+
+def test_the_transform_note_reaches_the_user_per_case(model_dir, tmp_path,  # noqa: F811
+                                                      run_cli):
+    data = tmp_path / "data"
+    for case in ("plain", "odd"):
+        blob_case(data, case, 1)
+    set_transform(data / "imagesTr" / "odd_0000.nii.gz", codes=(1, 1), srow_shift_mm=5.0)
+    set_transform(data / "labelsTr" / "odd.nii.gz", codes=(1, 1), srow_shift_mm=5.0)
+    images = data / "imagesTr"
+    for command, args in (
+            ("infer", [images, tmp_path / "inf", "--model", model_dir, "--device", "cpu"]),
+            ("audit", [data, "--json", tmp_path / "a.json"]),
+            ("evaluate", [data / "labelsTr", data / "labelsTr", "--csv", tmp_path / "e.csv"])):
+        res = run_cli(command, *args)
+        assert res.code == 0, (command, res.stderr)
+        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("note:")
+                 and "qform" in ln]
+        assert lines and all(ln.startswith("note: odd:") for ln in lines), (command,
+                                                                            res.stderr)
+        assert "the sform is used" in lines[0]
+    record = json.loads((tmp_path / "inf" / "infer.json").read_text())
+    notes = {s["case"]: s["geometry_note"] for s in record["scans"]}
+    assert notes["plain"] is None and "disagree by up to 5.0 mm" in notes["odd"]
+    audit = json.loads((tmp_path / "a.json").read_text())
+    assert [c["notes"] for c in audit["cases"] if c["id"] == "plain"] == [[]]

@@ -53,6 +53,9 @@ class CaseAudit:
     hu_max: float | None = None
     voxels: dict[int, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: remarks that are not problems: how a file's header placed its grid (a NIfTI whose
+    #: qform and sform disagree, or that stores neither)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_classes(self) -> int:
@@ -102,6 +105,8 @@ def audit_case(case: Case) -> CaseAudit:
         try:
             image, image_geom = read_volume(case.image)
             _describe(out, image_geom)
+            if image_geom.note:
+                out.notes.append(f"{Path(case.image).name}: {image_geom.note}")
             if image.size:
                 out.hu_min, out.hu_max = float(image.min()), float(image.max())
             del image
@@ -114,6 +119,8 @@ def audit_case(case: Case) -> CaseAudit:
         except FlareError as e:
             out.problems.append(_short(e, case.label))
             return out
+        if label_geom.note:
+            out.notes.append(f"{Path(case.label).name}: {label_geom.note}")
         if image_geom is None:
             _describe(out, label_geom)
         else:

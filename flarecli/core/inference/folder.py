@@ -191,6 +191,7 @@ def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bo
                 result.error = error
                 yield result
                 continue
+            result.geometry_note = geometry.note
             label = _compute(engine, image, geometry, result, tta=tta,
                              stats=scores or min_score is not None, postprocess=postprocess)
             del image

@@ -43,6 +43,9 @@ class ScanResult:
     #: DICOM SEG output: what the SEG took from elsewhere for attributes the series lacks
     #: (``io.dicom.seg_sources``), by attribute
     dicom_filled: dict[str, Any] | None = None
+    #: how the scan's header placed it in the patient, when a user should know
+    #: (:attr:`flarecli.core.io.geometry.Geometry.note`)
+    geometry_note: str | None = None
 
     @property
     def score(self) -> float | None:

@@ -19,7 +19,7 @@ anatomy stay in LPS ``xyz``: they are positions in the patient, not array axes.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
@@ -41,6 +41,9 @@ class Geometry:
     spacing_xyz: tuple[float, float, float]
     origin_xyz: tuple[float, float, float]
     direction: tuple[float, ...]  # 9 floats, ITK row-major
+    #: how the file's header placed this grid, when a user should know (a NIfTI file whose
+    #: qform and sform disagree, or that stores neither); not part of the grid
+    note: str | None = field(default=None, compare=False)
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:

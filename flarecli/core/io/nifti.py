@@ -8,6 +8,7 @@ write is atomic and read back whole before it takes its name (:mod:`flarecli.cor
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from flarecli.core.io.nifti_header import (
     header_zooms,  # noqa: F401 -- core/metrics imports it from here
     inspect_header,
     nifti_suffix,
+    transform_note,
 )
 from flarecli.core.labels import check_label_values
 
@@ -31,13 +33,20 @@ sitk.ProcessObject.SetGlobalWarningDisplay(False)
 
 
 def geometry_of(image: sitk.Image | sitk.ImageFileReader) -> Geometry:
-    """Geometry of an image, or of a reader after ``ReadImageInformation()``."""
+    """Geometry of an image, or of a reader after ``ReadImageInformation()``.
+
+    A NIfTI file without qform and sform but with a negative pixdim gives the reader a
+    negative spacing and the decoded image that axis flipped in its direction instead; both
+    become the image's form, so a header read agrees with a full read."""
     size = image.GetSize()
+    spacing = np.array(image.GetSpacing(), dtype=np.float64)
+    direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    direction[:, spacing < 0] *= -1
     return Geometry(
         shape_zyx=(int(size[2]), int(size[1]), int(size[0])),
-        spacing_xyz=tuple(float(v) for v in image.GetSpacing()),  # type: ignore[arg-type]
+        spacing_xyz=tuple(float(v) for v in np.abs(spacing)),  # type: ignore[arg-type]
         origin_xyz=tuple(float(v) for v in image.GetOrigin()),  # type: ignore[arg-type]
-        direction=tuple(float(v) for v in image.GetDirection()),
+        direction=tuple(float(v) + 0.0 for v in direction.ravel()),
     )
 
 
@@ -78,7 +87,7 @@ def _itk_reason(e: Exception) -> str:
 def read_header(path: Path) -> Geometry:
     """Geometry only, without decoding voxels (fast). Raises like :func:`read_volume`."""
     path = Path(path)
-    _checked(path)
+    header = _checked(path)
     reader = _reader(path)
     try:
         reader.ReadImageInformation()
@@ -86,7 +95,8 @@ def read_header(path: Path) -> Geometry:
         raise DataError(f"{path}: unreadable NIfTI header ({_itk_reason(e)})") from e
     if reader.GetDimension() != 3:
         raise DataError(f"{path}: image is {reader.GetDimension()}-D, expected 3-D")
-    return checked_geometry(geometry_of(reader), str(path))
+    geometry = checked_geometry(geometry_of(reader), str(path))
+    return replace(geometry, note=transform_note(header, geometry))
 
 
 def read_volume(path: Path) -> tuple[np.ndarray, Geometry]:
@@ -103,7 +113,7 @@ def read_volume(path: Path) -> tuple[np.ndarray, Geometry]:
         bad = count_nonfinite(path, header)
         if bad:
             raise DataError(f"{path}: {bad} NaN/inf voxels")
-    return array, geometry
+    return array, replace(geometry, note=transform_note(header, geometry))
 
 
 def from_sitk(image: sitk.Image, where: str, finite: bool = True

@@ -60,6 +60,10 @@ class NiftiHeader:
     bitpix: int
     vox_offset: int
     pixdim: tuple[float, ...]  # pixdim[0..7]
+    qform_code: int = 0
+    sform_code: int = 0
+    quatern: tuple[float, ...] = (0.0,) * 6  # quatern_b, _c, _d, qoffset_x, _y, _z
+    srow: tuple[float, ...] = (0.0,) * 12  # srow_x, srow_y, srow_z
 
     @property
     def n_voxels(self) -> int:
@@ -159,7 +163,8 @@ def parse_header(head: bytes, where: str) -> NiftiHeader:
                 np.linalg.det(srow[:, :3] / scale)) < 1e-6:
             raise DataError(f"{where}: the sform matrix is not finite or not invertible")
     return NiftiHeader(version, endian, dims, int(f["datatype"]), int(f["bitpix"]), int(offset),
-                       pixdim)
+                       pixdim, int(qcode), int(scode), tuple(float(v) for v in f["quatern"]),
+                       tuple(float(v) for v in f["srow"]))
 
 
 def _open_raw(path: Path):
@@ -242,3 +247,79 @@ def count_nonfinite(path: Path, header: NiftiHeader) -> int:
             count += int(values.size - np.count_nonzero(np.isfinite(values)))
             left -= values.size
     return count
+
+
+#: How far apart (mm, at any corner of the volume) the qform and the sform may place a voxel
+#: and still count as one transform: both are stored as float32.
+TRANSFORM_ATOL_MM = 0.01
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def qform_affine(header: NiftiHeader) -> np.ndarray:
+    """The qform as a 4x4 voxel-index -> LPS-mm matrix (NIfTI's quaternion, ``qfac`` =
+    pixdim[0], voxel size |pixdim[1:4]|)."""
+    b, c, d, x, y, z = header.quatern
+    a = np.sqrt(max(0.0, 1.0 - (b * b + c * c + d * d)))
+    rotation = np.array([
+        [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+        [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+        [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b]])
+    qfac = -1.0 if header.pixdim[0] < 0 else 1.0
+    scale = np.abs(header.pixdim[1:4]) * np.array([1.0, 1.0, qfac])
+    out = np.eye(4)
+    out[:3, :3] = _RAS_TO_LPS @ rotation @ np.diag(scale)
+    out[:3, 3] = _RAS_TO_LPS @ np.array([x, y, z])
+    return out
+
+
+def sform_affine(header: NiftiHeader) -> np.ndarray:
+    """The sform (srow_x, srow_y, srow_z) as a 4x4 voxel-index -> LPS-mm matrix."""
+    out = np.eye(4)
+    out[:3] = _RAS_TO_LPS @ np.asarray(header.srow, dtype=np.float64).reshape(3, 4)
+    return out
+
+
+def _corners(header: NiftiHeader) -> np.ndarray:
+    """The volume's 8 corner voxel indices, homogeneous, one per column."""
+    ni, nj, nk = (d - 1 for d in header.dims[:3])
+    return np.array([[i, j, k, 1.0] for i in (0, ni) for j in (0, nj) for k in (0, nk)]).T
+
+
+def _apart_mm(a: np.ndarray, b: np.ndarray, corners: np.ndarray) -> float:
+    return float(np.linalg.norm((a @ corners - b @ corners)[:3], axis=0).max())
+
+
+def transform_note(header: NiftiHeader, geometry: Any) -> str | None:
+    """What a user should know about how the voxel grid was placed in the patient, or None.
+
+    A NIfTI file stores up to two transforms. When both are set and disagree, readers differ
+    in which they take (ITK the sform for sform_code 1 or without a qform, else the qform;
+    nibabel the sform whenever set), so the note names the one flare read. With neither set
+    the orientation is a guess, and a negative pixdim then flips an axis in ITK only.
+    ``geometry``: the :class:`~flarecli.core.io.geometry.Geometry` the file was read as.
+    """
+    q, s = header.qform_code, header.sform_code
+    if q == 0 and s == 0:
+        text = (f"no qform or sform (both codes 0), so no stored orientation: read as "
+                f"{geometry.orientation} with voxel size "
+                f"{[round(abs(v), 4) for v in header.pixdim[1:4]]} mm")
+        if any(v < 0 for v in header.pixdim[1:4]):
+            text += (f"; pixdim {[round(v, 4) for v in header.pixdim[1:4]]} is negative, which "
+                     "flips that axis here (other readers may not flip it)")
+        return text
+    if q == 0 or s == 0:
+        return None
+    corners = _corners(header)
+    qform, sform = qform_affine(header), sform_affine(header)
+    apart = _apart_mm(qform, sform, corners)
+    if apart <= TRANSFORM_ATOL_MM:
+        return None
+    used = np.eye(4)
+    used[:3, :3] = np.asarray(geometry.direction_matrix) @ np.diag(geometry.spacing_xyz)
+    used[:3, 3] = geometry.origin_xyz
+    which = "sform" if _apart_mm(used, sform, corners) <= _apart_mm(used, qform, corners) \
+        else "qform"
+    return (f"qform (code {q}) and sform (code {s}) disagree by up to {apart:.1f} mm; the "
+            f"{which} is used (other readers may take the "
+            f"{'qform' if which == 'sform' else 'sform'})")

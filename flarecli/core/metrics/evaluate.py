@@ -83,6 +83,7 @@ class CaseResult:
     problems: list[str] = field(default_factory=list)
     missing_prediction: bool = False
     lesions: CaseLesions | None = None  # None: not scored (a problem, or tumors not annotated)
+    notes: list[str] = field(default_factory=list)  # how the GT's header placed its grid
 
     @property
     def ok(self) -> bool:
@@ -224,6 +225,8 @@ def evaluate_case(job: EvalJob) -> CaseResult:
                 else None
             gt, geometry = read_label_map(job.gt, "ground truth")
             pred_pair = pred_read.result() if pred_read is not None else None
+        if geometry.note:
+            result.notes.append(f"ground truth {job.gt.name}: {geometry.note}")
         if pred_pair is None:
             pred = np.zeros_like(gt)
         else:
