@@ -32,7 +32,7 @@ def test_models_import_only_torch():
     for path in (PKG / "models").rglob("*.py"):
         mods = imported_modules(path)
         allowed = {"torch", "__future__", "dataclasses", "typing", "math", "collections",
-                   "difflib"}
+                   "difflib", "importlib"}
         assert all(m in allowed or m.startswith("flarecli.models") for m in mods), (path, mods)
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from flarecli.models import PRESETS, build_model, count_parameters, preset
+from flarecli.models.build import PRESETS, build_model, count_parameters, preset
 
 
 def build(name, **kw):
@@ -77,7 +77,8 @@ def test_one_named_head_keeps_the_classic_parameter_names():
 
 
 def test_he_normal_initialisation():
-    from flarecli.models import as_heads, initialise
+    from flarecli.models import as_heads
+    from flarecli.models.build import initialise
 
     m = build("tiny")
     initialise(m, "he_normal")

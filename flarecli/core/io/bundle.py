@@ -200,7 +200,7 @@ def network_of(path: Path, meta: dict[str, Any], device: str = "cpu"):
     """The bundle's network with the (verified) weights of ``path``, in eval mode."""
     import torch
 
-    from flarecli.models import build_model
+    from flarecli.models.build import build_model
 
     try:
         state = torch.load(path, map_location=device, weights_only=True)

@@ -350,20 +350,17 @@ def check_graph(recipe: S.Recipe, name: str, graph: S.Graph) -> None:
 
 
 def check_network(network: S.Network, path: str) -> None:
-    """The architecture must be registered (``flarecli.models.MODELS``) and take every
+    """The architecture must be registered (``flarecli.models.registry``) and take every
     argument the recipe gives it -- checked when a recipe loads, so that ``flare recipes
-    show``, a model folder's recipe.json and ``flare train`` agree (no network is built)."""
-    import inspect
+    show``, a model folder's recipe.json and ``flare train`` agree (no network is built, and
+    torch is not imported)."""
+    from flarecli.models.registry import NETWORKS, arguments
 
-    from flarecli.models import MODELS
-
-    if network.arch not in MODELS:
+    if network.arch not in NETWORKS:
         raise RecipeError(f"{path}.arch", f"unknown network '{network.arch}'",
-                          hint=did_you_mean(network.arch, list(MODELS))
-                          or f"networks: {', '.join(MODELS)}")
-    params = inspect.signature(MODELS[network.arch]).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
+                          hint=did_you_mean(network.arch, list(NETWORKS))
+                          or f"networks: {', '.join(NETWORKS)}")
+    params = arguments(network.arch)
     for key in network.args:
         if key not in params:
             raise RecipeError(f"{path}.args.{key}", f"not an argument of network "
@@ -490,7 +487,7 @@ def stage_shortcuts(recipe: S.Recipe, stage: str, *, model: str | None = None,
     key = f"stages.{stage}"
     out: dict[str, Any] = {}
     if model is not None:
-        from flarecli.models import PRESETS
+        from flarecli.models.registry import PRESETS
 
         if model not in PRESETS:
             raise RecipeError("--model", f"'{model}' is not a network preset",

@@ -92,7 +92,7 @@ def _check_classes(name: str, classes) -> None:
 
 @dataclass(frozen=True)
 class Network:
-    """A registered architecture (``flarecli.models.MODELS``), its arguments and its heads.
+    """A registered architecture (``flarecli.models.registry``), its arguments and its heads.
 
     ``heads`` maps a head name to its classes: entry k is network class k + 1 (0 is
     background); an entry is a FLARE id, or a list of ids merged into one class (the coarse

@@ -14,7 +14,7 @@ from flarecli.core.recipes.typed import RecipeError, to_json
 def build_network(stage: S.Stage):
     """The stage's network (CPU) and its architecture record; raises RecipeError for bad
     arguments or an input size the network cannot take."""
-    from flarecli.models import build_model, initialise
+    from flarecli.models.build import build_model, initialise
 
     heads = {h: len(c) + 1 for h, c in stage.network.heads.items()}
     args = {**stage.network.args, "in_channels": 1, "heads": heads}
