@@ -180,22 +180,48 @@ def run_backend(backend: str, inputs: Path, boxes: Path, model: Path, device: st
     return {"wall_per_scan": wall / len(cases), "record": record, "results": results}
 
 
+def import_seconds(importtime: str) -> dict[str, float]:
+    """Seconds of each top-level package a process imported, from ``python -X importtime``'s
+    lines (``import time: self | cumulative | name``, nesting shown by indentation)."""
+    out: dict[str, float] = {}
+    for line in importtime.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, name = line.split("|", 2)
+        if name.startswith("  ") or not cumulative.strip().isdigit():
+            continue  # nested (its time is in its importer's), or the header
+        top = name.strip().split(".")[0]
+        out[top] = out.get(top, 0.0) + int(cumulative) / 1e6
+    return out
+
+
 def fresh_process(backend: str, inputs: Path, boxes: Path, model: Path, device: str,
                   precision: str) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one scan in a new process, cache warm."""
+    """(wall seconds, peak RSS MB) of one scan in a new process, cache warm; prints what its
+    imports cost (torch is not among them once the OpenVINO models are cached)."""
     single = WORK / "single"
     shutil.rmtree(single, ignore_errors=True)
     single.mkdir(parents=True)
     shutil.copy(sorted(inputs.glob("*.nii.gz"))[0], single)
     peak = WORK / "single_peak_mb.txt"
     peak.unlink(missing_ok=True)
+    command = ["-c", FRESH, str(Path(__file__).parent), str(boxes), str(peak), "infer",
+               str(single), str(WORK / "single_out"), "--model", str(model), "--device",
+               device, "--backend", backend, "--precision", precision, "--cache-dir",
+               str(WORK / "cache"), "--overwrite"]
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", FRESH, str(Path(__file__).parent), str(boxes),
-                    str(peak), "infer", str(single),
-                    str(WORK / "single_out"), "--model", str(model), "--device", device,
-                    "--backend", backend, "--precision", precision, "--cache-dir",
-                    str(WORK / "cache"), "--overwrite"], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0, float(peak.read_text())
+    subprocess.run([sys.executable, *command], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    # once more with -X importtime (which slows imports a little) for what the imports cost
+    found = subprocess.run([sys.executable, "-X", "importtime", *command], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    imports = import_seconds(found.stderr)
+    biggest = sorted(imports.items(), key=lambda kv: -kv[1])[:6]
+    print(f"\nfresh process imports ({backend}): {sum(imports.values()):.2f} s in all; "
+          + ", ".join(f"{k} {v:.2f}" for k, v in biggest)
+          + f"; torch {'imported' if 'torch' in imports else 'not imported'}")
+    return wall, float(peak.read_text())
 
 
 def report(backend: str, r: dict) -> None:

@@ -98,13 +98,16 @@ class Segmenter:
         from flarecli.core.inference.backends import BackendChoice
         from flarecli.core.inference.folder import load_engine, resolved_postprocess
         from flarecli.core.io.archive import opened_model
-        from flarecli.core.runtime import resolve_device, setup_torch
+        from flarecli.core.runtime import inference_device
 
-        self.device = resolve_device(device)
+        self.device = inference_device(device)
         choice = BackendChoice(backend, precision, Path(cache_dir) if cache_dir else None,
                                Path(calibration) if calibration else None)
         choice.check(self.device)
-        setup_torch(self.device, tune_heap=backend == "torch")
+        if choice.runs_torch(self.device):
+            from flarecli.core.inference.backends import torch_settings
+
+            torch_settings(self.device, choice)
         with opened_model(Path(model)) as folder:  # a model folder or an exported zip
             self.engine = load_engine(folder, self.device, choice, which=weights, graph=graph,
                                       probabilities=tta,

@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flarecli.core.errors import InputError
@@ -53,6 +56,40 @@ def resolve_device(name: str = "auto"):
     return device
 
 
+@dataclass(frozen=True)
+class Device:
+    """Where inference runs, named without importing torch: ``type`` ('cpu' or 'cuda') and
+    ``str()`` as torch.device has them; torch takes ``str(device)``."""
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+
+#: Files that exist wherever an NVIDIA driver is loaded (Linux; /dev/dxg: WSL2).
+_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")
+
+
+def cuda_possible() -> bool:
+    """Whether this machine could offer CUDA at all. Without an NVIDIA driver it cannot, and
+    a CPU run need not import torch (about 2 s of a fresh process) to learn that; elsewhere
+    than Linux torch is asked."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(Path(p).exists() for p in _DRIVER_FILES)
+
+
+def inference_device(name: str = "auto") -> Device:
+    """:func:`resolve_device` for inference, as a :class:`Device`: 'cpu', and 'auto' on a
+    machine without an NVIDIA driver, are answered without importing torch."""
+    if name == "cpu" or (name == "auto" and not cuda_possible()):
+        return Device("cpu")
+    device = resolve_device(name)
+    return Device(device.type, device.index)
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask: ``taskset``, container CPU sets), not
     the machine's count, so that parallel runs pinned to separate cores do not oversubscribe.
@@ -77,7 +114,8 @@ def setup_torch(device, benchmark: bool = False, tune_heap: bool = True) -> None
     if tune_heap:
         tune_malloc()
     if device.type == "cpu":
-        torch.set_num_threads(usable_cpus())
+        if torch.get_num_threads() != usable_cpus():
+            torch.set_num_threads(usable_cpus())
     else:
         torch.backends.cudnn.benchmark = benchmark
         torch.backends.cuda.matmul.allow_tf32 = True

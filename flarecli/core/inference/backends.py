@@ -1,8 +1,9 @@
 """The seam between the engine and a runtime that executes networks.
 
-A backend takes a network-size float32 batch ``(B, 1, *spatial)`` (a torch CPU tensor) and
-returns either the logits of every head, ``{head: (B, C, *spatial)}``, as tensors on the
-backend's device (the engine does the softmax, flips and TTA averaging there), or only each
+A backend takes a network-size float32 batch ``(B, 1, *spatial)`` (a NumPy array) and
+returns either the logits of every head, ``{head: (B, C, *spatial)}``, as arrays of its own
+kind (torch: tensors on its device, where the engine does the softmax, flips and TTA
+averaging; OpenVINO: NumPy arrays, see ``arrays.py``), or only each
 head's argmax, ``{head: (B, *spatial)}`` uint8 (``labels``): what a plain fixed-size
 prediction needs, and much less to move -- a 14-class 192^3 head is 400 MB of float logits
 and 7 MB of labels. Adding a runtime means adding a class here, not touching the engine.
@@ -18,10 +19,13 @@ networks quantized by NNCF on scans the user names (``int8.py``, ``calibration.p
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from flarecli.core.errors import InputError, ModelError
 from flarecli.core.inference.int8 import Int8Calibration, check_available
@@ -44,23 +48,6 @@ class Backend(Protocol):
     def labels(self, batch) -> dict[str, Any]:
         """Argmax per head (uint8, the first class on ties), same batch."""
         ...
-
-
-def argmax_labels(logits) -> Any:
-    """Argmax over the classes (dim 1) as uint8, the first class winning ties like
-    ``torch.argmax``. On the CPU a running maximum over the classes: torch's reduction over an
-    outer dimension takes 1.5 s for 14 x 192^3 on two cores, this loop 0.27 s."""
-    import torch
-
-    if logits.device.type != "cpu" or logits.shape[1] == 1:
-        return logits.argmax(1).to(torch.uint8)
-    best = logits[:, 0].clone()
-    out = torch.zeros(best.shape, dtype=torch.uint8)
-    for c in range(1, logits.shape[1]):
-        higher = logits[:, c] > best
-        out[higher] = c
-        torch.maximum(best, logits[:, c], out=best)
-    return out
 
 
 @dataclass(frozen=True)
@@ -87,6 +74,10 @@ class BackendChoice:
             raise InputError("--calibration calibrates --precision int8 only",
                              hint="add --precision int8, or leave --calibration out")
 
+    def runs_torch(self, device) -> bool:
+        """Whether the networks run in torch whatever happens (not only as a fallback)."""
+        return self.name == "torch" or (self.name == "auto" and device.type != "cpu")
+
     def _check_int8(self, device) -> None:
         if self.name == "torch" or device.type != "cpu":
             raise InputError("--precision int8 is OpenVINO's, on the CPU",
@@ -110,8 +101,11 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model, device, heads: tuple[str, ...], precision: str = "auto") -> None:
+        import torch
+
         from flarecli.core.runtime import amp_dtype
 
+        device = torch.device(str(device))
         self.model, self.device, self.heads, self.autocast = model, device, heads, precision
         dtype = amp_dtype(device, precision)
         self.precision = "f32" if dtype is None else str(dtype).removeprefix("torch.") \
@@ -123,15 +117,36 @@ class TorchBackend:
         from flarecli.core.runtime import autocast
         from flarecli.models import as_heads
 
+        x = torch.as_tensor(np.ascontiguousarray(batch) if isinstance(batch, np.ndarray)
+                            else batch)
         with torch.inference_mode(), autocast(self.device, self.autocast):
-            out = self.model(batch.to(self.device, non_blocking=True))
+            out = self.model(x.to(self.device, non_blocking=True))
         return {h: v.float() for h, v in as_heads(out, self.heads).items()}
 
     def labels(self, batch) -> dict[str, Any]:
         import torch
 
+        from flarecli.core.inference.arrays import argmax_labels
+
         with torch.inference_mode():
             return {h: argmax_labels(v) for h, v in self(batch).items()}
+
+
+_SETTINGS = threading.Lock()
+_settings_done = False
+
+
+def torch_settings(device, choice: BackendChoice) -> None:
+    """:func:`flarecli.core.runtime.setup_torch` for a run whose networks may run in torch:
+    once per process (stages load in threads, and torch's thread pool must not be resized
+    while another thread uses it), with the heap tuning only when torch was asked for."""
+    from flarecli.core.runtime import setup_torch
+
+    global _settings_done
+    with _SETTINGS:
+        if not _settings_done:
+            setup_torch(device, tune_heap=choice.name == "torch")
+            _settings_done = True
 
 
 def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
@@ -150,8 +165,17 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
     for the whole model). ``calibration``: the run's calibration with ``--precision int8``.
     ``progress``: told when an OpenVINO compilation starts and ends (tens of seconds)."""
     torch_precision = "fp32" if choice.precision == "f32" else stage_precision
-    if choice.name == "torch" or (choice.name == "auto" and device.type != "cpu"):
+
+    def on_torch() -> TorchBackend:
+        # torch's threads are set when torch runs at all (a cached OpenVINO run never imports
+        # it): by the run before its stages load (torch_settings), or here, once, when
+        # 'auto' falls back (never the heap tuning then: it never gives memory back, which
+        # the OpenVINO stages beside it would pay for)
+        torch_settings(device, choice)
         return TorchBackend(model(), device, heads, torch_precision)
+
+    if choice.runs_torch(device):
+        return on_torch()
     from flarecli.core.inference import openvino as OV
 
     try:
@@ -170,4 +194,4 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
         reason = f"could not compile {where} ({e})"
     if fallbacks is not None:
         fallbacks.append(reason)
-    return TorchBackend(model(), device, heads, torch_precision)
+    return on_torch()

@@ -61,16 +61,16 @@ class Calibration:
     def _capture(self) -> dict[tuple[int, ...], list[np.ndarray]]:
         """Run the model at its default precision on the calibration scans, keeping every
         network's inputs."""
-        import torch
+        from flarecli.core.runtime import Device
 
-        engine = Engine(self._model_dir, torch.device("cpu"),
+        engine = Engine(self._model_dir, Device("cpu"),
                         backend=BackendChoice("auto", "auto", self._cache_dir),
                         **self._graph_options)
         captured: dict[tuple[int, ...], list[np.ndarray]] = {}
 
         def keep(batch) -> None:
             seen = captured.setdefault(tuple(batch.shape[1:]), [])
-            x = batch.detach().cpu().numpy().copy()
+            x = np.array(batch, dtype=np.float32)  # a copy: the run reuses its buffers
             if not any(np.array_equal(x, s) for s in seen[-2:]):  # StMt's fine stages share
                 seen.append(x)
 

@@ -278,7 +278,7 @@ class Engine:
         net_in, shape, r = ST.prepare(ls, image, whole(image.shape), spacing_zyx, fill)
         with step(f"network {ls.name}"):
             labels = ST.network_labels(ls, net_in, tta=False)
-        mask = next(iter(labels.values())).numpy() > 0
+        mask = next(iter(labels.values())) > 0
         with step("roi box"):
             found = main_components(mask, self.graph.roi.min_fraction)
         if found is None:

@@ -211,15 +211,16 @@ def _compute(engine: Engine, image: np.ndarray, geometry: Geometry, result: Scan
              tta: bool, stats: bool, postprocess: S.Postprocess | None) -> np.ndarray:
     """The labels of one scan; its timings, resources, scores and organ volumes go into
     ``result``."""
-    import torch
-
+    cuda = engine.device.type == "cuda"
+    if cuda:  # torch is imported only where it runs
+        import torch
     t0 = time.perf_counter()
-    if engine.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(engine.device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(str(engine.device))
     with recording() as steps, ResourceSampler(engine.device) as sampler:
         pred = engine.predict(image, geometry, tta=tta, stats=stats, postprocess=postprocess)
-        if engine.device.type == "cuda":
-            torch.cuda.synchronize(engine.device)
+        if cuda:
+            torch.cuda.synchronize(str(engine.device))
     result.seconds.update({k: round(v, 4) for k, v in pred.seconds.items()})
     result.seconds["compute"] = time.perf_counter() - t0
     result.steps = {k: round(v, 4) for k, v in steps.items()}
@@ -230,8 +231,8 @@ def _compute(engine: Engine, image: np.ndarray, geometry: Geometry, result: Scan
     counts = label_counts(pred.label, minlength=15)
     result.volumes_ml = {c: round(float(counts[c]) * geometry.voxel_volume_mm3 / 1000, 3)
                          for c in ORGANS}
-    if engine.device.type == "cuda":
-        result.gpu_peak_mb = torch.cuda.max_memory_allocated(engine.device) / 2**20
+    if cuda:
+        result.gpu_peak_mb = torch.cuda.max_memory_allocated(str(engine.device)) / 2**20
         result.gpu_max_used_mb = sampler.gpu_max_mb
         result.gpu_area_mb_s = sampler.gpu_area_mb_s
     return pred.label
@@ -397,8 +398,9 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
              on_step: Callable[[str], None] | None = None
              ) -> tuple[list[ScanResult], dict[str, Any]]:
     """:func:`predict` once the output folder is this run's."""
+    from flarecli.core.inference.backends import torch_settings
     from flarecli.core.io.archive import opened_model
-    from flarecli.core.runtime import resolve_device, setup_torch
+    from flarecli.core.runtime import inference_device
 
     filled = (check_seg_sources(cases, run.output_dir, run.overwrite, notes)
               if run.output_format == "dicom-seg" else {})
@@ -413,10 +415,11 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     early = ThreadPoolExecutor(1)
     read_ahead = {first.id: early.submit(read_case, first)} if first is not None else {}
     early.shutdown(wait=False)
-    dev = resolve_device(run.device)
+    dev = inference_device(run.device)
     choice = BackendChoice(run.backend, run.precision, run.cache_dir, run.calibration)
     choice.check(dev)
-    setup_torch(dev, tune_heap=choice.name == "torch")  # OpenVINO: keep memory returnable
+    if choice.runs_torch(dev):  # before the stages load in threads
+        torch_settings(dev, choice)
     t0 = time.perf_counter()
     if on_step is not None:
         on_step("loading the model")

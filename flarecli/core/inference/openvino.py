@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from flarecli.core.errors import FlareError, ModelError
 from flarecli.core.inference.int8 import Int8Calibration, quantize
 
@@ -104,10 +106,10 @@ class OpenVinoBackend:
     def __init__(self, heads: tuple[str, ...],
                  build: Callable[[str], tuple[Any, Path | None, bool]], first: str,
                  int8: bool = False) -> None:
-        import torch
+        from flarecli.core.runtime import Device
 
         self.heads, self._build, self._compiled = heads, build, {}
-        self.device = torch.device("cpu")
+        self.device = Device("cpu")
         compiled = self._get(first)
         self.entry, self.cached = self._compiled[first][1:]
         self.precision = "int8" if int8 else _type_name(
@@ -125,19 +127,22 @@ class OpenVinoBackend:
         return self._run("labels", batch)
 
     def _run(self, outputs: str, batch) -> dict[str, Any]:
-        import torch
+        """NumPy arrays per head, for a NumPy batch (no torch is imported: a run whose
+        stages are all cached never loads it)."""
+        from flarecli.core.inference.arrays import to_numpy
 
         try:
             compiled = self._get(outputs)
         except CompileFailed as e:
             raise ModelError(f"OpenVINO cannot compile this network's {outputs} graph ({e})",
                              hint="use --backend torch") from None
-        out = compiled(batch.contiguous().numpy(), share_inputs=True)  # outputs are copies
+        out = compiled(np.ascontiguousarray(to_numpy(batch), dtype=np.float32),
+                       share_inputs=True)  # outputs are copies
         # A compiled model keeps its intermediate buffers (about 1 GB for the paper student at
         # 192^3) until told otherwise; StMt's two fine models would hold 2 GB between scans.
         # Measured: peak RSS 2.6 -> 1.7 GB for the two, no change in time.
         getattr(compiled, "release_memory", lambda: None)()
-        return {h: torch.from_numpy(out[i]) for i, h in enumerate(self.heads)}
+        return {h: out[i] for i, h in enumerate(self.heads)}
 
     @classmethod
     def build(cls, model, heads: tuple[str, ...], input_shape: tuple[int, ...],
@@ -161,7 +166,8 @@ class OpenVinoBackend:
 
         def build(kind: str) -> tuple[Any, Path | None, bool]:
             ident = {**key, "input_shape": list(input_shape), "outputs": kind,
-                     "openvino": ov.__version__, "precision": precision, "isa": isa()}
+                     "openvino": ov.__version__, "precision": precision, "isa": isa(),
+                     "trace": "smallest"}
             if calibration is not None:
                 ident["calibration_sha256"] = calibration.digest
             entry = root / "openvino" / _sha256(json.dumps(ident, sort_keys=True).encode())[:32]
@@ -224,11 +230,27 @@ def convert(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
                 return tuple(torch.argmax(out[h], 1).to(torch.uint8) for h in heads)
             return tuple(out[h] for h in heads)
 
-    example = torch.zeros([1 if n < 0 else n for n in input_shape])
+    example = torch.zeros(_trace_shape(model, input_shape))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         return ov.convert_model(Heads(model.cpu().eval()).eval(), example_input=example,
                                 input=[list(input_shape)])
+
+
+def _trace_shape(model, input_shape: tuple[int, ...]) -> list[int]:
+    """The example input the network is traced with: the run's shape (a varying batch as 1).
+    A network that states the multiple its sizes must be of (``divisor()``) is traced at the
+    smallest such size of at least 2 levels, which gives the same graph -- the shapes come
+    from ``input`` -- far faster (bf16 on a CPU is slow in torch)."""
+    shape = [1 if n < 0 else n for n in input_shape]
+    divisor = getattr(model, "divisor", None)
+    if divisor is None:
+        return shape
+    d = list(divisor())
+    spatial = shape[2:]
+    if len(d) != len(spatial) or any(n % k for n, k in zip(spatial, d, strict=True)):
+        return shape
+    return shape[:2] + [min(n, 2 * k) for n, k in zip(spatial, d, strict=True)]
 
 
 def _compile(model, heads: tuple[str, ...], input_shape: tuple[int, ...],

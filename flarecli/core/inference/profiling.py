@@ -71,7 +71,7 @@ class ResourceSampler:
     def _gpu_used_mb(self) -> float:
         import torch
 
-        free, total = torch.cuda.mem_get_info(self.device)
+        free, total = torch.cuda.mem_get_info(str(self.device))
         return (total - free) / 2**20
 
     def _sample(self) -> None:

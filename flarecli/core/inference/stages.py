@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from flarecli.core.inference.backends import Backend, BackendChoice, argmax_labels, make_backend
+from flarecli.core.inference import arrays as A
+from flarecli.core.inference.backends import Backend, BackendChoice, make_backend
 from flarecli.core.inference.int8 import Int8Calibration
 from flarecli.core.inference.profiling import step
 from flarecli.core.io.bundle import (
@@ -142,42 +143,37 @@ def _lr_permutation(stage: S.Stage, head: str) -> list[int]:
     return perm
 
 
-def _softmax(ls: LoadedStage, batch, view: tuple[int, ...]):
-    """Per-head softmax of one view of a (B, 1, D, H, W) batch, flipped back."""
-    import torch
-
+def _softmax(ls: LoadedStage, batch: np.ndarray, view: tuple[int, ...]):
+    """Per-head softmax of one view of a (B, 1, D, H, W) batch, flipped back (arrays of the
+    backend's kind: :mod:`flarecli.core.inference.arrays`)."""
     x = batch[:, :, 0] if ls.dims == 2 else batch
     dims = [a + 2 - (1 if ls.dims == 2 else 0) for a in view]
-    if dims:
-        x = torch.flip(x, dims)
-    out = ls.backend(x)
+    out = ls.backend(np.ascontiguousarray(A.flip(x, dims)))
     lr = array_axis(ls.stage.orientation, "LR") in view
     result = {}
     for head, y in out.items():
-        y = torch.softmax(y, dim=1)
+        y = A.softmax(y, axis=1)
         if dims:
-            y = torch.flip(y, dims)
+            y = A.flip(y, dims)
             if lr:
                 y = y[:, _lr_permutation(ls.stage, head)]
         result[head] = y[:, :, None] if ls.dims == 2 else y
     return result
 
 
-def _gaussian(patch: tuple[int, ...]):
+def _gaussian(patch: tuple[int, ...]) -> np.ndarray:
     """nnU-Net's tile weighting: a Gaussian of sigma = patch / 8, smallest weights clamped."""
-    import torch
-
-    w = torch.ones(patch)
+    w = np.ones(patch, np.float32)
     for axis, n in enumerate(patch):
         if n == 1:
             continue
-        x = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
-        g = torch.exp(-0.5 * (x / (n / 8)) ** 2)
+        x = np.arange(n, dtype=np.float32) - np.float32((n - 1) / 2)
+        g = np.exp(np.float32(-0.5) * (x / np.float32(n / 8)) ** 2)
         shape = [1] * len(patch)
         shape[axis] = n
         w = w * g.reshape(shape)
     w = w / w.max()
-    return w.clamp(min=1e-3)
+    return np.maximum(w, np.float32(1e-3))
 
 
 def tile_starts(n: int, p: int, overlap: float) -> list[int]:
@@ -188,43 +184,35 @@ def tile_starts(n: int, p: int, overlap: float) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - p, steps)})
 
 
-def sliding_window(ls: LoadedStage, volume, views: list[tuple[int, ...]]) -> dict[str, Any]:
-    """Softmax per head (C, Z, Y, X) on the CPU, averaged over tiles (Gaussian weights) and
-    views. ``volume``: the normalised region at the stage's grid (torch float32)."""
-    import torch
-    import torch.nn.functional as F
-
+def sliding_window(ls: LoadedStage, volume: np.ndarray, views: list[tuple[int, ...]]
+                   ) -> dict[str, np.ndarray]:
+    """Softmax per head (C, Z, Y, X), averaged over tiles (Gaussian weights) and views.
+    ``volume``: the normalised region at the stage's grid (float32)."""
     patch = tuple(ls.stage.geometry.patch_zyx)
     shape = tuple(volume.shape)
     padded = tuple(max(s, p) for s, p in zip(shape, patch, strict=True))
     if padded != shape:
-        pad = []
-        for s, p in zip(reversed(shape), reversed(padded), strict=True):
-            pad += [(p - s) // 2, p - s - (p - s) // 2]
-        volume = F.pad(volume[None, None], pad, value=float(volume.min()))[0, 0]
+        volume = np.pad(volume, [((p - s) // 2, p - s - (p - s) // 2)
+                                 for s, p in zip(shape, padded, strict=True)],
+                        constant_values=float(volume.min()))
     starts = list(itertools.product(*(tile_starts(n, p, ls.stage.geometry.overlap)
                                       for n, p in zip(padded, patch, strict=True))))
     weight = _gaussian(patch)
-    sums: dict[str, Any] = {}
-    norm = torch.zeros(padded)
+    sums: dict[str, np.ndarray] = {}
+    norm = np.zeros(padded, np.float32)
     per_batch = TILES_PER_BATCH[ls.dims]
     for i in range(0, len(starts), per_batch):
         chunk = starts[i:i + per_batch]
-        batch = torch.stack([volume[tuple(slice(a, a + p) for a, p in zip(s, patch,
-                                                                           strict=True))]
-                             for s in chunk])[:, None]
+        tiles = [tuple(slice(a, a + p) for a, p in zip(s, patch, strict=True)) for s in chunk]
+        batch = np.stack([volume[t] for t in tiles])[:, None]
         for view in views:
-            out = _softmax(ls, batch, view)
-            for head, probs in out.items():
-                probs = probs.float().cpu()
-                acc = sums.setdefault(head, torch.zeros((probs.shape[1], *padded)))
-                for j, s in enumerate(chunk):
-                    region = (slice(None), *(slice(a, a + p) for a, p in zip(s, patch,
-                                                                             strict=True)))
-                    acc[region] += probs[j] * weight
-        for s in chunk:
-            norm[tuple(slice(a, a + p) for a, p in zip(s, patch, strict=True))] += weight * len(
-                views)
+            for head, probs in _softmax(ls, batch, view).items():
+                probs = A.to_numpy(probs)
+                acc = sums.setdefault(head, np.zeros((probs.shape[1], *padded), np.float32))
+                for j, t in enumerate(tiles):
+                    acc[(slice(None), *t)] += probs[j] * weight
+        for t in tiles:
+            norm[t] += weight * len(views)
     inner = tuple(slice((p - s) // 2, (p - s) // 2 + s) for s, p in zip(shape, padded,
                                                                         strict=True))
     return {h: (acc / norm)[(slice(None), *inner)] for h, acc in sums.items()}
@@ -234,9 +222,10 @@ def sliding_window(ls: LoadedStage, volume, views: list[tuple[int, ...]]) -> dic
 SURE = ":sure"
 
 
-def network_labels(ls: LoadedStage, net_in, tta: bool, stats: dict[str, Any] | None = None,
-                   sure: dict[str, float] | None = None) -> dict[str, Any]:
-    """Argmax per head at the stage's grid (uint8 tensors on the CPU). ``stats`` (when given)
+def network_labels(ls: LoadedStage, net_in: np.ndarray, tta: bool,
+                   stats: dict[str, Any] | None = None, sure: dict[str, float] | None = None
+                   ) -> dict[str, np.ndarray]:
+    """Argmax per head at the stage's grid (uint8 NumPy arrays). ``stats`` (when given)
     receives the first head's confidence and, with TTA, the views' agreement. ``sure``: head
     -> probability; for each, key ``head + SURE`` holds the head's labels where the chosen
     class has at least that probability, 0 elsewhere."""
@@ -247,7 +236,7 @@ def network_labels(ls: LoadedStage, net_in, tta: bool, stats: dict[str, Any] | N
         view_labels: list[Any] = []
     elif len(views) == 1 and stats is None and not sure:  # the backend's argmax, no logits
         out = ls.backend.labels(net_in[None, None])
-        return {h: y[0].cpu() for h, y in out.items()}
+        return {h: A.to_numpy(y[0]) for h, y in out.items()}
     else:
         total: dict[str, Any] = {}
         view_labels = []
@@ -256,26 +245,25 @@ def network_labels(ls: LoadedStage, net_in, tta: bool, stats: dict[str, Any] | N
             for h, p in out.items():
                 total[h] = p if h not in total else total[h] + p
             if len(views) > 1:
-                view_labels.append(argmax_labels(next(iter(out.values())).cpu())[0])
+                view_labels.append(A.to_numpy(A.argmax_labels(next(iter(out.values()))))[0])
         probs = {h: (t / len(views))[0] for h, t in total.items()}
-    labels = {h: argmax_labels(p[None])[0] for h, p in probs.items()}
+    labels = {h: A.to_numpy(A.argmax_labels(p[None]))[0] for h, p in probs.items()}
     for head, minimum in (sure or {}).items():
-        top = probs[head].max(0).values
-        labels[head + SURE] = labels[head] * (top >= minimum).to(labels[head].dtype)
+        confident = A.to_numpy(A.top(probs[head], 0)) >= minimum
+        labels[head + SURE] = np.where(confident, labels[head], 0).astype(labels[head].dtype)
     if stats is not None:
         first = next(iter(labels))
         fg = labels[first] > 0
-        top = probs[first].max(0).values
-        stats["confidence"] = float(top[fg].mean()) if bool(fg.any()) else 0.0
+        top = A.to_numpy(A.top(probs[first], 0))
+        stats["confidence"] = float(top[fg].mean()) if fg.any() else 0.0
         if view_labels:
             agree = []
             for v in view_labels:
-                v = v.to(fg.device)
                 union = (v > 0) | fg
-                agree.append(float((v[union] == labels[first][union]).float().mean())
-                             if bool(union.any()) else 1.0)
+                agree.append(float((v[union] == labels[first][union]).mean())
+                             if union.any() else 1.0)
             stats["agreement"] = float(np.mean(agree))
-    return {h: v.cpu() for h, v in labels.items()}
+    return labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +312,7 @@ def segment(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: flo
     with step(f"network {ls.name}"):
         labels = network_labels(ls, net_in, tta, stats, sure)
     with step("resample to the scan"):
-        return {h: r.invert(resample(v, shape, "nearest").numpy()) for h, v in labels.items()}
+        return {h: r.invert(resample(v, shape, "nearest")) for h, v in labels.items()}
 
 
 def invert_box(box: Box, r: Reorientation, oriented_shape) -> Box:

@@ -102,8 +102,8 @@ def preprocess_case(image: np.ndarray, label: np.ndarray, geometry: Geometry,
     else:
         shape = list(size_at_spacing(outer_shape, spacing_zyx, g.spacing(training=True)))
         scale = [shape[i] / outer_shape[i] for i in range(3)]
-    img = resample(norm, shape, "linear").numpy()
-    lab = resample(lab, shape, "nearest").numpy()
+    img = resample(norm, shape, "linear")
+    lab = resample(lab, shape, "nearest")
     roi = tuple((round((base[i][0] - outer[i][0]) * scale[i]),
                  round((base[i][1] - outer[i][0]) * scale[i])) for i in range(3))
     arrays: dict[str, Any] = {"image": img.astype(np.float16), "label": lab,

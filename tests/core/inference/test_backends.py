@@ -141,18 +141,20 @@ def test_a_plain_run_compiles_the_argmax_graph_and_tta_the_logits_graph(
     ov = load_stage("organs", model / "organs", device, choice=choice, probabilities=False)
     torch_stage = load_stage("organs", model / "organs", device)
     size = tuple(ov.stage.geometry.size_zyx)
-    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 1, *size)).astype(np.float32))
-    got = ov.backend.labels(x)["organs"]
-    assert got.dtype == torch.uint8 and tuple(got.shape) == (1, *size)
-    assert torch.equal(got, ov.backend(x)["organs"].argmax(1).to(torch.uint8))  # both graphs
-    want = torch_stage.backend.labels(x)["organs"]
-    assert (got != want).float().mean() < 0.001
+    x = np.random.default_rng(0).normal(size=(1, 1, *size)).astype(np.float32)
+    got = ov.backend.labels(x)["organs"]  # OpenVINO hands out NumPy arrays
+    assert isinstance(got, np.ndarray)
+    assert got.dtype == np.uint8 and tuple(got.shape) == (1, *size)
+    assert np.array_equal(got, ov.backend(x)["organs"].argmax(1))  # both graphs
+    want = torch_stage.backend.labels(x)["organs"]  # torch: tensors on its device
+    assert isinstance(want, torch.Tensor)
+    assert (got != want.numpy()).mean() < 0.001
 
 
 def test_argmax_labels_is_torch_argmax_ties_included():
     import torch
 
-    from flarecli.core.inference.backends import argmax_labels
+    from flarecli.core.inference.arrays import argmax_labels
 
     g = torch.Generator().manual_seed(0)
     y = torch.randn(2, 14, 5, 6, 7, generator=g)
@@ -162,6 +164,11 @@ def test_argmax_labels_is_torch_argmax_ties_included():
     assert torch.equal(argmax_labels(y), want)
     assert int(want[0, 0, 0, 0]) == 0 and bool((want != 9).all())
     assert torch.equal(argmax_labels(y[:, :1]), torch.zeros(2, 5, 6, 7, dtype=torch.uint8))
+    # the NumPy loop (OpenVINO's logits) agrees, ties included
+    got = argmax_labels(y.numpy())
+    assert isinstance(got, np.ndarray) and got.dtype == np.uint8
+    assert np.array_equal(got, want.numpy())
+    assert np.array_equal(argmax_labels(y[:, :1].numpy()), np.zeros((2, 5, 6, 7), np.uint8))
 
 
 def test_int8_is_calibrated_on_the_named_scans_cached_and_close_to_the_default(
@@ -339,3 +346,71 @@ def test_openvino_is_a_cpu_backend():
     BackendChoice("auto").check(torch.device("cuda"))  # auto means torch there
     with pytest.raises(InputError, match="--precision"):
         BackendChoice("openvino", "bf17").check(torch.device("cpu"))
+
+
+FRESH_RUN = """
+import sys
+from flarecli.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+torch = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+print("exit", code, "torch modules", len(torch), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", ["infer", "pseudolabel"])
+def test_a_cached_openvino_run_never_imports_torch(command, trained, tmp_path, run_cli):
+    """Once each network is compiled and cached, a fresh process segments with OpenVINO and
+    NumPy alone (torch's import is about 2 s of a one-scan run), with the same labels:
+    infer asks the networks for labels, pseudolabel for logits (its quality scores)."""
+    import subprocess
+    import sys
+
+    model, images = trained
+    opts = ["--model", model, "--backend", "openvino", "--cache-dir", tmp_path / "cache"]
+    res = run_cli(command, images, tmp_path / "first", *opts)  # compiles: torch converts
+    assert res.code == 0, res.stderr
+    args = [command, images, tmp_path / "fresh", *opts, "--device", "auto"]
+    res = subprocess.run([sys.executable, "-c", FRESH_RUN, *map(str, args)],
+                         capture_output=True, text=True, timeout=300)
+    assert "exit 0 torch modules 0" in res.stderr, res.stderr
+    first, fresh = labels(tmp_path / "first"), labels(tmp_path / "fresh")
+    assert first and all(np.array_equal(first[k], fresh[k]) for k in first)
+
+
+def test_tracing_at_the_smallest_size_gives_the_full_size_graph():
+    """The export traces a network at twice its size divisor (bf16 and large inputs are slow
+    in torch); the shapes come from the declared input, so the compiled network must give
+    bit for bit what one traced at the run's size gives, two heads included."""
+    import torch
+
+    from flarecli.core.inference import openvino as OV
+    from flarecli.models.build import build_model
+
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    net = build_model("resunet", in_channels=1, base_channels=4, n_down=3,
+                      heads={"organs": 14, "tumor": 2}, split_levels=1,
+                      strides=[(1, 2, 2), 2, 2]).eval()
+    shape = (1, 1, 16, 48, 40)
+    assert OV._trace_shape(net, shape) == [1, 1, 8, 16, 16]
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    small = OV.core().compile_model(OV.convert(net, ("organs", "tumor"), shape), "CPU", config)
+    full_shape = OV._trace_shape
+    try:
+        OV._trace_shape = lambda model, s: list(s)
+        full = OV.core().compile_model(OV.convert(net, ("organs", "tumor"), shape), "CPU",
+                                       config)
+    finally:
+        OV._trace_shape = full_shape
+    a, b = small(x), full(x)
+    for i in range(2):
+        assert np.array_equal(a[i], b[i])
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x))
+    assert np.abs(a[0] - ref["organs"].numpy()).max() < 1e-3

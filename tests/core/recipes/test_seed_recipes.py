@@ -114,7 +114,7 @@ def test_fixed_size_c2f_is_lpi_and_z_scored_per_image():
     ls = _loaded("fixed-size-c2f", "coarse", {"stages.coarse.geometry.size_zyx": list(shape)})
     assert ls.stage.orientation == "LPI"
     net_in, _, r = prepare(ls, image, ((0, 6), (0, 8), (0, 10)), (2.0, 1.0, 1.0), -1000.0)
-    x = net_in.numpy()
+    x = net_in
     # LPI: array axis 0 runs towards inferior (flipped), x still towards the left
     assert r.perm == (0, 1, 2) and r.flips == (True, False, False)
     expected = image[::-1].astype(np.float64)
@@ -141,7 +141,7 @@ def test_weak_label_efficientseg_clips_to_325_hu():
         assert st.intensity.scheme == expected
     ls = _loaded("weak-label-efficientseg", "coarse",
                  {"stages.coarse.geometry.size_zyx": [2, 2, 7]})
-    x = prepare(ls, image, ((0, 2), (0, 2), (0, 7)), (1.0, 1.0, 1.0), -1000.0)[0].numpy()
+    x = prepare(ls, image, ((0, 2), (0, 2), (0, 7)), (1.0, 1.0, 1.0), -1000.0)[0]
     np.testing.assert_allclose(x[0, 0], np.clip(hu, -325, 325) / 325, atol=1e-6)
 
 
@@ -360,7 +360,7 @@ def test_left_right_tta_swaps_the_classes_back():
     classes swapped, agrees with the plain view voxel for voxel."""
     import torch
 
-    from flarecli.core.inference.backends import argmax_labels
+    from flarecli.core.inference.arrays import argmax_labels
     from flarecli.core.inference.stages import _lr_permutation, network_labels
 
     ls = _loaded("weak-label-efficientseg", "fine",
@@ -369,6 +369,7 @@ def test_left_right_tta_swaps_the_classes_back():
     assert ids == list(range(1, 15))
 
     def by_side(x):  # kidney voxels on the left half (high x in LPS) are 13, else 2
+        x = torch.as_tensor(x)  # the engine hands a backend NumPy batches
         kidney = x[:, 0] > 0.5
         left = torch.zeros_like(kidney)
         left[..., x.shape[-1] // 2:] = True
@@ -383,12 +384,12 @@ def test_left_right_tta_swaps_the_classes_back():
             return {h: argmax_labels(v) for h, v in by_side(x).items()}
 
     ls.backend = Backend()
-    x = torch.zeros(4, 6, 10)
+    x = np.zeros((4, 6, 10), np.float32)
     x[1:3, 2:4, 1:3] = 1  # right kidney
     x[1:3, 2:4, 6:9] = 1  # left kidney
     plain = network_labels(ls, x, tta=False)["labels"]
-    assert set(torch.unique(plain).tolist()) == {0, 2, 13}
+    assert set(np.unique(plain).tolist()) == {0, 2, 13}
     assert len(ls.views(True)) == 2
-    torch.testing.assert_close(network_labels(ls, x, tta=True)["labels"], plain)
+    np.testing.assert_array_equal(network_labels(ls, x, tta=True)["labels"], plain)
     perm = _lr_permutation(ls.stage, "labels")
     assert (perm[2], perm[13], perm[7], perm[8], perm[1], perm[14]) == (13, 2, 8, 7, 1, 14)
