@@ -117,9 +117,9 @@ def realistic_engine(boxes_file: Path):
     def true_segment(ls, image, box, *args, **kwargs):
         out = segment(ls, image, box, *args, **kwargs)
         region = crop(current["truth"], box, 0)
-        for head in out:
+        for head in out:  # the sure labels of a merge rule (head + SURE) as the labels
             lut = np.zeros(256, np.uint8)
-            for k, flare_id in enumerate(ls.ids(head)):
+            for k, flare_id in enumerate(ls.ids(head.removesuffix(ST.SURE))):
                 if k:
                     lut[flare_id] = k
             out[head] = lut[region]
