@@ -104,10 +104,6 @@ class Segmenter:
         choice = BackendChoice(backend, precision, Path(cache_dir) if cache_dir else None,
                                Path(calibration) if calibration else None)
         choice.check(self.device)
-        if choice.runs_torch(self.device):
-            from flarecli.core.inference.backends import torch_settings
-
-            torch_settings(self.device, choice)
         with opened_model(Path(model)) as folder:  # a model folder or an exported zip
             self.engine = load_engine(folder, self.device, choice, which=weights, graph=graph,
                                       probabilities=tta,

@@ -16,10 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flarecli.models.registry import INITS, NETWORKS, PRESETS
-
-__all__ = ["INITS", "NETWORKS", "PRESETS", "as_heads"]
-
 
 def as_heads(outputs: Any, heads: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """A network's output as a dict head name -> logits (or deep-supervision list); a

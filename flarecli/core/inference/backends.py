@@ -168,7 +168,7 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
 
     def on_torch() -> TorchBackend:
         # torch's threads are set when torch runs at all (a cached OpenVINO run never imports
-        # it): by the run before its stages load (torch_settings), or here, once, when
+        # it): by the Engine before its stages load (torch_settings), or here, once, when
         # 'auto' falls back (never the heap tuning then: it never gives memory back, which
         # the OpenVINO stages beside it would pay for)
         torch_settings(device, choice)

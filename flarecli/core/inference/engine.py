@@ -35,7 +35,7 @@ import numpy as np
 
 from flarecli.core.errors import ModelError, did_you_mean
 from flarecli.core.inference import stages as ST
-from flarecli.core.inference.backends import BackendChoice
+from flarecli.core.inference.backends import BackendChoice, torch_settings
 from flarecli.core.inference.int8 import Int8Calibration
 from flarecli.core.inference.profiling import step
 from flarecli.core.io.files import read_json
@@ -193,6 +193,9 @@ class Engine:
         self.recipe = read_model_recipe(model_dir)
         self.graph_name, self.graph = choose_graph(self.recipe, model_dir, graph)
         self.calibration = calibration
+        choice = backend or BackendChoice("torch")  # load_stage's default
+        if choice.runs_torch(device):  # before the stages load in threads
+            torch_settings(device, choice)
         self.stages: dict[str, ST.LoadedStage] = {}
         self._load_all(which, probabilities)
         self.outputs: list[tuple[str, str]] = []  # (stage, head) in merge order

@@ -398,7 +398,6 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
              on_step: Callable[[str], None] | None = None
              ) -> tuple[list[ScanResult], dict[str, Any]]:
     """:func:`predict` once the output folder is this run's."""
-    from flarecli.core.inference.backends import torch_settings
     from flarecli.core.io.archive import opened_model
     from flarecli.core.runtime import inference_device
 
@@ -418,8 +417,6 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     dev = inference_device(run.device)
     choice = BackendChoice(run.backend, run.precision, run.cache_dir, run.calibration)
     choice.check(dev)
-    if choice.runs_torch(dev):  # before the stages load in threads
-        torch_settings(dev, choice)
     t0 = time.perf_counter()
     if on_step is not None:
         on_step("loading the model")

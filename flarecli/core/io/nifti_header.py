@@ -281,13 +281,19 @@ def sform_affine(header: NiftiHeader) -> np.ndarray:
 
 
 def _corners(header: NiftiHeader) -> np.ndarray:
-    """The volume's 8 corner voxel indices, homogeneous, one per column."""
+    """The volume's 8 corner voxel indices (i, j, k), one per row."""
     ni, nj, nk = (d - 1 for d in header.dims[:3])
-    return np.array([[i, j, k, 1.0] for i in (0, ni) for j in (0, nj) for k in (0, nk)]).T
+    return np.array([[i, j, k] for i in (0, ni) for j in (0, nj) for k in (0, nk)], float)
 
 
-def _apart_mm(a: np.ndarray, b: np.ndarray, corners: np.ndarray) -> float:
-    return float(np.linalg.norm((a @ corners - b @ corners)[:3], axis=0).max())
+def _placed(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
+    """Where a 4x4 voxel-index -> LPS matrix puts voxel indices (N, 3)."""
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _apart_mm(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest distance between corresponding points (N, 3)."""
+    return float(np.linalg.norm(a - b, axis=1).max())
 
 
 def transform_note(header: NiftiHeader, geometry: Any) -> str | None:
@@ -310,16 +316,13 @@ def transform_note(header: NiftiHeader, geometry: Any) -> str | None:
         return text
     if q == 0 or s == 0:
         return None
-    corners = _corners(header)
-    qform, sform = qform_affine(header), sform_affine(header)
-    apart = _apart_mm(qform, sform, corners)
+    ijk = _corners(header)
+    qform, sform = _placed(qform_affine(header), ijk), _placed(sform_affine(header), ijk)
+    apart = _apart_mm(qform, sform)
     if apart <= TRANSFORM_ATOL_MM:
         return None
-    used = np.eye(4)
-    used[:3, :3] = np.asarray(geometry.direction_matrix) @ np.diag(geometry.spacing_xyz)
-    used[:3, 3] = geometry.origin_xyz
-    which = "sform" if _apart_mm(used, sform, corners) <= _apart_mm(used, qform, corners) \
-        else "qform"
+    used = geometry.index_to_physical(ijk[:, ::-1])  # where the grid read puts them
+    which = "sform" if _apart_mm(used, sform) <= _apart_mm(used, qform) else "qform"
     return (f"qform (code {q}) and sform (code {s}) disagree by up to {apart:.1f} mm; the "
             f"{which} is used (other readers may take the "
             f"{'qform' if which == 'sform' else 'sform'})")

@@ -49,9 +49,9 @@ def _linear_axis(a: np.ndarray, axis: int, lo, hi, w) -> np.ndarray:
 
 def _linear_block(a: np.ndarray, size, rows: slice, weights) -> np.ndarray:
     """Output rows ``rows`` (axis 0) of the trilinear resampling of ``a`` to ``size``."""
-    lo, hi, w = (v[rows] for v in weights[0])
-    first = int(lo.min()) if len(lo) else 0
-    block = a[first:int(hi.max()) + 1] if len(lo) else a[:0]
+    lo, hi, w = (v[rows] for v in weights[0])  # rows is never empty (see _slabs)
+    first = int(lo.min())
+    block = a[first:int(hi.max()) + 1]
     out = _linear_axis(block.astype(np.float32, copy=False), 0, lo - first, hi - first, w)
     # then the other axes, the one that shrinks the volume most first
     for axis in sorted((1, 2), key=lambda k: size[k] / a.shape[k]):
