@@ -1,7 +1,8 @@
 """flare infer speed and memory on realistic-size scans (512 x 512 x ~300).
 
     python bench/infer_speed.py [--scans 3] [--device cpu|cuda] [--trained MODEL_DIR]
-                                [--precision auto|f32] [--backends torch,openvino]
+                                [--precision auto|f32|int8] [--backends torch,openvino]
+                                [--calibration 4]
 
 Without --trained, paper-size bundles with random weights are written (StMt student
 Res-UNet: coarse 128^3, organs and tumor 192^3), which is what speed depends on. Random
@@ -17,6 +18,11 @@ compiled-model cache warm -- how the FLARE laptop tasks time a scan. Per backend
 scan (folder wall time / scans), the mean of every step (--profile), peak RSS sampled during
 the scans, the CPU area; the last line compares the backends. On CUDA: torch only, with GPU
 memory and its area (FLARE's efficiency measure).
+
+``--precision int8`` quantizes with ``--calibration N`` realistic scans of their own (not the
+timed ones); the first, untimed scan captures their inputs with the engine as it is (random
+weights: only the inputs' ranges matter to the speed), so the timed scans and the fresh
+process find the quantized models in the cache.
 """
 
 from __future__ import annotations
@@ -91,6 +97,25 @@ def make_inputs(n: int) -> tuple[Path, Path]:
     return inputs, boxes
 
 
+def calibration_scans(n: int) -> Path:
+    """n realistic scans for ``--precision int8``'s calibration, drawn apart from the timed
+    ones."""
+    from flarecli.core.io.nifti import write_volume
+
+    folder = WORK / f"calibration{n}"
+    if folder.is_dir() and len(list(folder.glob("*.nii.gz"))) == n:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp = WORK / "tmp_calibration"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i in range(n):
+        image, _, geometry, _ = realistic_case(400 + i, slices=(290, 310))
+        write_volume(tmp / f"calib_{i:03d}_0000.nii.gz", image, geometry)
+    tmp.rename(folder)
+    return folder
+
+
 def realistic_engine(boxes_file: Path):
     """Make the engine behave as a trained one on the bench's scans, which it sees in folder
     order: each ROI is the scan's true organ box, and each output stage's labels are the true
@@ -153,7 +178,7 @@ main(sys.argv[4:])
 
 
 def run_backend(backend: str, inputs: Path, boxes: Path, model: Path, device: str,
-                precision: str) -> dict:
+                precision: str, calibration: Path | None = None) -> dict:
     """The folder in this process with a warm model: per-scan seconds and the profile."""
     from flarecli.core.inference.folder import PredictRun, input_cases, predict
 
@@ -161,11 +186,13 @@ def run_backend(backend: str, inputs: Path, boxes: Path, model: Path, device: st
     shutil.rmtree(out, ignore_errors=True)
     cases, _ = input_cases(inputs, out, model)
     run = PredictRun("infer", model, out, device=device, backend=backend, precision=precision,
-                     cache_dir=WORK / "cache", overwrite=True)
-    # load (and compile) first on one scan, so that the timed run is warm
+                     cache_dir=WORK / "cache", overwrite=True, calibration=calibration)
+    # load (and compile) first on one scan, so that the timed run is warm; int8's
+    # calibration capture runs the engine on other scans, which the realistic engine's
+    # per-scan truths would not match, so that warm-up runs the engine as it is
     warm = WORK / f"warm_{backend}"
     shutil.rmtree(warm, ignore_errors=True)
-    restore = realistic_engine(boxes)
+    restore = realistic_engine(boxes) if calibration is None else (lambda: None)
     try:
         predict(PredictRun(**{**run.__dict__, "output_dir": warm}), cases[:1], "bench")
     finally:
@@ -196,7 +223,7 @@ def import_seconds(importtime: str) -> dict[str, float]:
 
 
 def fresh_process(backend: str, inputs: Path, boxes: Path, model: Path, device: str,
-                  precision: str) -> tuple[float, float]:
+                  precision: str, calibration: Path | None = None) -> tuple[float, float]:
     """(wall seconds, peak RSS MB) of one scan in a new process, cache warm; prints what its
     imports cost (torch is not among them once the OpenVINO models are cached)."""
     single = WORK / "single"
@@ -209,6 +236,8 @@ def fresh_process(backend: str, inputs: Path, boxes: Path, model: Path, device: 
                str(single), str(WORK / "single_out"), "--model", str(model), "--device",
                device, "--backend", backend, "--precision", precision, "--cache-dir",
                str(WORK / "cache"), "--overwrite"]
+    if calibration is not None:
+        command += ["--calibration", str(calibration)]
     t0 = time.perf_counter()
     subprocess.run([sys.executable, *command], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
@@ -251,6 +280,8 @@ def main() -> None:
     ap.add_argument("--trained", type=Path, default=None)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--backends", default=None, help="default: torch,openvino on the CPU")
+    ap.add_argument("--calibration", type=int, default=4,
+                    help="calibration scans for --precision int8")
     args = ap.parse_args()
     from flarecli.core.runtime import resolve_device, setup_torch
 
@@ -268,13 +299,15 @@ def main() -> None:
     setup_torch(resolve_device(args.device))
     backends = (args.backends or ("torch,openvino" if args.device == "cpu" else "torch")
                 ).split(",")
+    calibration = calibration_scans(args.calibration) if args.precision == "int8" else None
     results = {}
     for backend in backends:
         results[backend] = run_backend(backend, inputs, boxes_file, model, args.device,
-                                       args.precision)
+                                       args.precision, calibration)
         report(backend, results[backend])
     last = backends[-1]
-    fresh, rss = fresh_process(last, inputs, boxes_file, model, args.device, args.precision)
+    fresh, rss = fresh_process(last, inputs, boxes_file, model, args.device, args.precision,
+                               calibration)
     print(f"\none scan in a fresh process ({last}, cache warm): {fresh:.2f} s wall, peak RSS "
           f"{rss:.0f} MB")
     if args.device == "cpu" and {"torch", "openvino"} <= set(results):

@@ -357,7 +357,7 @@ except SystemExit as e:
     code = e.code
 else:
     code = 0
-torch = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+torch = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "nncf"))
 print("exit", code, "torch modules", len(torch), file=sys.stderr)
 """
 
@@ -375,6 +375,26 @@ def test_a_cached_openvino_run_never_imports_torch(command, trained, tmp_path, r
     res = run_cli(command, images, tmp_path / "first", *opts)  # compiles: torch converts
     assert res.code == 0, res.stderr
     args = [command, images, tmp_path / "fresh", *opts, "--device", "auto"]
+    res = subprocess.run([sys.executable, "-c", FRESH_RUN, *map(str, args)],
+                         capture_output=True, text=True, timeout=300)
+    assert "exit 0 torch modules 0" in res.stderr, res.stderr
+    first, fresh = labels(tmp_path / "first"), labels(tmp_path / "fresh")
+    assert first and all(np.array_equal(first[k], fresh[k]) for k in first)
+
+
+def test_a_cached_int8_run_imports_neither_nncf_nor_torch(trained, tmp_path, run_cli):
+    """The quantized models come from the cache: NNCF (1.2 s to import, torch inside) is
+    only looked for, not loaded, and the labels are those of the run that quantized."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("nncf")
+    model, images = trained
+    opts = ["--model", model, "--precision", "int8", "--calibration",
+            model.parent / "data" / "imagesTr", "--cache-dir", tmp_path / "cache"]
+    res = run_cli("infer", images, tmp_path / "first", *opts)
+    assert res.code == 0, res.stderr
+    args = ["infer", images, tmp_path / "fresh", *opts]
     res = subprocess.run([sys.executable, "-c", FRESH_RUN, *map(str, args)],
                          capture_output=True, text=True, timeout=300)
     assert "exit 0 torch modules 0" in res.stderr, res.stderr
