@@ -29,6 +29,7 @@ import numpy as np
 
 from flarecli.core.errors import InputError, ModelError
 from flarecli.core.inference.int8 import Int8Calibration, check_available
+from flarecli.core.inference.sure import SURE, sure_labels
 
 BACKENDS = ("auto", "torch", "openvino")
 BACKEND_PRECISIONS = ("auto", "f32", "int8")
@@ -45,8 +46,10 @@ class Backend(Protocol):
         """Logits per head for a ``(B, 1, *spatial)`` float32 batch."""
         ...
 
-    def labels(self, batch) -> dict[str, Any]:
-        """Argmax per head (uint8, the first class on ties), same batch."""
+    def labels(self, batch, sure: dict[str, float] | None = None) -> dict[str, Any]:
+        """Argmax per head (uint8, the first class on ties), same batch; for each head of
+        ``sure`` also, under ``head + SURE``, the argmax where its probability reaches that
+        value and 0 elsewhere."""
         ...
 
 
@@ -123,13 +126,17 @@ class TorchBackend:
             out = self.model(x.to(self.device, non_blocking=True))
         return {h: v.float() for h, v in as_heads(out, self.heads).items()}
 
-    def labels(self, batch) -> dict[str, Any]:
+    def labels(self, batch, sure: dict[str, float] | None = None) -> dict[str, Any]:
         import torch
 
         from flarecli.core.inference.arrays import argmax_labels
 
         with torch.inference_mode():
-            return {h: argmax_labels(v) for h, v in self(batch).items()}
+            logits = self(batch)
+            out = {h: argmax_labels(v) for h, v in logits.items()}
+            for h, p in (sure or {}).items():
+                out[h + SURE] = sure_labels(logits[h], out[h], p)
+            return out
 
 
 _SETTINGS = threading.Lock()
@@ -159,8 +166,8 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
     (called only if the backend needs it). ``input_shape``: the network's input, batch first (-1 for
     a batch that varies); ``key``: what identifies the weights (their SHA-256 and
     architecture) for the compiled-model cache; ``outputs``: what the run will ask of it,
-    ``"labels"`` (each head's argmax) or ``"logits"`` (OpenVINO compiles that graph first,
-    the other only if it is asked for). With
+    ``"logits"``, or a :func:`~flarecli.core.inference.sure.labels_kind` (each head's argmax, and sure labels) -- OpenVINO
+    compiles that graph first, another only if it is asked for. With
     ``auto``, why OpenVINO was not used is appended to ``fallbacks`` (the caller warns once
     for the whole model). ``calibration``: the run's calibration with ``--precision int8``.
     ``progress``: told when an OpenVINO compilation starts and ends (tens of seconds)."""

@@ -97,6 +97,6 @@ class _Capturing:
         self.keep(batch)
         return self.inner(batch)
 
-    def labels(self, batch):
+    def labels(self, batch, sure: dict[str, float] | None = None):
         self.keep(batch)
-        return self.inner.labels(batch)
+        return self.inner.labels(batch, sure)

@@ -147,13 +147,15 @@ def produces_tumor(stage: S.Stage, head: str) -> bool:
 
 
 def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zyx,
-                sure: np.ndarray | None) -> np.ndarray:
+                sure: np.ndarray | None, earlier_sure: np.ndarray | None = None
+                ) -> np.ndarray:
     """An output's labels (FLARE ids on its box) as they may go over the earlier outputs'
     labels ``earlier`` (same box): only within ``rule.host_margin_mm`` of a host class and
     never over a class that is no host (a liver lesion may take liver voxels, never the
     gallbladder's), and over a labelled voxel only where ``sure`` (the labels whose
     probability reached ``rule.replace_probability``; None: the argmax is enough) says so
-    too."""
+    too, and ``earlier_sure`` (where the earlier label reached that probability itself;
+    None: nowhere) does not: a sure label is never overruled."""
     from flarecli.core.postprocessing.components import near
 
     keep = ids > 0
@@ -161,7 +163,8 @@ def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zy
         host = np.isin(earlier, rule.hosts)
         keep = near(keep, host, spacing_zyx, rule.host_margin_mm) & (host | (earlier == 0))
     if sure is not None:
-        keep &= (earlier == 0) | (sure == ids)
+        unsure_before = True if earlier_sure is None else ~earlier_sure
+        keep &= (earlier == 0) | ((sure == ids) & unsure_before)
     return np.where(keep, ids, 0).astype(ids.dtype)
 
 
@@ -196,19 +199,31 @@ class Engine:
         choice = backend or BackendChoice("torch")  # load_stage's default
         if choice.runs_torch(device):  # before the stages load in threads
             torch_settings(device, choice)
-        self.stages: dict[str, ST.LoadedStage] = {}
-        self._load_all(which, probabilities)
         self.outputs: list[tuple[str, str]] = []  # (stage, head) in merge order
         self.merge: dict[tuple[str, str], S.Output] = {}  # how each is merged over the others
         for i, out in enumerate(self.graph.outputs):
-            if out.stage not in self.stages:
+            folder = model_dir / out.stage
+            if not (folder / "model.json").is_file():
                 continue  # an optional stage that was not trained
-            head = output_head(self.stages[out.stage].stage, out,
+            spec = ST.stage_spec(folder)
+            head = output_head(spec, out,
                                f"{model_dir}/recipe.json: models.{self.graph_name}.outputs[{i}]")
-            if not with_tumor and produces_tumor(self.stages[out.stage].stage, head):
+            if not with_tumor and produces_tumor(spec, head):
                 continue
             self.outputs.append((out.stage, head))
             self.merge[(out.stage, head)] = out
+        # the probability each head's labels must reach to count as sure: its own rule's
+        # replace_probability, else the highest of the outputs merged after it (which may
+        # not overrule its sure labels)
+        self.sure_at: dict[tuple[str, str], float] = {}
+        for i, key in enumerate(self.outputs):
+            own = self.merge[key].replace_probability
+            later = [self.merge[k].replace_probability for k in self.outputs[i + 1:]]
+            bar = own if own > 0.5 else max([p for p in later if p > 0.5], default=0.0)
+            if bar > 0.5:
+                self.sure_at[key] = bar
+        self.stages: dict[str, ST.LoadedStage] = {}
+        self._load_all(which, probabilities)
         self.roi_stage = None
         if self.graph.roi is not None:
             self.roi_stage = self.stages[self.graph.roi.stage]
@@ -220,21 +235,22 @@ class Engine:
     def _load_all(self, which: str | None, probabilities: bool) -> None:
         """Load the graph's stages at once, in threads: reading a cached OpenVINO model is
         native code that runs beside the others (three paper-size stages: 1.1 -> 0.35 s).
-        The ROI stage only ever gives labels; output stages give probabilities when asked."""
+        The ROI stage only ever gives labels; output stages give probabilities when asked,
+        else labels and the sure labels of their merge rules."""
         from concurrent.futures import ThreadPoolExecutor
 
         wanted: dict[str, bool] = {}
         for out in self.graph.outputs:
             if (self.model_dir / out.stage / "model.json").is_file():
-                wanted[out.stage] = wanted.get(out.stage, False) or probabilities or \
-                    out.replace_probability > 0.5
+                wanted[out.stage] = probabilities
         if self.graph.roi is not None:
             wanted[self.graph.roi.stage] = wanted.get(self.graph.roi.stage, False)
 
         def load(name: str) -> ST.LoadedStage:
+            sure = {h: p for (n, h), p in self.sure_at.items() if n == name}
             return ST.load_stage(name, self.model_dir / name, self.device, which,
                                  self.backend_choice, self.warn, self.fallbacks, wanted[name],
-                                 self.calibration, self.progress)
+                                 self.calibration, self.progress, sure)
 
         with ThreadPoolExecutor(max(1, len(wanted))) as pool:
             loaded = {name: pool.submit(load, name) for name in wanted}
@@ -323,6 +339,7 @@ class Engine:
         roi = self.roi(image, spacing, fill) if self.roi_stage is not None else None
         t1 = time.perf_counter()
         out = np.zeros(image.shape, np.uint8)
+        firm = np.zeros(image.shape, bool) if self.sure_at else None  # out's sure labels
         info: dict[str, Any] = {}
         done: dict[str, tuple[Box, dict[str, np.ndarray]]] = {}
         memo: dict = {}  # network inputs, shared by stages that read a region alike
@@ -331,19 +348,20 @@ class Engine:
             rule = self.merge[(name, head)]
             if name not in done:
                 box = self.region(ls, roi, image.shape, spacing)
-                sure = {h: o.replace_probability for (n, h), o in self.merge.items()
-                        if n == name and o.replace_probability > 0.5}
+                sure = {h: p for (n, h), p in self.sure_at.items() if n == name}
                 done[name] = (box, ST.segment(ls, image, box, spacing, fill, tta,
                                               info if stats and not done else None, memo,
                                               sure))
             box, labels = done[name]
             with step("class ids"):
                 ids = ls.ids(head)[labels[head]]
+                sure_ids = ls.ids(head)[labels[head + ST.SURE]] \
+                    if head + ST.SURE in labels else None
             if rule.hosts is not None or rule.replace_probability > 0.5:
                 with step("merge rule"):
                     ids = merged_over(ids, crop(out, box, 0), rule, spacing,
-                                      ls.ids(head)[labels[head + ST.SURE]]
-                                      if rule.replace_probability > 0.5 else None)
+                                      sure_ids if rule.replace_probability > 0.5 else None,
+                                      crop(firm, box, False) if firm is not None else None)
             if postprocess is not None:
                 with step("postprocess"):
                     ids, _ = clean(ids, geometry.voxel_volume_mm3, postprocess.connectivity,
@@ -351,6 +369,11 @@ class Engine:
                                    tuple(postprocess.largest_component))
             with step("paste"):
                 paste(out, ids, box, labelled_only=True)
+                if firm is not None and sure_ids is not None:
+                    painted = ids > 0
+                    region = crop(firm, box, False).copy()
+                    region[painted] = sure_ids[painted] == ids[painted]
+                    paste(firm, region, box)
         memo.clear()
         with step("reorient"):
             out = reorient.invert(out)

@@ -31,6 +31,7 @@ import numpy as np
 
 from flarecli.core.errors import FlareError, ModelError
 from flarecli.core.inference.int8 import Int8Calibration, quantize
+from flarecli.core.inference.sure import SURE, labels_kind, sure_labels, sure_of_kind
 
 #: CPU flags that change which kernels OpenVINO compiles (x86; other machines have none).
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
@@ -123,8 +124,8 @@ class OpenVinoBackend:
     def __call__(self, batch) -> dict[str, Any]:
         return self._run("logits", batch)
 
-    def labels(self, batch) -> dict[str, Any]:
-        return self._run("labels", batch)
+    def labels(self, batch, sure: dict[str, float] | None = None) -> dict[str, Any]:
+        return self._run(labels_kind(sure), batch)
 
     def _run(self, outputs: str, batch) -> dict[str, Any]:
         """NumPy arrays per head, for a NumPy batch (no torch is imported: a run whose
@@ -142,7 +143,8 @@ class OpenVinoBackend:
         # 192^3) until told otherwise; StMt's two fine models would hold 2 GB between scans.
         # Measured: peak RSS 2.6 -> 1.7 GB for the two, no change in time.
         getattr(compiled, "release_memory", lambda: None)()
-        return {h: out[i] for i, h in enumerate(self.heads)}
+        names = [*self.heads, *(h + SURE for h in sorted(sure_of_kind(outputs)))]
+        return {name: out[i] for i, name in enumerate(names)}
 
     @classmethod
     def build(cls, model, heads: tuple[str, ...], input_shape: tuple[int, ...],
@@ -209,8 +211,9 @@ def _load_entry(entry: Path, config: dict[str, Any], warn) -> Any:
 
 def convert(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
             outputs: str = "logits"):
-    """The torch network as an OpenVINO model returning its heads' logits in order, or
-    (``outputs="labels"``) their argmax over the classes as uint8."""
+    """The torch network as an OpenVINO model returning its heads' logits in order, or (a
+    :func:`~flarecli.core.inference.sure.labels_kind`) their argmax over the classes as
+    uint8, followed by the sure labels it names (head order sorted)."""
     import warnings
 
     import torch
@@ -226,9 +229,12 @@ def convert(model, heads: tuple[str, ...], input_shape: tuple[int, ...],
 
         def forward(self, x):
             out = as_heads(self.net(x), heads)
-            if outputs == "labels":
-                return tuple(torch.argmax(out[h], 1).to(torch.uint8) for h in heads)
-            return tuple(out[h] for h in heads)
+            if outputs == "logits":
+                return tuple(out[h] for h in heads)
+            labels = {h: torch.argmax(out[h], 1).to(torch.uint8) for h in heads}
+            sure = [sure_labels(out[h].float(), labels[h], p) for h, p in
+                    sorted(sure_of_kind(outputs).items())]
+            return (*(labels[h] for h in heads), *sure)
 
     example = torch.zeros(_trace_shape(model, input_shape))
     with warnings.catch_warnings(), torch.no_grad():

@@ -27,6 +27,7 @@ from flarecli.core.inference import arrays as A
 from flarecli.core.inference.backends import Backend, BackendChoice, make_backend
 from flarecli.core.inference.int8 import Int8Calibration
 from flarecli.core.inference.profiling import step
+from flarecli.core.inference.sure import SURE, labels_kind
 from flarecli.core.io.bundle import (
     bundle_stage,
     network_of,
@@ -93,13 +94,15 @@ def load_stage(name: str, folder: Path, device, which: str | None = None,
                choice: BackendChoice | None = None, notes: Callable[[str], None] | None = None,
                fallbacks: list[str] | None = None, probabilities: bool = True,
                calibration: Int8Calibration | None = None,
-               progress: Callable[[str], None] | None = None) -> LoadedStage:
+               progress: Callable[[str], None] | None = None,
+               sure: dict[str, float] | None = None) -> LoadedStage:
     """A bundle's stage on the backend ``choice`` asks for (a BackendChoice; default: torch).
     The weights' checksum is verified before any backend sees them; the torch network is
     built only when a backend needs it (not for an OpenVINO model found in the cache, which
     was compiled from these very weights). ``probabilities``: the run will average or score
     this stage's softmax (TTA, confidence); without, a fixed-size stage only needs each
-    head's argmax. ``progress``: told when an OpenVINO compilation starts and ends."""
+    head's argmax, and the sure labels of ``sure`` (head -> probability: the merge rule's).
+    ``progress``: told when an OpenVINO compilation starts and ends."""
     meta = read_bundle(folder)
     path = verified_weights(folder, meta, which)
     stage, intensity = bundle_stage(folder, meta)
@@ -109,12 +112,17 @@ def load_stage(name: str, folder: Path, device, which: str | None = None,
     model = functools.cache(lambda: network_of(path, meta, str(device)))
     key = {"weights_sha256": entry["sha256"], "architecture": meta["architecture"],
            "heads": list(heads)}
-    outputs = "labels" if stage.geometry.size_zyx is not None and not probabilities \
+    outputs = labels_kind(sure) if stage.geometry.size_zyx is not None and not probabilities \
         else "logits"
     backend = make_backend(model, device, heads, stage.precision, network_input(stage, dims),
                            key, choice or BackendChoice("torch"), notes, str(folder),
                            fallbacks, outputs, calibration, progress)
     return LoadedStage(name, Path(folder), meta, stage, intensity, backend, dims, chosen)
+
+
+def stage_spec(folder: Path) -> S.Stage:
+    """A bundle's stage as trained (its model.json alone: no weights are read)."""
+    return bundle_stage(folder, read_bundle(folder))[0]
 
 
 def network_input(stage: S.Stage, dims: int) -> tuple[int, ...]:
@@ -218,10 +226,6 @@ def sliding_window(ls: LoadedStage, volume: np.ndarray, views: list[tuple[int, .
     return {h: (acc / norm)[(slice(None), *inner)] for h, acc in sums.items()}
 
 
-#: Suffix of the key under which :func:`network_labels` returns a head's sure labels.
-SURE = ":sure"
-
-
 def network_labels(ls: LoadedStage, net_in: np.ndarray, tta: bool,
                    stats: dict[str, Any] | None = None, sure: dict[str, float] | None = None
                    ) -> dict[str, np.ndarray]:
@@ -234,8 +238,8 @@ def network_labels(ls: LoadedStage, net_in: np.ndarray, tta: bool,
     if ls.stage.geometry.size_zyx is None:
         probs = sliding_window(ls, net_in, views)
         view_labels: list[Any] = []
-    elif len(views) == 1 and stats is None and not sure:  # the backend's argmax, no logits
-        out = ls.backend.labels(net_in[None, None])
+    elif len(views) == 1 and stats is None:  # the backend's argmax (and sure labels)
+        out = ls.backend.labels(net_in[None, None], sure or None)
         return {h: A.to_numpy(y[0]) for h, y in out.items()}
     else:
         total: dict[str, Any] = {}

@@ -462,7 +462,9 @@ class Output:
     is a voxel an earlier output gave a class that is no host. A
     voxel an earlier output labelled takes this output's label only where the head gives that
     label a probability of at least ``replace_probability`` (0.5 is the argmax; more keeps an
-    unsure head off the organs); an unlabelled voxel needs the argmax alone."""
+    unsure head off the organs) and the earlier head gave its own label less than that: a
+    sure label is never overruled (both heads learned from the same labels, so an organ head
+    sure of a voxel saw no lesion there); an unlabelled voxel needs the argmax alone."""
 
     stage: str
     head: str | None = None

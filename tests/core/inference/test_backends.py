@@ -434,3 +434,25 @@ def test_tracing_at_the_smallest_size_gives_the_full_size_graph():
     with torch.no_grad():
         ref = net(torch.from_numpy(x))
     assert np.abs(a[0] - ref["organs"].numpy()).max() < 1e-3
+
+
+def test_sure_labels_are_the_argmax_where_its_softmax_reaches_the_bar():
+    """The graph's test (sum of exp(l - max) <= 1/p) is the softmax's max >= p, and the
+    kind's name carries the bars to the compiled graph and back."""
+    import torch
+
+    from flarecli.core.inference.arrays import argmax_labels
+    from flarecli.core.inference.sure import labels_kind, sure_labels, sure_of_kind
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 6, 7, 8, generator=g) * 3
+    labels = argmax_labels(logits)
+    for p in (0.5, 0.8, 0.95):
+        want = torch.where(torch.softmax(logits, 1).max(1).values >= p, labels, 0)
+        got = sure_labels(logits, labels, p)
+        assert got.dtype == labels.dtype
+        assert (got != want).sum() <= 1  # a float tie at the bar at most
+        assert 0 < int((got > 0).sum()) < int((labels > 0).sum())
+    assert labels_kind(None) == labels_kind({}) == "labels"
+    kind = labels_kind({"tumor": 0.8, "organs": 0.9})
+    assert sure_of_kind(kind) == {"organs": 0.9, "tumor": 0.8} and sure_of_kind("labels") == {}

@@ -351,8 +351,10 @@ def test_outputs_are_cleaned_before_they_are_merged(model_dir, monkeypatch):
     def fake_segment(ls, image, box, spacing, fill, tta, stats=None, memo=None, sure=None):
         head = next(iter(ls.stage.network.heads))
         found = {head: tumor if head == "tumor" else organs}
-        # the head is sure of every label it gives (the merge rule then paints them all)
-        return found | {h + ST.SURE: found[h] for h in (sure or {}) if h in found}
+        # the tumor head is sure of every label it gives, the organ head of none (the merge
+        # rule then paints the whole band)
+        return found | {h + ST.SURE: found[h] if h == "tumor" else np.zeros_like(found[h])
+                        for h in (sure or {}) if h in found}
 
     monkeypatch.setattr(ST, "segment", fake_segment)
     monkeypatch.setattr(Engine, "roi", lambda self, image, spacing, fill: tuple(
@@ -389,6 +391,61 @@ def test_merge_rule_keeps_an_unsure_head_off_earlier_labels():
     assert out.dtype == np.uint8
     loose = merged_over(ids, earlier, S.Output("tumor"), (1.0, 1.0, 1.0), None)
     assert (loose == ids).all()  # no rule: the argmax everywhere
+
+
+def test_merge_rule_never_overrules_a_sure_earlier_label():
+    """Both heads learned from the same labels: where the organ head is sure of its organ,
+    a sure tumor head does not replace it; where the organ head is unsure, it does."""
+    from flarecli.core.inference.engine import merged_over
+    from flarecli.core.recipes import spec as S
+
+    earlier = np.ones((2, 4, 12), np.uint8)  # liver everywhere
+    earlier_sure = np.zeros(earlier.shape, bool)
+    earlier_sure[:, :, :6] = True  # sure of it on the left half
+    ids = np.full_like(earlier, 14)
+    rule = S.Output("tumor", hosts=(1,), host_margin_mm=0.0, replace_probability=0.8)
+    out = merged_over(ids, earlier, rule, (1.0, 1.0, 1.0), ids, earlier_sure)
+    assert (out[:, :, :6] == 0).all() and (out[:, :, 6:] == 14).all()
+    assert (merged_over(ids, earlier, rule, (1.0, 1.0, 1.0), ids) == 14).all()
+
+
+def test_the_engine_keeps_sure_organs_from_the_tumor_overlay(model_dir, monkeypatch):
+    """End to end through Engine.predict: the organ stage is asked for its sure labels at
+    the tumor rule's probability, and the overlay takes only the liver voxels it was unsure
+    of (and the unlabelled ones)."""
+    from flarecli.core.inference import stages as ST
+    from flarecli.core.inference.engine import Engine
+    from flarecli.core.runtime import resolve_device
+
+    engine = Engine(model_dir, resolve_device("cpu"))
+    rule = engine.merge[engine.outputs[-1]]
+    assert rule.replace_probability > 0.5
+    organ_key = engine.outputs[0]
+    assert engine.sure_at[organ_key] == rule.replace_probability
+    shape = (6, 10, 20)
+    organs = np.zeros(shape, np.uint8)
+    organs[:, :, :16] = 1  # liver on the left, nothing on the right
+    organs_sure = organs.copy()
+    organs_sure[:, :, 8:] = 0  # the organ head is unsure from x = 8 on
+    tumor = np.zeros(shape, np.uint8)
+    tumor[:, 4:6, 4:18] = 1  # a lesion band, sure throughout
+    asked = {}
+
+    def fake_segment(ls, image, box, spacing, fill, tta, stats=None, memo=None, sure=None):
+        head = next(iter(ls.stage.network.heads))
+        asked[head] = dict(sure or {})
+        found = tumor if head == "tumor" else organs
+        return {head: found, head + ST.SURE: tumor if head == "tumor" else organs_sure}
+
+    monkeypatch.setattr(ST, "segment", fake_segment)
+    monkeypatch.setattr(Engine, "roi", lambda self, image, spacing, fill: tuple(
+        (0, s) for s in image.shape))
+    monkeypatch.setattr(Engine, "region", lambda self, ls, roi, shape_, spacing: roi)
+    label = engine.predict(np.zeros(shape, np.int16), geom(shape)).label
+    assert asked[organ_key[1]] == {organ_key[1]: rule.replace_probability}
+    band = label[:, 4:6]
+    assert (band[:, :, 4:8] == 1).all()  # the sure liver stays liver
+    assert (band[:, :, 8:18] == 14).all()  # unsure liver and unlabelled voxels take the lesion
 
 
 def test_merge_rule_is_checked_in_the_recipe():

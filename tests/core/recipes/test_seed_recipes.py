@@ -380,7 +380,7 @@ def test_left_right_tta_swaps_the_classes_back():
         __call__ = staticmethod(by_side)
 
         @staticmethod
-        def labels(x):
+        def labels(x, sure=None):
             return {h: argmax_labels(v) for h, v in by_side(x).items()}
 
     ls.backend = Backend()
