@@ -166,8 +166,9 @@ def make_backend(model, device, heads: tuple[str, ...], stage_precision: str,
     (called only if the backend needs it). ``input_shape``: the network's input, batch first (-1 for
     a batch that varies); ``key``: what identifies the weights (their SHA-256 and
     architecture) for the compiled-model cache; ``outputs``: what the run will ask of it,
-    ``"logits"``, or a :func:`~flarecli.core.inference.sure.labels_kind` (each head's argmax, and sure labels) -- OpenVINO
-    compiles that graph first, another only if it is asked for. With
+    ``"logits"``, or a :func:`~flarecli.core.inference.sure.labels_kind` (each head's
+    argmax, and sure labels) -- OpenVINO compiles that graph first, another only if it is
+    asked for. With
     ``auto``, why OpenVINO was not used is appended to ``fallbacks`` (the caller warns once
     for the whole model). ``calibration``: the run's calibration with ``--precision int8``.
     ``progress``: told when an OpenVINO compilation starts and ends (tens of seconds)."""

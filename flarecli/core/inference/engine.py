@@ -152,10 +152,10 @@ def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zy
     """An output's labels (FLARE ids on its box) as they may go over the earlier outputs'
     labels ``earlier`` (same box): only within ``rule.host_margin_mm`` of a host class and
     never over a class that is no host (a liver lesion may take liver voxels, never the
-    gallbladder's), and over a labelled voxel only where ``sure`` (the labels whose
-    probability reached ``rule.replace_probability``; None: the argmax is enough) says so
-    too, and ``earlier_sure`` (where the earlier label reached that probability itself;
-    None: nowhere) does not: a sure label is never overruled."""
+    gallbladder's), and over a labelled voxel only where ``sure`` (the labels the head is
+    sure of at ``rule.replace_probability``: :mod:`flarecli.core.inference.sure`; None: the
+    argmax is enough) says so too, and ``earlier_sure`` (where the earlier head was sure of
+    its own label at that bar; None: nowhere) does not: a sure label is never overruled."""
     from flarecli.core.postprocessing.components import near
 
     keep = ids > 0

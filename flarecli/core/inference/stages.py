@@ -27,7 +27,7 @@ from flarecli.core.inference import arrays as A
 from flarecli.core.inference.backends import Backend, BackendChoice, make_backend
 from flarecli.core.inference.int8 import Int8Calibration
 from flarecli.core.inference.profiling import step
-from flarecli.core.inference.sure import SURE, labels_kind
+from flarecli.core.inference.sure import SURE, labels_kind, sure_from_probabilities
 from flarecli.core.io.bundle import (
     bundle_stage,
     network_of,
@@ -253,8 +253,7 @@ def network_labels(ls: LoadedStage, net_in: np.ndarray, tta: bool,
         probs = {h: (t / len(views))[0] for h, t in total.items()}
     labels = {h: A.to_numpy(A.argmax_labels(p[None]))[0] for h, p in probs.items()}
     for head, minimum in (sure or {}).items():
-        confident = A.to_numpy(A.top(probs[head], 0)) >= minimum
-        labels[head + SURE] = np.where(confident, labels[head], 0).astype(labels[head].dtype)
+        labels[head + SURE] = sure_from_probabilities(probs[head], labels[head], minimum)
     if stats is not None:
         first = next(iter(labels))
         fg = labels[first] > 0

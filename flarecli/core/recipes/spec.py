@@ -460,11 +460,13 @@ class Output:
     belongs: ``hosts`` are FLARE ids of the earlier outputs its labels grow in; a voxel
     more than ``host_margin_mm`` from every host voxel is not painted (None: anywhere), nor
     is a voxel an earlier output gave a class that is no host. A
-    voxel an earlier output labelled takes this output's label only where the head gives that
-    label a probability of at least ``replace_probability`` (0.5 is the argmax; more keeps an
-    unsure head off the organs) and the earlier head gave its own label less than that: a
-    sure label is never overruled (both heads learned from the same labels, so an organ head
-    sure of a voxel saw no lesion there); an unlabelled voxel needs the argmax alone."""
+    voxel an earlier output labelled takes this output's label only where the head is sure of
+    it -- its label at least p / (1 - p) times as likely as the runner-up, p being
+    ``replace_probability``: for a two-class head, a probability of at least p (0.5 is the
+    argmax; more keeps an unsure head off the organs) -- and the earlier head was not sure of
+    its own label by the same bar: a sure label is never overruled (both heads learned from
+    the same labels, so an organ head sure of a voxel saw no lesion there); an unlabelled
+    voxel needs the argmax alone."""
 
     stage: str
     head: str | None = None

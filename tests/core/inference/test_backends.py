@@ -436,23 +436,39 @@ def test_tracing_at_the_smallest_size_gives_the_full_size_graph():
     assert np.abs(a[0] - ref["organs"].numpy()).max() < 1e-3
 
 
-def test_sure_labels_are_the_argmax_where_its_softmax_reaches_the_bar():
-    """The graph's test (sum of exp(l - max) <= 1/p) is the softmax's max >= p, and the
-    kind's name carries the bars to the compiled graph and back."""
+def test_sure_labels_are_the_argmax_where_it_beats_the_runner_up_by_the_odds():
+    """Sure: the chosen class at least p / (1 - p) times as likely as the runner-up -- for a
+    two-class head its probability reaches p; from logits (the graphs) and from averaged
+    probabilities (a sliding window) alike; the kind's name carries the bars to the compiled
+    graph and back."""
     import torch
 
     from flarecli.core.inference.arrays import argmax_labels
-    from flarecli.core.inference.sure import labels_kind, sure_labels, sure_of_kind
+    from flarecli.core.inference.sure import (
+        labels_kind,
+        sure_from_probabilities,
+        sure_labels,
+        sure_of_kind,
+    )
 
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 5, 6, 7, 8, generator=g) * 3
-    labels = argmax_labels(logits)
-    for p in (0.5, 0.8, 0.95):
-        want = torch.where(torch.softmax(logits, 1).max(1).values >= p, labels, 0)
-        got = sure_labels(logits, labels, p)
-        assert got.dtype == labels.dtype
-        assert (got != want).sum() <= 1  # a float tie at the bar at most
-        assert 0 < int((got > 0).sum()) < int((labels > 0).sum())
+    for classes in (2, 5):
+        logits = torch.randn(2, classes, 6, 7, 8, generator=g) * 3
+        labels = argmax_labels(logits)
+        probs = torch.softmax(logits, 1)
+        top2 = probs.topk(2, 1).values
+        for p in (0.5, 0.8, 0.95):
+            want = torch.where(top2[:, 0] >= top2[:, 1] * (p / (1 - p)), labels, 0)
+            if classes == 2:
+                assert torch.equal(want, torch.where(top2[:, 0] >= p, labels, 0))
+            got = sure_labels(logits, labels, p)
+            assert got.dtype == labels.dtype
+            assert (got != want).sum() <= 1  # a float tie at the bar at most
+            assert (p == 0.5) or 0 < int((got > 0).sum()) < int((labels > 0).sum())
+            for b in range(2):
+                from_probs = sure_from_probabilities(probs[b].numpy(), labels[b].numpy(), p)
+                assert (from_probs != want[b].numpy()).sum() <= 1
+        assert not sure_labels(logits, labels, 1.0).any()  # a bar of 1: never sure
     assert labels_kind(None) == labels_kind({}) == "labels"
     kind = labels_kind({"tumor": 0.8, "organs": 0.9})
     assert sure_of_kind(kind) == {"organs": 0.9, "tumor": 0.8} and sure_of_kind("labels") == {}
