@@ -155,8 +155,12 @@ def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zy
     gallbladder's), and over a labelled voxel only where ``sure`` (the labels the head is
     sure of at ``rule.replace_probability``: :mod:`flarecli.core.inference.sure`; None: the
     argmax is enough) says so too, and ``earlier_sure`` (where the earlier head was sure of
-    its own label at that bar; None: nowhere) does not: a sure label is never overruled."""
+    its own label at that bar; None: nowhere) does not: a sure label is never overruled.
+    With ``sure``, a painted component (26-connected, per label) is kept only if it holds a
+    sure voxel: an unlabelled voxel takes the argmax only beside a sure one, so a region the
+    head is lukewarm about throughout is no lesion (hysteresis, as in edge detection)."""
     from flarecli.core.postprocessing.components import near
+    from flarecli.core.preprocessing.connected import labelled_components
 
     keep = ids > 0
     if rule.hosts is not None:
@@ -165,6 +169,13 @@ def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zy
     if sure is not None:
         unsure_before = True if earlier_sure is None else ~earlier_sure
         keep &= (earlier == 0) | ((sure == ids) & unsure_before)
+        for value in np.unique(ids[keep]):
+            mine = keep & (ids == value)
+            components, _ = labelled_components(mine, 26)
+            seeded = np.zeros(int(components.max()) + 1, bool)
+            seeded[components[mine & (sure == ids)]] = True
+            seeded[0] = False
+            keep &= ~mine | seeded[components]
     return np.where(keep, ids, 0).astype(ids.dtype)
 
 

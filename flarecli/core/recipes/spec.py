@@ -466,7 +466,7 @@ class Output:
     argmax; more keeps an unsure head off the organs) -- and the earlier head was not sure of
     its own label by the same bar: a sure label is never overruled (both heads learned from
     the same labels, so an organ head sure of a voxel saw no lesion there); an unlabelled
-    voxel needs the argmax alone."""
+    voxel takes the argmax where its component holds a sure voxel."""
 
     stage: str
     head: str | None = None

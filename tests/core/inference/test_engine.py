@@ -368,8 +368,8 @@ def test_outputs_are_cleaned_before_they_are_merged(model_dir, monkeypatch):
 
 
 def test_merge_rule_keeps_an_unsure_head_off_earlier_labels():
-    """Tumor over organs: only near a host organ, and over an organ voxel only where the
-    head is sure; unlabelled voxels need the argmax alone."""
+    """Tumor over organs: only near a host organ, over an organ voxel only where the head is
+    sure, and in unlabelled voxels by the argmax where the component holds a sure voxel."""
     from flarecli.core.inference.engine import merged_over
     from flarecli.core.recipes import spec as S
 
@@ -382,12 +382,16 @@ def test_merge_rule_keeps_an_unsure_head_off_earlier_labels():
     sure = np.zeros_like(earlier)
     sure[:, 4:6, 5:8] = 14  # ... and is sure of it only here
     sure[:, 4:6, 10:12] = 14  # and in the gallbladder
+    ids[:, 1, 12:20] = 14  # a second lesion, beside the liver in unlabelled voxels ...
+    sure[:, 1, 12] = 14  # ... sure of one voxel column
     rule = S.Output("tumor", hosts=(1,), host_margin_mm=4.0, replace_probability=0.8)
     out = merged_over(ids, earlier, rule, (1.0, 1.0, 1.0), sure)
     row = out[0, 4]
-    # sure in the liver, then the unlabelled voxels within 4 mm of it; never over the
-    # gallbladder (a class that is no host, however sure) nor the spleen
-    assert set(np.flatnonzero(row == 14)) == {5, 6, 7, 12, 13}
+    # sure in the liver; never over the gallbladder (a class that is no host, however sure)
+    # nor the spleen; the unlabelled voxels beyond the gallbladder hold no sure voxel
+    assert set(np.flatnonzero(row == 14)) == {5, 6, 7}
+    # the unlabelled voxels within 4 mm of the liver take the argmax beside a sure one
+    assert set(np.flatnonzero(out[0, 1] == 14)) == {12, 13}
     assert out.dtype == np.uint8
     loose = merged_over(ids, earlier, S.Output("tumor"), (1.0, 1.0, 1.0), None)
     assert (loose == ids).all()  # no rule: the argmax everywhere
