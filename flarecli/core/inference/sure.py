@@ -56,10 +56,12 @@ def sure_from_probabilities(probs, labels, probability: float):
 
         top2 = torch.topk(probs, 2, dim=0).values
         first, second = top2[0], top2[1]
-    else:
-        n = probs.shape[0]
-        part = np.partition(probs, n - 2, axis=0)
-        first, second = part[n - 1], part[n - 2]
+    else:  # a running top two over the classes: no copy of the (C, ...) map
+        first = np.maximum(probs[0], probs[1])
+        second = np.minimum(probs[0], probs[1])
+        for c in range(2, probs.shape[0]):
+            np.maximum(second, np.minimum(first, probs[c]), out=second)
+            np.maximum(first, probs[c], out=first)
     with np.errstate(invalid="ignore"):  # inf * 0 at a bar of 1: never sure
         confident = A.to_numpy(first >= second * odds(probability))
     return np.where(confident, A.to_numpy(labels), 0).astype(A.to_numpy(labels).dtype)
