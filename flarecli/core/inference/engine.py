@@ -179,6 +179,42 @@ def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zy
     return np.where(keep, ids, 0).astype(ids.dtype)
 
 
+def _overlap(box: Box, other: Box) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """The common part of two boxes, as slices of each (None: they do not meet)."""
+    common = [(max(a, c), min(b, d)) for (a, b), (c, d) in zip(box, other, strict=True)]
+    if any(b <= a for a, b in common):
+        return None
+    return (tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(common, box, strict=True)),
+            tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(common, other, strict=True)))
+
+
+class SureVoxels:
+    """Where the labels merged so far are sure, kept per output on its own box (a box-sized
+    mask each, not a scan-sized one: 78 MB for 512 x 512 x 300): a voxel an output paints
+    takes its sureness from that output."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Box, np.ndarray]] = []
+
+    def paint(self, box: Box, painted: np.ndarray, sure: np.ndarray | None) -> None:
+        """An output painted ``painted`` on ``box``, sure where ``sure`` (None: nowhere)."""
+        for other, mask in self.parts:  # what it painted over is the earlier's no more
+            found = _overlap(box, other)
+            if found is not None:
+                mask[found[1]] &= ~painted[found[0]]
+        if sure is not None:
+            self.parts.append((box, sure & painted))
+
+    def within(self, box: Box) -> np.ndarray:
+        """Sure voxels on ``box``."""
+        out = np.zeros(tuple(b - a for a, b in box), bool)
+        for other, mask in self.parts:
+            found = _overlap(box, other)
+            if found is not None:
+                out[found[0]] |= mask[found[1]]
+        return out
+
+
 class Engine:
     """The loaded graph of a model folder."""
 
@@ -350,7 +386,7 @@ class Engine:
         roi = self.roi(image, spacing, fill) if self.roi_stage is not None else None
         t1 = time.perf_counter()
         out = np.zeros(image.shape, np.uint8)
-        firm = np.zeros(image.shape, bool) if self.sure_at else None  # out's sure labels
+        firm = SureVoxels() if self.sure_at else None  # where out's labels are sure
         info: dict[str, Any] = {}
         done: dict[str, tuple[Box, dict[str, np.ndarray]]] = {}
         memo: dict = {}  # network inputs, shared by stages that read a region alike
@@ -372,7 +408,7 @@ class Engine:
                 with step("merge rule"):
                     ids = merged_over(ids, crop(out, box, 0), rule, spacing,
                                       sure_ids if rule.replace_probability > 0.5 else None,
-                                      crop(firm, box, False) if firm is not None else None)
+                                      firm.within(box) if firm is not None else None)
             if postprocess is not None:
                 with step("postprocess"):
                     ids, _ = clean(ids, geometry.voxel_volume_mm3, postprocess.connectivity,
@@ -380,11 +416,8 @@ class Engine:
                                    tuple(postprocess.largest_component))
             with step("paste"):
                 paste(out, ids, box, labelled_only=True)
-                if firm is not None and sure_ids is not None:
-                    painted = ids > 0
-                    region = crop(firm, box, False).copy()
-                    region[painted] = sure_ids[painted] == ids[painted]
-                    paste(firm, region, box)
+                if firm is not None:
+                    firm.paint(box, ids > 0, None if sure_ids is None else sure_ids == ids)
         memo.clear()
         with step("reorient"):
             out = reorient.invert(out)

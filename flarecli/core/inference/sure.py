@@ -37,13 +37,32 @@ def sure_labels(logits, labels, probability: float):
     """``labels`` where the chosen class is at least ``odds(probability)`` times as likely
     as the runner-up, 0 elsewhere: the top two logits differ by at least the odds' log (for
     a two-class head exactly: its probability reaches ``probability``; for more classes a
-    bound on it). Two logits per voxel, never the classes' probabilities: a 14-class 192^3
-    head would hold 400 MB more for them (torch tensors, or traced into a graph)."""
+    bound on it). A running top two over the classes, never the classes' probabilities nor
+    a top-k's indices: traced into a graph, a 14-class 192^3 head's softmax sum held 400 MB of
+    temporaries and a top-k 170 MB (torch tensors, or traced into a graph)."""
     import torch
 
-    top2 = torch.topk(logits, 2, dim=1).values
-    margin = top2[:, 0] - top2[:, 1]
-    return torch.where(margin >= math.log(odds(probability)), labels, torch.zeros_like(labels))
+    first, second = running_top2([logits[:, c] for c in range(logits.shape[1])])
+    return torch.where(first - second >= math.log(odds(probability)), labels,
+                       torch.zeros_like(labels))
+
+
+def running_top2(planes):
+    """(largest, second largest) of a list of equal-shape arrays, element-wise (NumPy or
+    torch), holding two planes at a time."""
+    if len(planes) < 2:
+        raise ValueError("a head has at least two classes")
+    from flarecli.core.inference import arrays as A
+
+    if A.is_torch(planes[0]):
+        import torch as xp
+    else:
+        xp = np
+    first, second = xp.maximum(planes[0], planes[1]), xp.minimum(planes[0], planes[1])
+    for x in planes[2:]:
+        second = xp.maximum(second, xp.minimum(first, x))
+        first = xp.maximum(first, x)
+    return first, second
 
 
 def sure_from_probabilities(probs, labels, probability: float):
@@ -51,17 +70,7 @@ def sure_from_probabilities(probs, labels, probability: float):
     torch): the top class at least ``odds(probability)`` times the runner-up."""
     from flarecli.core.inference import arrays as A
 
-    if A.is_torch(probs):
-        import torch
-
-        top2 = torch.topk(probs, 2, dim=0).values
-        first, second = top2[0], top2[1]
-    else:  # a running top two over the classes: no copy of the (C, ...) map
-        first = np.maximum(probs[0], probs[1])
-        second = np.minimum(probs[0], probs[1])
-        for c in range(2, probs.shape[0]):
-            np.maximum(second, np.minimum(first, probs[c]), out=second)
-            np.maximum(first, probs[c], out=first)
+    first, second = running_top2([probs[c] for c in range(probs.shape[0])])
     with np.errstate(invalid="ignore"):  # inf * 0 at a bar of 1: never sure
         confident = A.to_numpy(first >= second * odds(probability))
     return np.where(confident, A.to_numpy(labels), 0).astype(A.to_numpy(labels).dtype)

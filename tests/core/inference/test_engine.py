@@ -463,3 +463,23 @@ def test_merge_rule_is_checked_in_the_recipe():
         S.Output("tumor", host_margin_mm=-1)
     with pytest.raises(ValueError, match="not a FLARE class"):
         S.Output("tumor", hosts=(99,))
+
+
+def test_sure_voxels_follow_the_label_that_was_painted_last():
+    """Sureness is kept per output on its box; a later output's paint takes it over."""
+    from flarecli.core.inference.engine import SureVoxels
+
+    firm = SureVoxels()
+    organs = np.ones((4, 6, 8), bool)
+    firm.paint(((0, 4), (0, 6), (0, 8)), organs, organs)  # organs, sure everywhere
+    painted = np.zeros((2, 3, 3), bool)
+    painted[:, :, :2] = True
+    sure = np.zeros_like(painted)
+    sure[:, :, 0] = True
+    firm.paint(((1, 3), (2, 5), (6, 9)), painted, sure)  # reaches past the first box
+    got = firm.within(((0, 4), (0, 6), (0, 10)))
+    assert got.shape == (4, 6, 10)
+    assert got[1:3, 2:5, 6].all()  # the later output, sure
+    assert not got[1:3, 2:5, 7].any()  # painted over, unsure: the organs' sureness is gone
+    assert got[:, :, :6].all() and got[0, :, 7].all() and not got[:, :, 8:].any()
+    assert SureVoxels().within(((0, 2), (0, 2), (0, 2))).shape == (2, 2, 2)
