@@ -56,6 +56,7 @@ from flarecli.core.preprocessing.connected import main_components
 from flarecli.core.preprocessing.orientation import to_canonical
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.load import load_recipe, output_head, recipe_from_json
+from flarecli.core.runtime import return_large_frees
 
 
 @dataclass
@@ -246,6 +247,8 @@ class Engine:
         choice = backend or BackendChoice("torch")  # load_stage's default
         if choice.runs_torch(device):  # before the stages load in threads
             torch_settings(device, choice)
+        else:
+            return_large_frees()
         self.outputs: list[tuple[str, str]] = []  # (stage, head) in merge order
         self.merge: dict[tuple[str, str], S.Output] = {}  # how each is merged over the others
         for i, out in enumerate(self.graph.outputs):
@@ -378,19 +381,22 @@ class Engine:
         are overlaid, so a tumor across an organ does not cut it into pieces that are then
         thrown away."""
         t0 = time.perf_counter()
-        with step("reorient"):
-            reorient = to_canonical(geometry.direction)
-            image = reorient.apply(image)
-            spacing = reorient.spacing(geometry.spacing_zyx)
-            fill = float(image.min()) if image.size else 0.0
+        # the scan and its labels are seen in canonical order through views: no copy of
+        # either (every stage crops and normalises its region into arrays of its own)
+        reorient = to_canonical(geometry.direction)
+        labels_of_scan = np.zeros(image.shape, np.uint8)
+        image = reorient.view(image)
+        spacing = reorient.spacing(geometry.spacing_zyx)
+        fill = float(image.min()) if image.size else 0.0
         roi = self.roi(image, spacing, fill) if self.roi_stage is not None else None
         t1 = time.perf_counter()
-        out = np.zeros(image.shape, np.uint8)
+        out = reorient.view(labels_of_scan)
         firm = SureVoxels() if self.sure_at else None  # where out's labels are sure
         info: dict[str, Any] = {}
         done: dict[str, tuple[Box, dict[str, np.ndarray]]] = {}
         memo: dict = {}  # network inputs, shared by stages that read a region alike
-        for name, head in self.outputs:
+        last = {name: i for i, (name, _) in enumerate(self.outputs)}  # a stage's last head
+        for i, (name, head) in enumerate(self.outputs):
             ls = self.stages[name]
             rule = self.merge[(name, head)]
             if name not in done:
@@ -418,10 +424,12 @@ class Engine:
                 paste(out, ids, box, labelled_only=True)
                 if firm is not None:
                     firm.paint(box, ids > 0, None if sure_ids is None else sure_ids == ids)
+            # free this output's arrays before the next network runs (its peak is the run's)
+            del ids, sure_ids
+            if last[name] == i:
+                del done[name], labels
         memo.clear()
-        with step("reorient"):
-            out = reorient.invert(out)
         t2 = time.perf_counter()
-        return Prediction(out, roi if roi is not None else whole(image.shape),
+        return Prediction(labels_of_scan, roi if roi is not None else whole(image.shape),
                           {"coarse": t1 - t0, "fine": t2 - t1}, info.get("confidence"),
                           info.get("agreement"))

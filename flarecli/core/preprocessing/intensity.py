@@ -48,7 +48,7 @@ class Intensity:
     def apply(self, image):
         """Normalise a numpy array or torch tensor (returns float32 of the same kind)."""
         if isinstance(image, np.ndarray):  # one float32 copy, then in place
-            out = image.astype(np.float32, copy=True)
+            out = image.astype(np.float32, order="C")  # a strided view too
             if self.lower is not None or self.upper is not None:
                 np.clip(out, self.lower, self.upper, out=out)
             if self.mode == "zscore_image":

@@ -135,7 +135,7 @@ def test_infer_keeps_every_input_grid_and_resumes(model_dir, tmp_path, run_cli):
     assert scan["seconds"]["total"] >= scan["seconds"]["compute"]
     assert {"gpu_peak_mb", "gpu_max_used_mb", "gpu_area_mb_s"} <= set(scan)
     # every step of the computation, a sampled RSS peak and the CPU area (FLARE22)
-    assert {"reorient", "crop", "normalise", "resample to network", "network coarse",
+    assert {"crop", "normalise", "resample to network", "network coarse",
             "network organs", "resample to the scan", "paste"} <= set(scan["steps"])
     assert sum(scan["steps"].values()) <= scan["seconds"]["compute"] + 1e-3
     assert scan["peak_rss_mb"] > 50 and scan["cpu_area_pct_s"] > 0

@@ -29,6 +29,10 @@ def test_every_storage_reaches_the_same_canonical_array(perm):
         r = to_canonical(direction)
         assert np.array_equal(r.apply(stored), canon), signs
         assert np.array_equal(r.invert(r.apply(stored)), stored)
+        assert np.array_equal(r.view(stored), canon)  # the same, without a copy
+        written = np.zeros_like(stored)
+        r.view(written)[...] = canon  # labels painted in canonical order land as stored
+        assert np.array_equal(written, stored)
         assert r.spacing(tuple(stored.shape)) == tuple(float(s) for s in canon.shape)
 
 
