@@ -95,7 +95,9 @@ def _sample_hu(rng: np.random.Generator) -> tuple[list[float], list[float]]:
         tex[t] = amp
     hu[Tissue.ARTERY] = hu[Tissue.AORTA]
     tex[Tissue.ARTERY] = 3.0
-    hu[Tissue.KIDNEY_MEDULLA] = hu[Tissue.KIDNEY_CORTEX] - float(rng.uniform(0.0, 60.0))
+    # late portal-venous / nephrographic kidneys: the medulla within 20 HU of the cortex (a
+    # 0-60 HU gap put it in the very range of a hypo-attenuating kidney lesion)
+    hu[Tissue.KIDNEY_MEDULLA] = hu[Tissue.KIDNEY_CORTEX] - float(rng.uniform(0.0, 20.0))
     tex[Tissue.KIDNEY_MEDULLA] = 6.0
     hu[Tissue.STOMACH_WALL] = hu[Tissue.STOMACH_CONTENT] + float(rng.uniform(15.0, 35.0))
     tex[Tissue.STOMACH_WALL] = 5.0

@@ -88,9 +88,10 @@ def _tumor_hu(sp: _Sampler, host: int, r_t: float, hu: list[float], tex: list[fl
     tissue (-1: none) and the q below which it is painted.
 
     The body is 20-60 HU from its host (darker with :data:`TUMOR_HYPO_P`); a lesion of 20 mm or
-    more has, with :data:`TUMOR_RIM_P`, a thin enhancing rim (20-60 HU above the host, about a
-    tenth of the radius) around a body at least 20 HU darker than the host; else a lesion over
-    30 mm has a necrotic core (15-40 HU below the body) in half of the cases."""
+    more has, with :data:`TUMOR_RIM_P`, a thin enhancing rim (20-60 HU above the host, a tenth
+    to a fifth of the radius: the body fills q < 0.65-0.8, q the squared normalised radius)
+    around a body at least 20 HU darker than the host; else a lesion over 30 mm has a necrotic
+    core (15-40 HU below the body) in half of the cases."""
     rng, u = sp.rng, sp.rng.uniform
     base = hu[_TUMOR_BASE[host]]
     sign = -1.0 if rng.uniform() < TUMOR_HYPO_P[host] else 1.0

@@ -21,25 +21,25 @@ from flarecli.core.synth.dataset import CaseJob, case_seed, make_case
 CASES = {
     # 4 tumors, labels of five organs and tumor
     ("tr", 2, "5_organs_tumor"):
-        "924b7d52af51d8faa06c73e7c59581a9e13251f7905f59077edf1de982d4b998",
+        "7cc70b8b5943d64eb64126bfd2918ba6439ac03f4accf3dbe1517b543e2d4759",
     # 2 tumors, tumor labels only
     ("tr", 4, "tumor_only"):
-        "cf71549a21820afca31880777bd4ebb336260abd0bfdb0f75eaaf91ef1d53d30",
+        "87edcca094c9b8bb989090dd09e2fbc1dd407c80bebb084ede7bd7f346f7c737",
     # 3 tumors, liver, pancreas and tumor labelled
     ("tr", 5, "other"):
-        "29696ff62e1ff38e534ec624ae0c1fcc04072b24277d56bf11a06079d9fcf86b",
+        "145024bfccbcd53617c9d46ebbaa440475d39efc2fddeceb250650b4e0ca8407",
     # test split, 3 tumors
     ("ts", 0, None):
-        "71433d59139d8a8c5f23f81baad73e771c069cb9ed28e70471d2851814a0c6b6",
+        "cbdce743440aac6fb8ab2601d55bcfae1d16d1b4ab5ce05e8448050215fb930f",
     # test split, 2 tumors
     ("ts", 2, None):
-        "f0e7680201f61724192da64c3423751013650955d148e020e4d52bc1308e01fe",
+        "890bd255e77f486774a4faf8ffd30764491540adb374ad3fff6670f697624341",
     # unlabelled, tumors drawn by the phantom
     ("un", 22, None):
-        "22bd81260bbbe8d51dd503d1cdad6ea4db86b677fb9143b24477402384c77677",
+        "b14ce05918c10b9f2b590f2fcbbfa8f05b74af3f0ada4cb51f3e5db7f0fc4297",
     # unlabelled, tumors drawn by the phantom
     ("un", 3, None):
-        "82d46d6ec24d8f3122a917bafbfb0eb18cff6857c42c525360ae9da734b40a34",
+        "79b27143d54e461fd3ba3aad771b8abf35f3c31819774175e5724b2092bdf5eb",
 }
 
 
