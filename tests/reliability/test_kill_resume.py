@@ -116,8 +116,11 @@ def test_train_resumes_exactly_after_kill_9(tmp_path):
 def test_ctrl_c_is_one_line_and_exit_130_and_the_run_resumes(tmp_path):
     # enough cases that the run is still going when the signal comes, even on a loaded machine
     args = ["synth", tmp_path / "d", "--train", "60", "--unlabeled", "0", "--test", "0"]
+    # a shell that starts the suite in the background ignores SIGINT in what it starts, and
+    # a child inherits that (as POSIX wants): give the run Ctrl-C's default, as a terminal does
     proc = subprocess.Popen([*FLARE, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     end = time.monotonic() + 60
     while time.monotonic() < end and len(list((tmp_path / "d").rglob("*.nii.gz"))) < 2:
         time.sleep(0.02)
