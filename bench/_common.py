@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import sys
 import time
@@ -65,3 +66,9 @@ def cpu_description() -> str:
     have = [f for f in wanted if f in flags]
     return (f"CPU: {model}; {len(os.sched_getaffinity(0))} usable CPUs; flags: "
             f"{' '.join(have) or 'none of ' + ' '.join(wanted)}")
+
+
+def demo_pipeline(demo: Path) -> tuple[dict, Path]:
+    """A ``flare demo`` folder's pipeline record (recipe, preset, ...) and its final model."""
+    record = json.loads((demo / "run" / "pipeline.json").read_text())
+    return record, demo / "run" / record.get("final", "student")

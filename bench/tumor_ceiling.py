@@ -21,20 +21,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import cpu_description
+from _common import cpu_description, demo_pipeline
 
 FLARE = [sys.executable, "-m", "flarecli"]
 
 
 def tumor_stage(model: Path, graph: str) -> str:
-    """The stage of ``graph`` whose output holds class 14 (the last such output)."""
+    """The stage of ``graph`` whose output holds the tumor class (the last such output)."""
     from flarecli.core.inference.engine import read_model_recipe
+    from flarecli.core.labels import TUMOR
+    from flarecli.core.recipes.heads import every_class
 
     recipe = read_model_recipe(model)
     found = [out.stage for out in recipe.models[graph].outputs
-             if any(14 in (c if isinstance(c, (list, tuple)) else [c])
-                    for classes in recipe.stages[out.stage].network.heads.values()
-                    for c in classes)]
+             if any(TUMOR in every_class(classes)
+                    for classes in recipe.stages[out.stage].network.heads.values())]
     if not found:
         raise SystemExit(f"{model}: the '{graph}' model has no tumor output")
     return found[-1]
@@ -45,7 +46,7 @@ def perfect_dataset(data: Path, out: Path) -> None:
     (out / "labelsTr").mkdir(parents=True)
     (out / "imagesTr").symlink_to((data / "imagesTr").resolve())
     cases = {p.name.removesuffix("_0000.nii.gz") for p in (data / "imagesTr").glob("*.nii.gz")}
-    for label in sorted((data / "labelsFull").glob("*.nii.gz")):  # the unlabeled ones too
+    for label in sorted((data / "labelsFull").glob("*.nii.gz")):  # also holds imagesUn's
         if label.name.removesuffix(".nii.gz") in cases:
             (out / "labelsTr" / label.name).symlink_to(label.resolve())
     shutil.copy(data / "dataset.json", out / "dataset.json")
@@ -58,9 +59,8 @@ def main() -> int:
                         help="a recipe field for the tumor stage's training (repeatable)")
     parser.add_argument("--work", type=Path, help="keep the model and predictions here")
     args = parser.parse_args()
-    record = json.loads((args.demo / "run" / "pipeline.json").read_text())
-    graph = record.get("final", "student")
-    source = args.demo / "run" / graph
+    record, source = demo_pipeline(args.demo)
+    graph = source.name
     data = args.demo / "data"
     if not (data / "labelsFull").is_dir():
         raise SystemExit(f"{data}: no labelsFull (the ceiling needs a synthetic dataset)")

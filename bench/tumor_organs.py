@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import cpu_description
+from _common import cpu_description, demo_pipeline
 
 from flarecli.core.labels import LABELS, ORGANS
 
@@ -36,18 +36,13 @@ def scores(demo: Path, model: Path, with_tumor: bool, out: Path) -> dict:
     return summary
 
 
-def final_model(demo: Path) -> Path:
-    record = json.loads((demo / "run" / "pipeline.json").read_text())
-    return demo / "run" / record.get("final", "student")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("demo", type=Path)
     parser.add_argument("--model", type=Path)
     parser.add_argument("--tolerance", type=float, default=0.01)
     args = parser.parse_args()
-    model = args.model or final_model(args.demo)
+    model = args.model or demo_pipeline(args.demo)[1]
     with tempfile.TemporaryDirectory() as tmp:
         both = scores(args.demo, model, True, Path(tmp) / "with")
         alone = scores(args.demo, model, False, Path(tmp) / "without")
