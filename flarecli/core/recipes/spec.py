@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from flarecli.core.errors import InputError
-from flarecli.core.labels import CASE_KINDS, CLASSES, MAX_LABEL, MIN_TUMOR_MM3, ORGANS
+from flarecli.core.labels import CASE_KINDS, CLASSES, MAX_LABEL, MIN_TUMOR_MM3, ORGANS, TUMOR
 
 SCHEMA_VERSION = 1
 
@@ -223,6 +223,47 @@ class IntensityScheme:
 
 
 @dataclass(frozen=True)
+class SyntheticLesions:
+    """Lesions painted into training samples, so that a tumor stage sees thousands of lesions
+    instead of memorising the few of its training cases (the idea of Hu et al., "Label-free
+    liver tumor segmentation", CVPR 2023, made generic over hosts).
+
+    With ``probability`` a sample whose patch holds one of ``hosts`` (FLARE ids) gets
+    ``count`` (low, high, inclusive) lesions, each centred on a host voxel of the sample: an
+    ellipsoid (axes 0.75-1.25 of the diameter, turned in-plane, a lobulated outline) of a
+    diameter drawn log-uniformly from ``diameter_mm``, cut to its host, partial-volumed over
+    one voxel at its edge, and offset from the host by ``contrast_hu`` (darker with
+    probability ``darker``, else brighter). The host's texture and noise stay. A lesion of at
+    least 20 mm gets, with probability ``rim``, an enhancing rim (a tenth to a fifth of its
+    radius, as bright above the host as the body is dark). Its voxels become tumor (14) in
+    the label. In a 2-D patch the centre lies up to 0.6 radii off the slice, so the network
+    sees a lesion's smaller cross-sections too."""
+
+    probability: float = 0.5
+    hosts: tuple[int, ...] = (1, 2, 4, 11, 13)
+    count: tuple[int, int] = (1, 2)
+    diameter_mm: tuple[float, float] = (8.0, 50.0)
+    contrast_hu: tuple[float, float] = (20.0, 60.0)
+    darker: float = 0.8
+    rim: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("probability", "darker", "rim"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not self.hosts or any(not 1 <= h <= MAX_LABEL or h == TUMOR for h in self.hosts):
+            raise ValueError(f"hosts must be organ ids 1..13, got {list(self.hosts)}")
+        if not 1 <= self.count[0] <= self.count[1]:
+            raise ValueError(f"count must be [low, high] with 1 <= low <= high, got "
+                             f"{list(self.count)}")
+        for name in ("diameter_mm", "contrast_hu"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must be [low, high] with 0 < low <= high, got "
+                                 f"{[low, high]}")
+
+
+@dataclass(frozen=True)
 class Augmentation:
     """Online augmentation. ``mirror``: anatomical axes flipped in training (each with
     ``p_flip``), which are also the model's mirror TTA views; a left-right mirror swaps the
@@ -230,12 +271,14 @@ class Augmentation:
     ``settings``: any other field of :class:`flarecli.core.training.augment.AugmentConfig`
     (probabilities and ranges), checked when training starts, on top of ``base``: 'nnunet'
     (AugmentConfig's nnU-Net-like defaults) or 'none' (every probability 0 but the flips',
-    so only what ``settings`` names runs: a paper's own augmentation list)."""
+    so only what ``settings`` names runs: a paper's own augmentation list). ``lesions``:
+    synthetic lesions painted in before the other transforms (:class:`SyntheticLesions`)."""
 
     mirror: tuple[Literal["SI", "AP", "LR"], ...] = ("SI", "AP")
     rotation_about: tuple[Literal["SI", "AP", "LR"], ...] = ("SI", "AP", "LR")
     settings: dict[str, Any] = field(default_factory=dict)
     base: Literal["nnunet", "none"] = "nnunet"
+    lesions: SyntheticLesions | None = None
 
     def __post_init__(self) -> None:
         for name in ("mirror", "rotation_about"):

@@ -4,8 +4,9 @@ A case is brought to the stage's orientation, its region cropped (the whole scan
 ROI: the organ annotation's box plus the margin, with ``context`` of extra image around it so
 training can jitter the box), normalised, and resampled -- to the fixed size (the ROI maps to
 ``size_zyx``) or to the training spacing. The cache holds float16 images, uint8 labels in
-FLARE ids, the ROI box in the cached grid, and for patch stages up to 10,000 labelled voxel
-positions to centre foreground patches on.
+FLARE ids, the ROI box in the cached grid, the grid's spacing (mm, zyx) and the normalised
+units per HU (what synthetic lesions need to be drawn in mm and HU), and for patch stages up
+to 2,000 labelled voxel positions per class to centre foreground patches on.
 
 Cache files are keyed by the geometry, orientation, intensity and the label file's identity
 (path, size, modification time), so a changed label or setting never reuses a stale entry.
@@ -39,7 +40,7 @@ from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.heads import every_class
 from flarecli.core.recipes.typed import to_json
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 MAX_FOREGROUND_POINTS = 2000  # per class
 
 
@@ -63,17 +64,18 @@ def _outer(base: Box, context: float, shape) -> Box:
 
 
 def _normalise(image: np.ndarray, region: Box, outer: Box, intensity: Intensity
-               ) -> np.ndarray:
-    """The outer crop normalised; a per-image z-score takes its statistics from ``region``
-    (what the network sees at inference), the crop itself otherwise."""
+               ) -> tuple[np.ndarray, float]:
+    """The outer crop normalised, and the normalised units per HU; a per-image z-score
+    takes its statistics from ``region`` (what the network sees at inference), the crop
+    itself otherwise."""
     fill = float(image.min()) if image.size else 0.0
     raw = crop(image, outer, fill)
     if intensity.mode != "zscore_image":
-        return intensity.apply(raw)
+        return intensity.apply(raw), 1.0 / intensity.std
     seen = crop(image, region, fill).astype(np.float32)
     mean, std = float(seen.mean(dtype=np.float64)), float(seen.std(dtype=np.float64))
     fixed = Intensity("zscore_image_fixed", None, None, mean, max(std, 1e-3))
-    return fixed.apply(raw)
+    return fixed.apply(raw), 1.0 / fixed.std
 
 
 def preprocess_case(image: np.ndarray, label: np.ndarray, geometry: Geometry,
@@ -93,7 +95,7 @@ def preprocess_case(image: np.ndarray, label: np.ndarray, geometry: Geometry,
         if g.pad == "aspect":
             base = pad_to_aspect(base, spacing_zyx, g.size_zyx)
         outer = _outer(base, g.context, image.shape)
-    norm = _normalise(image, base, outer, intensity)
+    norm, unit_per_hu = _normalise(image, base, outer, intensity)
     lab = crop(label.astype(np.uint8, copy=False), outer, 0)
     outer_shape = [b - a for a, b in outer]
     if g.size_zyx is not None:
@@ -107,7 +109,10 @@ def preprocess_case(image: np.ndarray, label: np.ndarray, geometry: Geometry,
     roi = tuple((round((base[i][0] - outer[i][0]) * scale[i]),
                  round((base[i][1] - outer[i][0]) * scale[i])) for i in range(3))
     arrays: dict[str, Any] = {"image": img.astype(np.float16), "label": lab,
-                              "roi": np.asarray(roi, np.int64)}
+                              "roi": np.asarray(roi, np.int64),
+                              "spacing": np.asarray([spacing_zyx[i] / scale[i] for i in range(3)],
+                                                    np.float64),
+                              "unit_per_hu": np.float64(unit_per_hu)}
     if g.size_zyx is None:
         arrays.update(foreground_points(lab, stage_classes(stage), rng_seed))
     return arrays

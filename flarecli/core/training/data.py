@@ -148,13 +148,15 @@ def crop_patch(array: np.ndarray, start: np.ndarray, patch_zyx: Sequence[int],
 
 
 def make_sample(arrays: dict[str, np.ndarray], seed: int, geometry: S.StageGeometry,
-                augment_config, device, train: bool = True, swap_lr=None):
+                augment_config, device, train: bool = True, swap_lr=None,
+                lesions: S.SyntheticLesions | None = None):
     """(image (1, D, H, W) float32, label (D, H, W) int64 of FLARE ids) for one cached case.
 
     ``geometry``: the stage's :class:`~flarecli.core.recipes.spec.StageGeometry`. A fixed-size stage
     samples its (jittered) ROI box at ``size_zyx``; a patch stage takes a random patch of
     ``patch_zyx`` (in validation: the patch around the ROI centre). ``swap_lr``: for a
-    left-right mirror, the LUT that swaps the left/right organ ids.
+    left-right mirror, the LUT that swaps the left/right organ ids. ``lesions``: synthetic
+    lesions painted in (training only) before the other augmentation.
     """
     import torch
     import torch.nn.functional as F
@@ -170,6 +172,7 @@ def make_sample(arrays: dict[str, np.ndarray], seed: int, geometry: S.StageGeome
                             align_corners=False)[0]
         lab = F.grid_sample(label[None, None].float(), grid, mode="nearest",
                             padding_mode="zeros", align_corners=False)[0, 0].long()
+        scale = (box[:, 1] - box[:, 0]) / np.asarray(size)
     else:
         size = tuple(geometry.patch_zyx)
         if train:
@@ -182,6 +185,12 @@ def make_sample(arrays: dict[str, np.ndarray], seed: int, geometry: S.StageGeome
         img = torch.as_tensor(crop_patch(arrays["image"], start, size, fill),
                               device=device).float()[None]
         lab = torch.as_tensor(crop_patch(arrays["label"], start, size, 0), device=device).long()
+        scale = np.ones(3)
+    if train and lesions is not None:
+        from flarecli.core.training.augment.lesions import paint_lesions, sample_lesions
+
+        img, lab = paint_lesions(img, lab, sample_lesions(rng, lesions), lesions.hosts,
+                                 tuple(arrays["spacing"] * scale), float(arrays["unit_per_hu"]))
     if train and augment_config is not None:
         from flarecli.core.training import augment
 

@@ -51,11 +51,13 @@ def augment_config(stage: S.Stage) -> tuple[AugmentConfig | None, Swap | None]:
 @dataclass
 class Feed:
     """How samples reach the network: per-head lookup tables, augmentation (and the
-    left-right label swap), 2-D or 3-D input, loader workers, augmentation on the GPU."""
+    left-right label swap, and synthetic lesions), 2-D or 3-D input, loader workers,
+    augmentation on the GPU."""
 
     luts: dict[str, Any]  # head -> torch lookup FLARE id -> head class, on the device
     aug: AugmentConfig | None
     swap: Swap | None
+    lesions: S.SyntheticLesions | None
     dims: int
     loader_workers: int
     on_device: bool
@@ -69,6 +71,7 @@ def make_feed(stage: S.Stage, module, run: TrainRun, ctx: Context) -> Feed:
     on_device = ctx.device.type == "cuda"  # augment on the GPU; workers only load arrays
     return Feed({h: torch.as_tensor(head_lut(c), device=ctx.device).long()
                  for h, c in stage.network.heads.items()}, aug, swap,
+                stage.augmentation.lesions if stage.augmentation else None,
                 getattr(module, "dims", 3),
                 run.workers if run.workers is not None else (min(4, usable_cpus())
                                                              if on_device else 0), on_device,
@@ -78,9 +81,8 @@ def make_feed(stage: S.Stage, module, run: TrainRun, ctx: Context) -> Feed:
 class Samples:
     """torch Dataset over (case index, sample seed) pairs of the cached arrays."""
 
-    def __init__(self, paths: list[Path], stage: S.Stage, aug, swap_lr, prepare: bool):
-        self.paths, self.stage, self.aug, self.swap_lr = paths, stage, aug, swap_lr
-        self.prepare = prepare
+    def __init__(self, paths: list[Path], stage: S.Stage, feed: Feed, prepare: bool):
+        self.paths, self.stage, self.feed, self.prepare = paths, stage, feed, prepare
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -90,8 +92,8 @@ class Samples:
         arrays = load_cached(self.paths[index])
         if not self.prepare:
             return arrays, seed
-        return D.make_sample(arrays, seed, self.stage.geometry, self.aug, "cpu",
-                             swap_lr=self.swap_lr)
+        return D.make_sample(arrays, seed, self.stage.geometry, self.feed.aug, "cpu",
+                             swap_lr=self.feed.swap, lesions=self.feed.lesions)
 
 
 def collate(items):

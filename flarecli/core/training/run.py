@@ -165,7 +165,7 @@ def train_phase(state: RunState, phase: Phase, train_paths: list[Path], val_path
     sampler = D.KindBalancedSampler(kinds if balance else ["all"] * len(kinds),
                                     stage.batch_size, phase.iterations,
                                     seed if not multi else seed + 1000 * state.phase, ctx.rank)
-    dataset = Samples(train_paths, stage, feed.aug, feed.swap, prepare=not feed.on_device)
+    dataset = Samples(train_paths, stage, feed, prepare=not feed.on_device)
     while state.epoch < phase.epochs:
         epoch = state.epoch
         t0 = time.perf_counter()

@@ -130,7 +130,8 @@ def train_epoch(state: RunState, phase: Phase, batches: list[list[tuple[int, int
         wait += time.perf_counter() - t_data
         if feed.on_device:
             items = [D.make_sample(arr, s, stage.geometry, feed.aug, state.device,
-                                   swap_lr=feed.swap) for arr, s in items]
+                                   swap_lr=feed.swap, lesions=feed.lesions)
+                     for arr, s in items]
         images = torch.stack([x for x, _ in items]).to(state.device, non_blocking=True)
         if feed.channels_last:
             images = images.contiguous(memory_format=torch.channels_last_3d)
