@@ -189,7 +189,7 @@ def make_sample(arrays: dict[str, np.ndarray], seed: int, geometry: S.StageGeome
     if train and lesions is not None:
         from flarecli.core.training.augment.lesions import paint_lesions, sample_lesions
 
-        img, lab = paint_lesions(img, lab, sample_lesions(rng, lesions), lesions.hosts,
+        img, lab = paint_lesions(img, lab, sample_lesions(rng, lesions), lesions,
                                  tuple(arrays["spacing"] * scale), float(arrays["unit_per_hu"]))
     if train and augment_config is not None:
         from flarecli.core.training import augment
