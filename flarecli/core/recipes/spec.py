@@ -229,9 +229,12 @@ class SyntheticLesions:
     liver tumor segmentation", CVPR 2023, made generic over hosts).
 
     With ``probability`` a sample whose patch holds one of ``hosts`` (FLARE ids) gets
-    ``count`` (low, high, inclusive) lesions, each centred on a host voxel of the sample: an
-    ellipsoid (axes 0.75-1.25 of the diameter, turned in-plane, a lobulated outline) of a
-    diameter drawn log-uniformly from ``diameter_mm``, cut to its host, partial-volumed over
+    ``count`` (low, high, inclusive) lesions, each in one host organ of the sample (drawn
+    first, each organ present as likely as another, then one of its voxels as the centre):
+    an ellipsoid (axes 0.75-1.25 of the diameter, turned in-plane, a lobulated outline) of a
+    diameter drawn log-uniformly from ``diameter_mm``, shrunk until its organ is seen all
+    round it (dropped when that leaves it under the smallest diameter), cut to its organ,
+    partial-volumed over
     one voxel at its edge, and offset from the host by ``contrast_hu`` (darker with
     probability ``darker``, else brighter). The host's texture and noise stay. A lesion of at
     least 20 mm gets, with probability ``rim``, an enhancing rim (a tenth to a fifth of its

@@ -217,3 +217,19 @@ def test_the_cache_records_spacing_and_hu_scale_and_samples_carry_lesions():
                               lesions=stage.augmentation.lesions)
         assert not (plain[1] == TUMOR).any()  # validation samples are never painted
     assert found >= 6  # every patch holds the host; a lesion too near its border is dropped
+
+
+def test_a_small_host_is_as_likely_as_a_large_one():
+    image, label = host_block(shape=(30, 100, 100))  # liver: a 40 x 80 x 80 mm block
+    label[10:20, 40:60, 40:60] = 2  # a kidney inside it, 6 % of the voxels
+    config = S.SyntheticLesions(probability=1.0, count=(1, 1), diameter_mm=(5.0, 8.0))
+    hosts = []
+    for seed in range(60):
+        lesions = sample_lesions(np.random.default_rng(seed), config)
+        _, out = paint_lesions(image, label, lesions, config, SPACING, 0.01)
+        tumor = out == TUMOR
+        if tumor.any():
+            (host,) = torch.unique(label[tumor]).tolist()  # one organ per lesion
+            hosts.append(host)
+    assert len(hosts) >= 30  # (a lesion with no room in its organ is dropped)
+    assert 0.3 < hosts.count(2) / len(hosts) < 0.7  # about half, not 4 %

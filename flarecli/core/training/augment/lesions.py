@@ -11,7 +11,7 @@ lesion), and painting is deterministic torch on the tensors' device (:func:`pain
 Geometry: ``spacing_zyx`` is the sample's voxel size in mm, so diameters are physical; a
 lesion is an ellipsoid whose normalised radius ``rho`` (1 on the outline) is lobulated by
 two low harmonics of the in-plane angle. Its coverage of a voxel falls linearly from 1 to 0
-over one in-plane voxel around the outline (partial volume), is cut to the host organ (which it
+over one in-plane voxel around the outline (partial volume), is cut to its organ (which it
 fits inside with a margin, see :data:`HOST_MARGIN`), and
 the intensity offset is the coverage times the contrast, so the host's texture and noise
 stay. Voxels covered at least half become tumor (14).
@@ -30,21 +30,24 @@ from flarecli.core.labels import TUMOR
 LOBULATION = 0.12
 #: A lesion's centre lies up to this many radii off the centre voxel along z.
 Z_OFFSET_RADII = 0.6
-#: A lesion is shrunk until every non-host voxel of the sample lies at least this many of its
-#: radii away (its lobulated outline reaches 1.24): host is seen all round it. Uncapped, a
-#: lesion as wide as a kidney's cross-section replaced the whole section, and the network
-#: learned to call every kidney slightly darker than another a lesion (measured: 1,000-1,700
-#: kidney voxels per test case painted tumor).
+#: A lesion is shrunk until every voxel of the sample outside its organ lies at least this
+#: many of its radii away (its lobulated outline reaches 1.24): its organ is seen all round
+#: it. Uncapped, a lesion as wide as a kidney's cross-section replaced the whole section,
+#: and the network learned to call every kidney slightly darker than another a lesion
+#: (measured: 1,000-1,700 kidney voxels per test case painted tumor).
 HOST_MARGIN = 1.4
 
 
 @dataclass(frozen=True)
 class LesionParams:
-    """Everything drawn for one lesion: the host voxel it is centred on (index into the
-    host voxels of the sample), the sub-voxel and z offsets (mm), the radii (mm, zyx), the
+    """Everything drawn for one lesion: the host it lies in (``organ``: which of the hosts
+    present in the sample, as a share of their number, so that a small kidney is as likely as
+    a liver) and the voxel of it that it is centred on (``pick``, a share of its voxels), the
+    sub-voxel and z offsets (mm), the radii (mm, zyx), the
     in-plane turn (rad), the lobulation's amplitudes and phases, the contrast (HU, signed)
     and the rim (its thickness as a share of the radius and its HU over the host, or 0)."""
 
+    organ: float
     pick: float
     offset_mm: tuple[float, float, float]
     radii_mm: tuple[float, float, float]
@@ -57,20 +60,21 @@ class LesionParams:
 
 def sample_lesions(rng: np.random.Generator, config) -> list[LesionParams]:
     """The lesions of one sample (none with probability ``1 - config.probability``).
-    Always draws the same numbers for the decision, then eleven per lesion."""
+    Draws one number for the decision, then the count and sixteen numbers per lesion."""
     if rng.uniform() >= config.probability:
         return []
     n = int(rng.integers(config.count[0], config.count[1] + 1))
     lo, hi = (math.log(v) for v in config.diameter_mm)
     out = []
     for _ in range(n):
-        pick, dz, dy, dx, log_d, ay, ax, turn, contrast, dark, rim = rng.uniform(size=11)
+        organ, pick, dz, dy, dx, log_d, ay, ax, turn, contrast, dark, rim = rng.uniform(size=12)
         radius = math.exp(lo + (hi - lo) * log_d) / 2
         a1, a2, p1, p2 = rng.uniform(size=4)
         sign = -1.0 if dark < config.darker else 1.0
         hu = config.contrast_hu[0] + (config.contrast_hu[1] - config.contrast_hu[0]) * contrast
         has_rim = 2 * radius >= 20.0 and sign < 0 and rim < config.rim
         out.append(LesionParams(
+            organ=float(organ),
             pick=float(pick),
             offset_mm=(float((2 * dz - 1) * Z_OFFSET_RADII * radius), float(dy - 0.5),
                        float(dx - 0.5)),
@@ -98,7 +102,7 @@ def paint_lesions(image, label, lesions: list[LesionParams], config, spacing_zyx
     host = torch.isin(label, torch.as_tensor(list(config.hosts), device=label.device))
     if not lesions or not bool(host.any()):
         return image, label
-    where = torch.nonzero(host)
+    present = torch.unique(label[host])
     spacing = torch.as_tensor(spacing_zyx, dtype=torch.float32, device=image.device)
     axes = [torch.arange(n, dtype=torch.float32, device=image.device) * spacing[i]
             for i, n in enumerate(label.shape)]
@@ -107,6 +111,8 @@ def paint_lesions(image, label, lesions: list[LesionParams], config, spacing_zyx
     tumor = torch.zeros(label.shape, dtype=torch.bool, device=image.device)
     edge = float(spacing[1:].mean())  # partial volume over one in-plane voxel
     for p in lesions:
+        organ = label == present[min(int(p.organ * len(present)), len(present) - 1)]
+        where = torch.nonzero(organ)
         voxel = where[min(int(p.pick * len(where)), len(where) - 1)].float()
         centre = voxel * spacing + torch.as_tensor(p.offset_mm, device=image.device)
         z, y, x = zz - centre[0], yy - centre[1], xx - centre[2]
@@ -115,7 +121,7 @@ def paint_lesions(image, label, lesions: list[LesionParams], config, spacing_zyx
         rz, ry, rx = p.radii_mm
         rho = torch.sqrt((z / rz) ** 2 + (u / ry) ** 2 + (v / rx) ** 2)
         angle = torch.atan2(v / rx, u / ry)
-        shrink = 1.0 if bool(host.all()) else float(rho[~host].min()) / HOST_MARGIN
+        shrink = 1.0 if bool(organ.all()) else float(rho[~organ].min()) / HOST_MARGIN
         if shrink < 1.0:
             if 2 * rz * shrink < config.diameter_mm[0]:
                 continue
@@ -123,9 +129,9 @@ def paint_lesions(image, label, lesions: list[LesionParams], config, spacing_zyx
         a1, a2, p1, p2 = p.lobes
         outline = 1 + a1 * torch.cos(2 * angle + p1) + a2 * torch.cos(3 * angle + p2)
         depth = (outline - rho) * ry  # mm inside the outline (approximately)
-        cover = ((depth / edge) + 0.5).clamp(0, 1) * host
+        cover = ((depth / edge) + 0.5).clamp(0, 1) * organ
         if p.rim_share > 0:
-            inner = ((depth - p.rim_share * ry) / edge + 0.5).clamp(0, 1) * host
+            inner = ((depth - p.rim_share * ry) / edge + 0.5).clamp(0, 1) * organ
             lesion_hu = p.contrast_hu * inner + p.rim_hu * (cover - inner)
         else:
             lesion_hu = p.contrast_hu * cover
