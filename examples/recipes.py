@@ -7,8 +7,8 @@ Usage (from the repository root, after the README's setup)::
     .venv/bin/python examples/recipes.py recipes-run --preset smoke   # seconds per recipe
 
 Each recipe runs its own pipeline (teachers, pseudo-labels, corrections, students) with flare's
-generic runner on the same ``flare synth`` dataset (the first recipe's preset sets its sizes:
-stmt's, whose cpu demo is at 128 x 128 where the others' are at 96), then
+generic runner on the same ``flare synth`` dataset, the one the main recipe's preset makes
+(stmt's demo, whatever ``--only`` picks, so that a partial run adds rows to a full one), then
 its final model segments the test split through the same inference engine as ``flare infer``
 and FLARE's exact DSC / NSD score it -- all through the Python API, no command line. The
 report (default ``examples/recipes.md``) holds the command, the machine and the table; text
@@ -146,8 +146,8 @@ def main(
 
     names = [n for n in ORDER if n in builtin_names() and (not only or n in only.split(","))]
     if not names:
-        raise typer.BadParameter(f"none of {', '.join(ORDER)}", param_hint="--only")
-    demo = load_recipe(names[0], preset).demo
+        raise typer.BadParameter(f"names none of {', '.join(ORDER)}", param_hint="--only")
+    demo = load_recipe(ORDER[0], preset).demo
     data = out_dir / "data"
     make_dataset(demo, data, seed, workers=1)
     results_path = out_dir / "results.json"
