@@ -40,7 +40,9 @@ from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.heads import every_class
 from flarecli.core.recipes.typed import to_json
 
-CACHE_VERSION = 6
+CACHE_VERSION = 7
+#: Members of a cache entry at least this large are memory-mapped, not read (bytes).
+MAP_AT_BYTES = 1 << 16
 MAX_FOREGROUND_POINTS = 2000  # per class
 
 
@@ -108,7 +110,9 @@ def preprocess_case(image: np.ndarray, label: np.ndarray, geometry: Geometry,
     lab = resample(lab, shape, "nearest")
     roi = tuple((round((base[i][0] - outer[i][0]) * scale[i]),
                  round((base[i][1] - outer[i][0]) * scale[i])) for i in range(3))
-    arrays: dict[str, Any] = {"image": img.astype(np.float16), "label": lab,
+    image16 = img.astype(np.float16)
+    arrays: dict[str, Any] = {"image": image16, "label": lab,
+                              "fill": np.float32(image16.min() if image16.size else 0.0),
                               "roi": np.asarray(roi, np.int64),
                               "spacing": np.asarray([spacing_zyx[i] / scale[i] for i in range(3)],
                                                     np.float64),
@@ -165,8 +169,32 @@ def save_cached(path: Path, arrays: dict[str, Any]) -> None:
 
 
 def load_cached(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    """A cache entry's arrays; the large ones (image, label) memory-mapped read-only, so that
+    a patch stage reads the pages of its patch and not the whole case for every sample (6 ms
+    per sample of a 2-D tumor stage, a third of its step, measured on the demo). The entry is
+    the uncompressed .npz :func:`save_cached` writes, whose members lie in the file as .npy
+    data; one stored otherwise is read whole."""
+    import struct
+    import zipfile
+
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size < MAP_AT_BYTES:
+                with archive.open(info) as member:
+                    out[name] = np.lib.format.read_array(member)
+                continue
+            f.seek(info.header_offset + 26)  # the local header's name and extra lengths
+            name_len, extra_len = struct.unpack("<HH", f.read(4))
+            f.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+                                  order="F" if fortran else "C")
+    return out
 
 
 @dataclass(frozen=True)

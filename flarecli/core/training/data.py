@@ -164,8 +164,8 @@ def make_sample(arrays: dict[str, np.ndarray], seed: int, geometry: S.StageGeome
     rng = np.random.default_rng(seed)
     if geometry.size_zyx is not None:
         size = tuple(geometry.size_zyx)
-        image = torch.as_tensor(arrays["image"], device=device).float()
-        label = torch.as_tensor(arrays["label"], device=device)
+        image = torch.as_tensor(np.array(arrays["image"]), device=device).float()
+        label = torch.as_tensor(np.array(arrays["label"]), device=device)
         box = sample_box(arrays["roi"], rng, geometry.jitter if train else 0.0)
         grid = box_grid(box, image.shape, size, device)
         img = F.grid_sample(image[None, None], grid, mode="bilinear", padding_mode="border",
@@ -181,7 +181,7 @@ def make_sample(arrays: dict[str, np.ndarray], seed: int, geometry: S.StageGeome
         else:
             centre = arrays["roi"].mean(1).astype(np.int64)
             start = centre - np.asarray(size) // 2
-        fill = float(arrays["image"].min()) if arrays["image"].size else 0.0
+        fill = float(arrays["fill"])
         img = torch.as_tensor(crop_patch(arrays["image"], start, size, fill),
                               device=device).float()[None]
         lab = torch.as_tensor(crop_patch(arrays["label"], start, size, 0), device=device).long()

@@ -39,7 +39,7 @@ def test_validation_split():
 def test_patches_are_cut_and_padded():
     arrays = {"image": np.arange(4 * 5 * 6, dtype=np.float16).reshape(4, 5, 6),
               "label": np.ones((4, 5, 6), np.uint8), "roi": np.array([[0, 4], [0, 5], [0, 6]]),
-              "foreground": np.array([[1, 2, 3]], np.int32)}
+              "foreground": np.array([[1, 2, 3]], np.int32), "fill": np.float32(-1)}
     patch = D.crop_patch(arrays["image"], np.array([-1, 0, 2]), (3, 3, 3), -1)
     assert patch.shape == (3, 3, 3) and (patch[0] == -1).all()
     assert patch[1, 0, 0] == arrays["image"][0, 0, 2]
@@ -70,3 +70,23 @@ def test_box_grid_maps_the_box_onto_the_output():
     grid = D.box_grid(np.array([[2.0, 6.0], [0, 4], [0, 4]]), (8, 4, 4), (4, 4, 4), "cpu")
     out = F.grid_sample(src, grid, mode="nearest", align_corners=False)
     assert out[0, 0, :, 0, 0].tolist() == [2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_cache_entry_reads_back_exactly_with_its_large_arrays_mapped(tmp_path):
+    from flarecli.core.training.cache import MAP_AT_BYTES, load_cached, save_cached
+
+    rng = np.random.default_rng(0)
+    arrays = {"image": rng.normal(size=(40, 50, 60)).astype(np.float16),
+              "label": rng.integers(0, 15, (40, 50, 60)).astype(np.uint8),
+              "fortran": np.asfortranarray(rng.normal(size=(90, 100))),
+              "roi": np.array([[1, 30], [2, 40], [3, 50]], np.int64),
+              "unit_per_hu": np.float64(0.01)}
+    save_cached(tmp_path / "case.npz", arrays)
+    back = load_cached(tmp_path / "case.npz")
+    assert set(back) == set(arrays)
+    for name, value in arrays.items():
+        assert back[name].dtype == value.dtype and back[name].shape == value.shape
+        assert np.array_equal(back[name], value)
+        assert isinstance(back[name], np.memmap) == (value.nbytes >= MAP_AT_BYTES)
+    assert not back["image"].flags.writeable  # the cache is never written through a sample
+    assert D.crop_patch(back["image"], np.array([5, 6, 7]), (2, 3, 4), -1).flags.writeable
