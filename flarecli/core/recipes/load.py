@@ -334,9 +334,9 @@ def check_graph(recipe: S.Recipe, name: str, graph: S.Graph) -> None:
         if stage.role != "segment":
             raise RecipeError(f"{where}.stage", f"stage '{out.stage}' has role "
                               f"'{stage.role}'; outputs come from 'segment' stages")
-        if any(isinstance(c, tuple) for c in stage.network.heads[head]):
-            raise RecipeError(f"{where}.head", f"head '{head}' merges classes into one; an "
-                              "output head maps each class to one FLARE id")
+        if not plain_classes(stage.network.heads[head]):  # merged entries are context
+            raise RecipeError(f"{where}.head", f"head '{head}' only merges classes; an "
+                              "output head needs a class of one FLARE id to paint")
         if stage.geometry.region == "roi" and graph.roi is None:
             raise RecipeError(f"{where}.stage", f"stage '{out.stage}' sees the ROI "
                               "(geometry.region 'roi') but this model has no roi stage")

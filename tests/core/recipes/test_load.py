@@ -37,10 +37,11 @@ def test_stmt_presets_resolve():
     assert paper.stages["organs"].method.weights == {"FL": 1.0, "CPL": 1.0, "PL": 0.5}
     cpu = load_recipe("stmt", "cpu")
     assert cpu.stages["organs"].geometry.size_zyx == (32, 32, 48)
-    # the cpu tumor stage learns the organs beside the tumor (two heads); the paper's is binary
-    assert cpu.stages["tumor"].network.heads == {"organs": tuple(range(1, 14)), "tumor": (14,)}
+    # the cpu tumor stage tells a lesion from its host tissue (three classes); the paper's is
+    # binary
+    assert cpu.stages["tumor"].network.heads == {"tumor": ((1, 2, 4, 11, 13), 14)}
     assert paper.stages["tumor"].network.heads == {"tumor": (14,)}
-    assert cpu.stages["tumor"].geometry.focus == {"14": 0.15}
+    assert cpu.stages["tumor"].geometry.focus == {"14": 0.4}
     smoke = load_recipe("stmt", "smoke")  # inherits cpu
     assert smoke.stages["tumor"].geometry.patch_zyx == (1, 16, 16)
     assert smoke.stages["tumor"].network.args["base_channels"] == 4
@@ -91,6 +92,9 @@ BAD = [
     ("a head mapped to an id outside 0..14",
      lambda d: d["stages"]["tumor"]["network"].update(heads={"tumor": [15]}),
      "heads.tumor: 15 is not a FLARE id", None),
+    ("an output head that only merges classes",
+     lambda d: d["stages"]["tumor"]["network"].update(heads={"tumor": [[1, 14]]}),
+     "models.student.outputs[1].head: head 'tumor' only merges classes", None),
     ("an unknown method",
      lambda d: d["stages"]["tumor"]["method"].update(name="mean_teachr"),
      "stages.tumor.method.name: 'mean_teachr' is not one of", "did you mean 'mean_teacher'"),
@@ -169,3 +173,15 @@ def test_recipes_lists_and_shows(run_cli):
     assert shown["preset"] == "cpu" and shown["stages"]["organs"]["geometry"]["size_zyx"] == [
         32, 32, 48]
     assert "presets" not in shown and shown["stages"]["tumor"]["optimizer"]["name"] == "adamw"
+
+
+def test_an_output_head_may_learn_a_merged_context_class_that_it_never_paints():
+    """The stmt cpu preset's tumor head tells lesion from host tissue (one merged class):
+    the recipe loads, and the merged class maps to no FLARE id, so only lesions are painted."""
+    from flarecli.core.recipes.heads import head_ids
+
+    recipe = load_recipe("stmt", "cpu")
+    heads = recipe.stages["tumor"].network.heads
+    assert heads["tumor"][-1] == 14 and isinstance(heads["tumor"][0], tuple)
+    ids = head_ids(heads["tumor"])
+    assert list(ids[:3]) == [0, 0, 14]
