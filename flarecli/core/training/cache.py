@@ -6,7 +6,9 @@ training can jitter the box), normalised, and resampled -- to the fixed size (th
 ``size_zyx``) or to the training spacing. The cache holds float16 images, uint8 labels in
 FLARE ids, the ROI box in the cached grid, the grid's spacing (mm, zyx) and the normalised
 units per HU (what synthetic lesions need to be drawn in mm and HU), and for patch stages up
-to 2,000 labelled voxel positions per class to centre foreground patches on.
+to 2,000 labelled voxel positions per class to centre foreground patches on; and the value
+that pads a patch reaching past the cached region. An entry is one uncompressed .npz,
+written atomically; its image and label are memory-mapped when read (:func:`load_cached`).
 
 Cache files are keyed by the geometry, orientation, intensity and the label file's identity
 (path, size, modification time), so a changed label or setting never reuses a stale entry.
