@@ -175,7 +175,8 @@ def load_cached(path: Path) -> dict[str, np.ndarray]:
     a patch stage reads the pages of its patch and not the whole case for every sample (6 ms
     per sample of a 2-D tumor stage, a third of its step, measured on the demo). The entry is
     the uncompressed .npz :func:`save_cached` writes, whose members lie in the file as .npy
-    data; one stored otherwise is read whole."""
+    data; one stored otherwise is read whole. A mapped member skips the zip's CRC check (a
+    truncated entry still fails to open); entries are written atomically and never edited."""
     import struct
     import zipfile
 
