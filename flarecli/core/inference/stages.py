@@ -226,17 +226,28 @@ def sliding_window(ls: LoadedStage, volume: np.ndarray, views: list[tuple[int, .
     return {h: (acc / norm)[(slice(None), *inner)] for h, acc in sums.items()}
 
 
+def across_slices(probs: np.ndarray, sigma_slices: float) -> np.ndarray:
+    """Probabilities (C, Z, Y, X) smoothed along Z by a Gaussian of ``sigma_slices``
+    slices (each class alone: they still sum to one)."""
+    from scipy.ndimage import gaussian_filter1d
+    return gaussian_filter1d(probs, sigma_slices, axis=1, mode="nearest", truncate=3.0)
+
+
 def network_labels(ls: LoadedStage, net_in: np.ndarray, tta: bool,
-                   stats: dict[str, Any] | None = None, sure: dict[str, float] | None = None
-                   ) -> dict[str, np.ndarray]:
+                   stats: dict[str, Any] | None = None, sure: dict[str, float] | None = None,
+                   slice_mm: float | None = None) -> dict[str, np.ndarray]:
     """Argmax per head at the stage's grid (uint8 NumPy arrays). ``stats`` (when given)
     receives the first head's confidence and, with TTA, the views' agreement. ``sure``: head
     -> probability; for each, key ``head + SURE`` holds the head's labels where the chosen
-    class has at least that probability, 0 elsewhere."""
+    class has at least that probability, 0 elsewhere. ``slice_mm``: the grid's slice
+    spacing, for the geometry's ``slice_sigma_mm``."""
 
     views = ls.views(tta)
     if ls.stage.geometry.size_zyx is None:
         probs = sliding_window(ls, net_in, views)
+        sigma = ls.stage.geometry.slice_sigma_mm
+        if sigma > 0 and slice_mm:
+            probs = {h: across_slices(p, sigma / slice_mm) for h, p in probs.items()}
         view_labels: list[Any] = []
     elif len(views) == 1 and stats is None:  # the backend's argmax (and sure labels)
         out = ls.backend.labels(net_in[None, None], sure or None)
@@ -312,8 +323,9 @@ def segment(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: flo
     """Each head's labels (network classes, uint8) on ``box`` of the canonical image (and
     sure labels: :func:`network_labels`)."""
     net_in, shape, r = prepare(ls, image, box, spacing_zyx, fill, memo)
+    slice_mm = shape[0] * r.spacing(spacing_zyx)[0] / net_in.shape[0]
     with step(f"network {ls.name}"):
-        labels = network_labels(ls, net_in, tta, stats, sure)
+        labels = network_labels(ls, net_in, tta, stats, sure, slice_mm)
     with step("resample to the scan"):
         return {h: r.invert(resample(v, shape, "nearest")) for h, v in labels.items()}
 

@@ -139,7 +139,11 @@ class StageGeometry:
     ``foreground_fraction`` of training patches hold a labelled voxel (a class present drawn
     first, then one of its voxels, anywhere in the patch); ``focus`` gives classes a share of
     the patches of their own before that (``{14: 0.33}``: a third hold a lesion voxel, in the
-    cases that have one).
+    cases that have one). ``slice_sigma_mm`` (2-D networks, [1, H, W] patches): at inference
+    the probabilities are smoothed along the slice axis by a Gaussian of this sigma (mm)
+    before the argmax, so that a label must hold across neighbouring slices: a lesion spans
+    several, the texture spot a slice-by-slice network mistakes for one spans one or two
+    (0: each slice alone).
     """
 
     region: Literal["whole", "roi"] = "whole"
@@ -154,6 +158,7 @@ class StageGeometry:
     overlap: float = 0.5
     foreground_fraction: float = 0.33
     focus: dict[str, float] = field(default_factory=dict)  # FLARE id (JSON key) -> share
+    slice_sigma_mm: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("size_zyx", "patch_zyx"):
@@ -179,6 +184,12 @@ class StageGeometry:
             raise ValueError("pad 'aspect' needs size_zyx")
         if self.margin_mm < 0:
             raise ValueError(f"margin_mm must be >= 0, got {self.margin_mm}")
+        if self.slice_sigma_mm < 0:
+            raise ValueError(f"slice_sigma_mm must be >= 0, got {self.slice_sigma_mm}")
+        if self.slice_sigma_mm > 0 and (self.patch_zyx is None or self.patch_zyx[0] != 1):
+            raise ValueError("slice_sigma_mm is for 2-D networks (patch_zyx [1, H, W]), got "
+                             f"{'size_zyx' if self.patch_zyx is None else 'patch_zyx'} "
+                             f"{list(self.input_zyx)}")
         _fraction("jitter", self.jitter)
         _fraction("context", self.context)
         _fraction("overlap", self.overlap, upper_open=True)
