@@ -148,18 +148,17 @@ def produces_tumor(stage: S.Stage, head: str) -> bool:
 
 
 def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zyx,
-                sure: np.ndarray | None, earlier_sure: np.ndarray | None = None
-                ) -> np.ndarray:
+                sure: np.ndarray | None) -> np.ndarray:
     """An output's labels (FLARE ids on its box) as they may go over the earlier outputs'
     labels ``earlier`` (same box): only within ``rule.host_margin_mm`` of a host class and
     never over a class that is no host (a liver lesion may take liver voxels, never the
     gallbladder's), and over a labelled voxel only where ``sure`` (the labels the head is
     sure of at ``rule.replace_probability``: :mod:`flarecli.core.inference.sure`; None: the
-    argmax is enough) says so too, and ``earlier_sure`` (where the earlier head was sure of
-    its own label at that bar; None: nowhere) does not: a sure label is never overruled.
-    With ``sure``, a painted component (26-connected, per label) is kept only if it holds a
-    sure voxel: an unlabelled voxel takes the argmax only beside a sure one, so a region the
-    head is lukewarm about throughout is no lesion (hysteresis, as in edge detection)."""
+    argmax is enough) says so too. With ``sure``, a painted component (26-connected, per
+    label) is kept only if it holds a sure voxel: an unlabelled voxel takes the argmax only
+    beside a sure one, so a region the head is lukewarm about throughout is no lesion
+    (hysteresis, as in edge detection). How sure the earlier head was plays no part: an
+    organ stage too coarse to see a lesion is sure of its organ across it."""
     from flarecli.core.postprocessing.components import near
     from flarecli.core.preprocessing.connected import labelled_components
 
@@ -168,8 +167,7 @@ def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zy
         host = np.isin(earlier, rule.hosts)
         keep = near(keep, host, spacing_zyx, rule.host_margin_mm) & (host | (earlier == 0))
     if sure is not None:
-        unsure_before = True if earlier_sure is None else ~earlier_sure
-        keep &= (earlier == 0) | ((sure == ids) & unsure_before)
+        keep &= (earlier == 0) | (sure == ids)
         for value in np.unique(ids[keep]):
             mine = keep & (ids == value)
             components, _ = labelled_components(mine, 26)
@@ -178,42 +176,6 @@ def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zy
             seeded[0] = False
             keep &= ~mine | seeded[components]
     return np.where(keep, ids, 0).astype(ids.dtype)
-
-
-def _overlap(box: Box, other: Box) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
-    """The common part of two boxes, as slices of each (None: they do not meet)."""
-    common = [(max(a, c), min(b, d)) for (a, b), (c, d) in zip(box, other, strict=True)]
-    if any(b <= a for a, b in common):
-        return None
-    return (tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(common, box, strict=True)),
-            tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(common, other, strict=True)))
-
-
-class SureVoxels:
-    """Where the labels merged so far are sure, kept per output on its own box (a box-sized
-    mask each, not a scan-sized one: 78 MB for 512 x 512 x 300): a voxel an output paints
-    takes its sureness from that output."""
-
-    def __init__(self) -> None:
-        self.parts: list[tuple[Box, np.ndarray]] = []
-
-    def paint(self, box: Box, painted: np.ndarray, sure: np.ndarray | None) -> None:
-        """An output painted ``painted`` on ``box``, sure where ``sure`` (None: nowhere)."""
-        for other, mask in self.parts:  # what it painted over is the earlier's no more
-            found = _overlap(box, other)
-            if found is not None:
-                mask[found[1]] &= ~painted[found[0]]
-        if sure is not None:
-            self.parts.append((box, sure & painted))
-
-    def within(self, box: Box) -> np.ndarray:
-        """Sure voxels on ``box``."""
-        out = np.zeros(tuple(b - a for a, b in box), bool)
-        for other, mask in self.parts:
-            found = _overlap(box, other)
-            if found is not None:
-                out[found[0]] |= mask[found[1]]
-        return out
 
 
 class Engine:
@@ -262,16 +224,9 @@ class Engine:
                 continue
             self.outputs.append((out.stage, head))
             self.merge[(out.stage, head)] = out
-        # the probability each head's labels must reach to count as sure: its own rule's
-        # replace_probability, else the highest of the outputs merged after it (which may
-        # not overrule its sure labels)
-        self.sure_at: dict[tuple[str, str], float] = {}
-        for i, key in enumerate(self.outputs):
-            own = self.merge[key].replace_probability
-            later = [self.merge[k].replace_probability for k in self.outputs[i + 1:]]
-            bar = own if own > 0.5 else max([p for p in later if p > 0.5], default=0.0)
-            if bar > 0.5:
-                self.sure_at[key] = bar
+        # the probability each head's labels must reach to count as sure (its merge rule's)
+        self.sure_at = {key: self.merge[key].replace_probability for key in self.outputs
+                        if self.merge[key].replace_probability > 0.5}
         self.stages: dict[str, ST.LoadedStage] = {}
         self._load_all(which, probabilities)
         self.roi_stage = None
@@ -393,7 +348,6 @@ class Engine:
         roi = self.roi(image, spacing, fill) if self.roi_stage is not None else None
         t1 = time.perf_counter()
         out = reorient.view(labels_of_scan)
-        firm = SureVoxels() if self.sure_at else None  # where out's labels are sure
         info: dict[str, Any] = {}
         done: dict[str, tuple[Box, dict[str, np.ndarray]]] = {}
         memo: dict = {}  # network inputs, shared by stages that read a region alike
@@ -415,8 +369,7 @@ class Engine:
             if rule.hosts is not None or rule.replace_probability > 0.5:
                 with step("merge rule"):
                     ids = merged_over(ids, crop(out, box, 0), rule, spacing,
-                                      sure_ids if rule.replace_probability > 0.5 else None,
-                                      firm.within(box) if firm is not None else None)
+                                      sure_ids)
             if postprocess is not None:
                 with step("postprocess"):
                     ids, _ = clean(ids, geometry.voxel_volume_mm3, postprocess.connectivity,
@@ -424,8 +377,6 @@ class Engine:
                                    tuple(postprocess.largest_component))
             with step("paste"):
                 paste(out, ids, box, labelled_only=True)
-                if firm is not None:
-                    firm.paint(box, ids > 0, None if sure_ids is None else sure_ids == ids)
             # free this output's arrays before the next network runs (its peak is the run's)
             del ids, sure_ids
             if last[name] == i:

@@ -520,10 +520,9 @@ class Output:
     voxel an earlier output labelled takes this output's label only where the head is sure of
     it -- its label at least p / (1 - p) times as likely as the runner-up, p being
     ``replace_probability``: for a two-class head, a probability of at least p (0.5 is the
-    argmax; more keeps an unsure head off the organs) -- and the earlier head was not sure of
-    its own label by the same bar: a sure label is never overruled (both heads learned from
-    the same labels, so an organ head sure of a voxel saw no lesion there); an unlabelled
-    voxel takes the argmax where its component holds a sure voxel."""
+    argmax; more keeps an unsure head off the organs), however sure the earlier head was of
+    its own (an organ stage too coarse to see a lesion is sure of its organ across it); an
+    unlabelled voxel takes the argmax where its component holds a sure voxel."""
 
     stage: str
     head: str | None = None

@@ -397,26 +397,12 @@ def test_merge_rule_keeps_an_unsure_head_off_earlier_labels():
     assert (loose == ids).all()  # no rule: the argmax everywhere
 
 
-def test_merge_rule_never_overrules_a_sure_earlier_label():
-    """Both heads learned from the same labels: where the organ head is sure of its organ,
-    a sure tumor head does not replace it; where the organ head is unsure, it does."""
-    from flarecli.core.inference.engine import merged_over
-    from flarecli.core.recipes import spec as S
-
-    earlier = np.ones((2, 4, 12), np.uint8)  # liver everywhere
-    earlier_sure = np.zeros(earlier.shape, bool)
-    earlier_sure[:, :, :6] = True  # sure of it on the left half
-    ids = np.full_like(earlier, 14)
-    rule = S.Output("tumor", hosts=(1,), host_margin_mm=0.0, replace_probability=0.8)
-    out = merged_over(ids, earlier, rule, (1.0, 1.0, 1.0), ids, earlier_sure)
-    assert (out[:, :, :6] == 0).all() and (out[:, :, 6:] == 14).all()
-    assert (merged_over(ids, earlier, rule, (1.0, 1.0, 1.0), ids) == 14).all()
-
-
-def test_the_engine_keeps_sure_organs_from_the_tumor_overlay(model_dir, monkeypatch):
-    """End to end through Engine.predict: the organ stage is asked for its sure labels at
-    the tumor rule's probability, and the overlay takes only the liver voxels it was unsure
-    of (and the unlabelled ones)."""
+def test_a_sure_tumor_head_takes_host_voxels_however_sure_the_organ_stage_was(
+        model_dir, monkeypatch):
+    """End to end through Engine.predict: only the tumor head is asked for sure labels (at
+    its rule's probability); the organ stage's certainty plays no part (at the cpu preset's
+    coarse grid it is sure of its organ across every lesion), so a sure lesion band takes
+    the liver voxels and the unlabelled ones beside them, and a lukewarm one takes none."""
     from flarecli.core.inference import stages as ST
     from flarecli.core.inference.engine import Engine
     from flarecli.core.runtime import resolve_device
@@ -424,32 +410,35 @@ def test_the_engine_keeps_sure_organs_from_the_tumor_overlay(model_dir, monkeypa
     engine = Engine(model_dir, resolve_device("cpu"))
     rule = engine.merge[engine.outputs[-1]]
     assert rule.replace_probability > 0.5
-    organ_key = engine.outputs[0]
-    assert engine.sure_at[organ_key] == rule.replace_probability
+    organ_key, tumor_key = engine.outputs[0], engine.outputs[-1]
+    assert engine.sure_at == {tumor_key: rule.replace_probability}
     shape = (6, 10, 20)
     organs = np.zeros(shape, np.uint8)
     organs[:, :, :16] = 1  # liver on the left, nothing on the right
-    organs_sure = organs.copy()
-    organs_sure[:, :, 8:] = 0  # the organ head is unsure from x = 8 on
     tumor = np.zeros(shape, np.uint8)
-    tumor[:, 4:6, 4:18] = 1  # a lesion band, sure throughout
+    tumor[:, 4:6, 4:18] = 1  # a lesion band, sure throughout ...
+    tumor[:, 1:3, 4:18] = 1  # ... and one the head is lukewarm about
+    tumor_sure = tumor.copy()
+    tumor_sure[:, 1:3] = 0
     asked = {}
 
     def fake_segment(ls, image, box, spacing, fill, tta, stats=None, memo=None, sure=None):
         head = next(iter(ls.stage.network.heads))
         asked[head] = dict(sure or {})
-        found = tumor if head == "tumor" else organs
-        return {head: found, head + ST.SURE: tumor if head == "tumor" else organs_sure}
+        if head == "tumor":
+            return {head: tumor, head + ST.SURE: tumor_sure}
+        return {head: organs}
 
     monkeypatch.setattr(ST, "segment", fake_segment)
     monkeypatch.setattr(Engine, "roi", lambda self, image, spacing, fill: tuple(
         (0, s) for s in image.shape))
     monkeypatch.setattr(Engine, "region", lambda self, ls, roi, shape_, spacing: roi)
     label = engine.predict(np.zeros(shape, np.int16), geom(shape)).label
-    assert asked[organ_key[1]] == {organ_key[1]: rule.replace_probability}
-    band = label[:, 4:6]
-    assert (band[:, :, 4:8] == 1).all()  # the sure liver stays liver
-    assert (band[:, :, 8:18] == 14).all()  # unsure liver and unlabelled voxels take the lesion
+    assert asked[organ_key[1]] == {}
+    assert asked[tumor_key[1]] == {tumor_key[1]: rule.replace_probability}
+    assert (label[:, 4:6, 4:18] == 14).all()  # liver and the unlabelled voxels beside it
+    assert (label[:, 1:3, :16] == 1).all()  # the lukewarm band leaves the liver alone
+    assert (label[:, 1:3, 16:] == 0).all()  # and holds no sure voxel to grow from
 
 
 def test_merge_rule_is_checked_in_the_recipe():
@@ -463,23 +452,3 @@ def test_merge_rule_is_checked_in_the_recipe():
         S.Output("tumor", host_margin_mm=-1)
     with pytest.raises(ValueError, match="not a FLARE class"):
         S.Output("tumor", hosts=(99,))
-
-
-def test_sure_voxels_follow_the_label_that_was_painted_last():
-    """Sureness is kept per output on its box; a later output's paint takes it over."""
-    from flarecli.core.inference.engine import SureVoxels
-
-    firm = SureVoxels()
-    organs = np.ones((4, 6, 8), bool)
-    firm.paint(((0, 4), (0, 6), (0, 8)), organs, organs)  # organs, sure everywhere
-    painted = np.zeros((2, 3, 3), bool)
-    painted[:, :, :2] = True
-    sure = np.zeros_like(painted)
-    sure[:, :, 0] = True
-    firm.paint(((1, 3), (2, 5), (6, 9)), painted, sure)  # reaches past the first box
-    got = firm.within(((0, 4), (0, 6), (0, 10)))
-    assert got.shape == (4, 6, 10)
-    assert got[1:3, 2:5, 6].all()  # the later output, sure
-    assert not got[1:3, 2:5, 7].any()  # painted over, unsure: the organs' sureness is gone
-    assert got[:, :, :6].all() and got[0, :, 7].all() and not got[:, :, 8:].any()
-    assert SureVoxels().within(((0, 2), (0, 2), (0, 2))).shape == (2, 2, 2)
