@@ -301,9 +301,8 @@ class Engine:
         assert ls is not None and self.graph.roi is not None
         net_in, shape, r = ST.prepare(ls, image, whole(image.shape), spacing_zyx, fill)
         with step(f"network {ls.name}"):
-            labels = ST.network_labels(ls, net_in, tta=False,
-                                       slice_mm=shape[0] * r.spacing(spacing_zyx)[0]
-                                       / net_in.shape[0])
+            labels = ST.network_labels(ls, net_in, tta=False, slice_mm=ST.grid_slice_mm(
+                net_in, shape, r.spacing(spacing_zyx)))
         mask = next(iter(labels.values())) > 0
         with step("roi box"):
             found = main_components(mask, self.graph.roi.min_fraction)

@@ -292,6 +292,12 @@ def grid_shape(ls: LoadedStage, shape_zyx, spacing_zyx) -> tuple[int, int, int]:
     return size_at_spacing(shape_zyx, spacing_zyx, g.spacing(training=False))
 
 
+def grid_slice_mm(net_in: np.ndarray, shape_zyx, spacing_zyx) -> float | None:
+    """The slice spacing (mm) of a stage's grid ``net_in`` for a region of ``shape_zyx``
+    at ``spacing_zyx`` (both in the stage's orientation); None for an empty grid."""
+    return shape_zyx[0] * spacing_zyx[0] / net_in.shape[0] if net_in.shape[0] else None
+
+
 def prepare(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: float,
             memo: dict | None = None):
     """(network input at the stage's grid, the region's shape and spacing in the stage's
@@ -323,9 +329,9 @@ def segment(ls: LoadedStage, image: np.ndarray, box: Box, spacing_zyx, fill: flo
     """Each head's labels (network classes, uint8) on ``box`` of the canonical image (and
     sure labels: :func:`network_labels`)."""
     net_in, shape, r = prepare(ls, image, box, spacing_zyx, fill, memo)
-    slice_mm = shape[0] * r.spacing(spacing_zyx)[0] / net_in.shape[0]
     with step(f"network {ls.name}"):
-        labels = network_labels(ls, net_in, tta, stats, sure, slice_mm)
+        labels = network_labels(ls, net_in, tta, stats, sure,
+                                grid_slice_mm(net_in, shape, r.spacing(spacing_zyx)))
     with step("resample to the scan"):
         return {h: r.invert(resample(v, shape, "nearest")) for h, v in labels.items()}
 

@@ -53,3 +53,9 @@ def test_without_the_slice_spacing_nothing_is_smoothed(monkeypatch):
     monkeypatch.setattr(ST, "sliding_window", lambda ls, net_in, views: {"tumor": probs})
     labels = ST.network_labels(fake_stage(3.0), None, False)["tumor"]
     assert labels[10, 3, 11] == 1
+
+
+def test_the_grid_slice_spacing_follows_the_resampling():
+    # 40 slices of 2.5 mm resampled to 100 slices: 1 mm each; an empty grid has none
+    assert ST.grid_slice_mm(np.zeros((100, 4, 4)), (40, 4, 4), (2.5, 1.0, 1.0)) == 1.0
+    assert ST.grid_slice_mm(np.zeros((0, 4, 4)), (0, 4, 4), (2.5, 1.0, 1.0)) is None
