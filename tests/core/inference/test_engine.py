@@ -351,10 +351,8 @@ def test_outputs_are_cleaned_before_they_are_merged(model_dir, monkeypatch):
     def fake_segment(ls, image, box, spacing, fill, tta, stats=None, memo=None, sure=None):
         head = next(iter(ls.stage.network.heads))
         found = {head: tumor if head == "tumor" else organs}
-        # the tumor head is sure of every label it gives, the organ head of none (the merge
-        # rule then paints the whole band)
-        return found | {h + ST.SURE: found[h] if h == "tumor" else np.zeros_like(found[h])
-                        for h in (sure or {}) if h in found}
+        # the tumor head is sure of every label it gives (the merge rule paints the band)
+        return found | {h + ST.SURE: found[h] for h in (sure or {}) if h in found}
 
     monkeypatch.setattr(ST, "segment", fake_segment)
     monkeypatch.setattr(Engine, "roi", lambda self, image, spacing, fill: tuple(
@@ -427,7 +425,7 @@ def test_a_sure_tumor_head_takes_host_voxels_however_sure_the_organ_stage_was(
         asked[head] = dict(sure or {})
         if head == "tumor":
             return {head: tumor, head + ST.SURE: tumor_sure}
-        return {head: organs}
+        return {head: organs, head + ST.SURE: organs}  # sure of every organ voxel
 
     monkeypatch.setattr(ST, "segment", fake_segment)
     monkeypatch.setattr(Engine, "roi", lambda self, image, spacing, fill: tuple(

@@ -59,3 +59,22 @@ def test_the_grid_slice_spacing_follows_the_resampling():
     # 40 slices of 2.5 mm resampled to 100 slices: 1 mm each; an empty grid has none
     assert ST.grid_slice_mm(np.zeros((100, 4, 4)), (40, 4, 4), (2.5, 1.0, 1.0)) == 1.0
     assert ST.grid_slice_mm(np.zeros((0, 4, 4)), (0, 4, 4), (2.5, 1.0, 1.0)) is None
+
+
+def test_a_stage_is_given_its_own_slice_spacing_not_the_scans(monkeypatch):
+    """The stage's slice axis is its orientation's first axis: a stage that reads the scan
+    transposed (its slices along the scan's x, 3 mm) smooths by that spacing, resampled to
+    its grid (10 x 3 mm over 20 slices: 1.5 mm), not by the scan's z spacing (1 mm)."""
+    seen = {}
+    stage_order = SimpleNamespace(spacing=lambda s: (s[2], s[1], s[0]), invert=lambda v: v)
+    monkeypatch.setattr(ST, "prepare", lambda *a, **k: (np.zeros((20, 4, 4), np.float32),
+                                                        (10, 4, 4), stage_order))
+
+    def labels(ls, net_in, tta, stats=None, sure=None, slice_mm=None):
+        seen["slice_mm"] = slice_mm
+        return {"tumor": np.zeros(net_in.shape, np.uint8)}
+
+    monkeypatch.setattr(ST, "network_labels", labels)
+    out = ST.segment(SimpleNamespace(name="tumor"), None, None, (1.0, 2.0, 3.0), 0.0, False)
+    assert seen["slice_mm"] == 1.5
+    assert out["tumor"].shape == (10, 4, 4)
