@@ -53,8 +53,9 @@ def gather(items: list[Any]) -> list[Any] | None:
     """Every rank's items on rank 0 (None on the others); CPU collectives (gloo)."""
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
+    from flarecli.core.runtime import join_process_group
+
+    join_process_group("gloo")
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, items)
     if dist.get_rank() != 0:

@@ -38,9 +38,8 @@ class Context:
 def make_context(device_name: str) -> Context:
     """Device, threads and, under ``torchrun`` (WORLD_SIZE > 1), the process group."""
     import torch
-    import torch.distributed as dist
 
-    from flarecli.core.runtime import resolve_device, setup_torch
+    from flarecli.core.runtime import join_process_group, resolve_device, setup_torch
 
     rank, world, local_rank = _dist_info()
     device = resolve_device(device_name)
@@ -48,7 +47,6 @@ def make_context(device_name: str) -> Context:
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        join_process_group("nccl" if device.type == "cuda" else "gloo")
     setup_torch(device, benchmark=True)
     return Context(device, rank, world)
