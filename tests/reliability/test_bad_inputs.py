@@ -85,6 +85,14 @@ def _negative_label(path: Path, kind):
                  geom(SHAPE))
 
 
+def _symlink_loop(path: Path, kind):
+    path.symlink_to(path.name)  # Path.resolve raised on it, which stopped whole runs
+
+
+def _broken_symlink(path: Path, kind):
+    path.symlink_to("nowhere.nii.gz")
+
+
 BAD_FILES = {
     "truncated": (_truncated, "truncated"),
     "empty": (_empty, "corrupt gzip|not a NIfTI-1 or NIfTI-2 header"),
@@ -93,6 +101,8 @@ BAD_FILES = {
     "4-D": (_four_d, "4-D"),
     "vector": (_vector, "components per voxel"),
     "NaN voxels": (_nan, "NaN/inf voxels"),
+    "symlink loop": (_symlink_loop, "a symlink loop"),
+    "broken symlink": (_broken_symlink, r"a broken symlink \(to nowhere.nii.gz\)"),
 }
 BAD_LABELS = {
     "label values outside 0..14": (_out_of_range, "outside 0..14"),

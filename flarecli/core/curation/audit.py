@@ -15,7 +15,7 @@ from typing import Any
 
 from flarecli import __version__
 from flarecli.core.errors import FlareError, InputError
-from flarecli.core.io.cases import Case, Discovery, discover_cases, require_dir
+from flarecli.core.io.cases import Case, Discovery, absolute, discover_cases, require_dir
 from flarecli.core.io.dataset_json import read_dataset_json
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.nifti import read_volume
@@ -91,8 +91,8 @@ def audit_case(case: Case) -> CaseAudit:
     """Audit one case; never raises for data problems (they go to ``problems``)."""
     out = CaseAudit(
         id=case.id,
-        image=str(Path(case.image).resolve()) if case.image else None,
-        label=str(Path(case.label).resolve()) if case.label else None,
+        image=absolute(case.image) if case.image else None,
+        label=absolute(case.label) if case.label else None,
         labeled=case.label is not None,
         problems=list(case.problems),
     )

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from flarecli.core.errors import DataError, DiskFull, FlareError, InputError
-from flarecli.core.io.cases import discover_cases, label_files, require_dir
+from flarecli.core.io.cases import absolute, discover_cases, label_files, require_dir
 from flarecli.core.io.files import kept, remove_stale_parts
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.nifti import read_header, read_label_map, write_volume
@@ -133,7 +133,7 @@ def correct_case(job: CorrectJob) -> CorrectResult:
         if job.passthrough and not full_organs:
             if partial is None:
                 raise InputError("a case kept as it is needs a label")
-            result.kind, result.label = "partial", str(Path(job.label).resolve())
+            result.kind, result.label = "partial", absolute(job.label)
             return result  # the annotation as it is, nothing written
         if full_organs:
             result.kind, out = "FL", partial
@@ -172,7 +172,7 @@ def image_paths(pseudo_dir: Path, images: list[Path]) -> dict[str, str]:
     for folder in images:
         for c in discover_cases(require_dir(folder, "images")).cases:
             if c.image is not None:
-                paths[c.id] = str(c.image.resolve())
+                paths[c.id] = absolute(c.image)
     return paths
 
 

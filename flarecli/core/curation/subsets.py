@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from flarecli.core.errors import InputError
+from flarecli.core.io.cases import absolute
 from flarecli.core.labels import ORGANS, TUMOR
 
 
@@ -108,8 +109,8 @@ def cases_from_dataset(folder: Path, workers: int = 1
             continue
         annotated = tuple(a.organs) + ((TUMOR,) if a.tumor else ())
         kind = "FL" if a.labeled else "unlabeled"
-        cases.append(SourceCase(a.id, str(Path(a.image).resolve()),
-                                str(Path(a.label).resolve()) if a.label else None, kind,
+        cases.append(SourceCase(a.id, absolute(a.image),
+                                absolute(a.label) if a.label else None, kind,
                                 annotated))
     notes = ["plain labels are taken as complete (FL); for partial labels use an audit or "
              "correct manifest"]

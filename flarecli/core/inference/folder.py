@@ -31,7 +31,7 @@ from flarecli.core.inference.record import (
     profile_summary,
 )
 from flarecli.core.inference.shards import distributed, gather, in_shard
-from flarecli.core.io.cases import Case, discover_scans, read_scan
+from flarecli.core.io.cases import Case, absolute, discover_scans, read_scan
 from flarecli.core.io.files import remove_stale_parts, write_text_atomic
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.lock import output_lock
@@ -134,7 +134,7 @@ def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bo
     read_ahead = dict(read_ahead or {})
 
     def result_of(c: Case, target: Path, **kw) -> ScanResult:
-        image = str(Path(c.image).resolve()) if c.image is not None else ""
+        image = absolute(c.image) if c.image is not None else ""
         return ScanResult(c.id, image, str(target), series_uid=c.series_uid, **kw)
 
     todo = [(p.case, p.target) for p in plan if p.action == "compute"]

@@ -13,6 +13,7 @@ image) is attached to the case, never raised, so one bad file does not stop a ru
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,16 @@ from flarecli.core.io.nifti_header import nifti_suffix, strip_nifti_suffix
 REPORT_SUFFIXES: tuple[str, ...] = (".json", ".csv")
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def absolute(path: Path | str) -> str:
+    """The absolute path of a case's file, symlinks resolved where they can be. A symlink
+    loop (which ``Path.resolve`` raises for) keeps its own absolute name, so that the read
+    of it fails as that case's problem and never stops a run."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return os.path.abspath(path)
 
 
 @dataclass

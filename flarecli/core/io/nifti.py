@@ -7,6 +7,8 @@ write is atomic and read back whole before it takes its name (:mod:`flarecli.cor
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -57,11 +59,30 @@ def _reader(path: Path) -> sitk.ImageFileReader:
     return reader
 
 
+def missing_why(path: Path) -> str:
+    """Why a path that is no regular file cannot be read: a folder, a symlink loop, a broken
+    symlink, something else (a FIFO, a socket), or nothing at all."""
+    if path.is_dir():
+        return "a folder, not a file"
+    if path.exists():
+        return "not a regular file"
+    if not path.is_symlink():
+        return "file not found"
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 raises this for a loop
+        return "a symlink loop"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop"
+    return f"a broken symlink (to {os.readlink(path)})"
+
+
 def _checked(path: Path) -> NiftiHeader:
     """The header of an existing NIfTI file, checked (see :func:`inspect_header`)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: file not found")
+        raise InputError(f"{path}: {missing_why(path)}")
     if nifti_suffix(path) is None:
         raise InputError(f"{path}: not a NIfTI file (expected .nii.gz or .nii)")
     return inspect_header(path)
