@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._folder import fail_if_any, note_stray, run_cases
-from flarecli.commands._ui import OVERWRITE, WORKERS, out, problem, write_json
+from flarecli.commands._ui import OVERWRITE, WORKERS, note, out, problem, write_json
 from flarecli.core.words import count
 
 
@@ -44,6 +44,8 @@ def correct(
                        before=plan.failed):
         if r.error:
             problem(r.case, r.error)
+        elif r.redone:
+            note(r.label, "its inputs changed since an earlier run wrote it; corrected again")
         results.append(r)
     data = core.manifest(results, {"pseudo": str(Path(pseudo_dir).resolve()),
                                    "labels": str(Path(labels_dir).resolve())})

@@ -85,6 +85,7 @@ class CorrectResult:
     annotated: list[int] = field(default_factory=list)
     from_teacher: list[int] = field(default_factory=list)
     error: str | None = None
+    redone: bool = False  # an output kept from an earlier run was stale, and written anew
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.case, "image": self.image, "label": self.label, "kind": self.kind,
@@ -114,6 +115,19 @@ def check_grids(grids: list[tuple[str, Geometry | None]]) -> None:
             mismatch = reference.mismatches(grid)
             if mismatch:
                 raise DataError(f"{what} vs image " + "; ".join(mismatch))
+
+
+def _stale(target: Path, out: np.ndarray, geometry: Geometry | None) -> bool:
+    """Whether an output an earlier run left is not what these inputs give: a re-run after
+    a pseudo-label or an annotation changed must not keep the old file under a manifest
+    that describes the new one."""
+    try:
+        kept_labels, kept_geometry = read_label_map(target, "corrected label")
+    except FlareError:
+        return True
+    if geometry is not None and geometry.mismatches(kept_geometry):
+        return True
+    return kept_labels.shape != out.shape or not np.array_equal(kept_labels, out)
 
 
 def correct_case(job: CorrectJob) -> CorrectResult:
@@ -149,7 +163,8 @@ def correct_case(job: CorrectJob) -> CorrectResult:
                 result.kind, out, result.annotated = "PL", pseudo, []
         present = annotated_classes(out)
         result.from_teacher = [c for c in present if c not in result.annotated]
-        if not kept(Path(job.target), job.overwrite):
+        if not kept(Path(job.target), job.overwrite) or _stale(Path(job.target), out, geometry):
+            result.redone = Path(job.target).is_file() and not job.overwrite
             write_volume(Path(job.target), out, geometry)
     except DiskFull:
         raise  # every later write would fail too: the run stops

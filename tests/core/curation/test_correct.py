@@ -83,3 +83,32 @@ def test_a_bad_partial_label_is_named_once(tmp_path, run_cli):
     assert res.code == 4
     assert "c.nii.gz: partial label has non-integer values (e.g. 1.5)" in res.stderr
     assert "label label" not in res.stderr
+
+
+def test_a_rerun_keeps_what_is_current_and_corrects_again_what_changed(tmp_path, run_cli):
+    from flarecli.core.io.nifti import read_volume
+
+    g = geom((6, 6, 6))
+    pseudo = np.zeros(g.shape_zyx, np.uint8)
+    pseudo[1:3], pseudo[3:5] = 1, 5  # liver and aorta from the teacher
+    partial = np.zeros(g.shape_zyx, np.uint8)
+    partial[0, 0, 0] = 14
+    for case in ("same", "changed"):
+        write_volume(tmp_path / "img" / f"{case}_0000.nii.gz", np.zeros(g.shape_zyx, np.int16), g)
+        write_volume(tmp_path / "labels" / f"{case}.nii.gz", partial, g)
+        write_volume(tmp_path / "pseudo" / f"{case}.nii.gz", pseudo, g)
+    args = ("correct", tmp_path / "pseudo", tmp_path / "labels", tmp_path / "out", "--images",
+            tmp_path / "img")
+    assert run_cli(*args).code == 0
+    kept = (tmp_path / "out" / "same.nii.gz").stat().st_mtime_ns
+    write_volume(tmp_path / "pseudo" / "changed.nii.gz", np.where(pseudo == 5, 0, pseudo), g)
+    res = run_cli(*args)
+    assert res.code == 0 and "changed.nii.gz: its inputs changed" in res.stderr
+    assert "same.nii.gz" not in res.stderr
+    assert (tmp_path / "out" / "same.nii.gz").stat().st_mtime_ns == kept  # resumed, not redone
+    out, _ = read_volume(tmp_path / "out" / "changed.nii.gz")
+    assert sorted(np.unique(out)) == [0, 1, 14]  # the file is the new correction ...
+    cases = {c["id"]: c for c in
+             json.loads((tmp_path / "out" / "manifest.json").read_text())["cases"]}
+    assert cases["changed"]["from_teacher"] == [1]  # ... and the manifest describes it
+    assert cases["same"]["from_teacher"] == [1, 5]
