@@ -537,13 +537,42 @@ def test_manifest_ids_that_cannot_name_a_file_are_refused(tmp_path, run_cli):
              "label": str(tmp_path / "data" / "labelsTr" / "a.nii.gz"), "kind": "FL",
              "annotated": [1, 3, 13]}
     manifest = {"cases": [{**entry, "id": "../../../escape"}, {**entry, "id": "ok1"},
-                          {**entry, "id": "ok2"}, {**entry, "id": "ok3"}]}
+                          {**entry, "id": "ok2"}, {**entry, "id": "ok3"},
+                          {**entry, "id": "strings", "annotated": ["1", "3"]}]}
     (tmp_path / "m.json").write_text(json.dumps(manifest))
     res = run_cli("train", tmp_path / "m.json", "--out", tmp_path / "m", "--stage", "organs",
                   "--preset", "smoke", "--device", "cpu", "--cache", tmp_path / "cache" / "x")
     assert res.code == 4 and "path separator" in res.stderr
+    assert_one_line_problem(res, "strings", r"'annotated' must be a list of class ids 1\.\.14")
     assert not list(tmp_path.glob("escape*")) and not (tmp_path / "cache" / "escape").exists()
     assert not list((tmp_path / "cache").rglob("*escape*"))
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ({"schema_version": 1}, "no 'cases' list"),
+    ({"schema_version": 1, "cases": [1]}, "case 1 is not a case"),
+    ({"schema_version": 1, "cases": [{"organs": [1]}]}, "case 1 is not a case"),
+    ({"schema_version": 1, "cases": [{"id": "a", "organs": None}]}, "'organs' must be a list"),
+    ({"schema_version": 1, "cases": [{"id": "a", "organs": 5}]}, "'organs' must be a list"),
+    ({"schema_version": 1, "cases": [{"id": "a", "organs": ["1"]}]}, "'organs' must be a list"),
+    ({"schema_version": 1, "cases": [{"id": "a", "organs": [14]}]}, "class ids 1..13"),
+    ({"schema_version": 1, "cases": [{"id": "a", "tumor": "yes"}]}, "'tumor' must be true"),
+], ids=["no cases", "not an object", "no id", "null", "a number", "strings", "tumor as organ",
+        "tumor not a bool"])
+def test_a_hand_written_manifest_is_checked_before_evaluating(manifest, message, tmp_path,
+                                                               run_cli):
+    write_volume(tmp_path / "gt" / "a.nii.gz", label(), geom(SHAPE))
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    res = run_cli("evaluate", tmp_path / "gt", tmp_path / "gt", "--manifest", tmp_path / "m.json")
+    assert res.code == 3 and "Traceback" not in res.stderr
+    assert "m.json" in res.stderr and message in res.stderr, res.stderr
+    manifest = {"schema_version": 1, "cases": [{"id": "a", "organs": [1], "tumor": False}]}
+    (tmp_path / "m.json").write_text(json.dumps(manifest))  # a good one scores liver only
+    res = run_cli("evaluate", tmp_path / "gt", tmp_path / "gt", "--manifest", tmp_path / "m.json",
+                  "--json", tmp_path / "s.json")
+    assert res.code == 0, res.stderr
+    per_class = json.loads((tmp_path / "s.json").read_text())["per_class"]
+    assert per_class["1"]["n"] == 1 and per_class["2"]["n"] == 0
 
 
 def test_manifests_written_elsewhere_still_work(tmp_path, run_cli, monkeypatch):

@@ -255,9 +255,19 @@ def csv_rows(cases: list[CaseAudit]) -> list[list[Any]]:
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """Read an audit manifest; raises InputError if missing, unreadable or of another schema."""
+    from flarecli.core.curation.subsets import entry_classes
     from flarecli.core.io.files import read_json
 
     data = read_json(path, "manifest")
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path}: not a flare audit manifest (schema_version {SCHEMA_VERSION})")
+    if not isinstance(data.get("cases"), list):
+        raise InputError(f"{path}: not a flare audit manifest (no 'cases' list)")
+    for n, entry in enumerate(data["cases"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise InputError(f"{path}: case {n + 1} is not a case (an object with an 'id')")
+        try:
+            entry_classes(entry)
+        except ValueError as e:
+            raise InputError(f"{path}: case '{entry['id'][:60]}': {e}") from None
     return data

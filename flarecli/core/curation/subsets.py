@@ -44,6 +44,26 @@ class SourceCase:
         return label_group(self.kind != "unlabeled", organs, TUMOR in self.annotated)
 
 
+def entry_classes(entry: dict[str, Any]) -> tuple[int, ...]:
+    """The classes a manifest entry says are annotated: a correct manifest's ``annotated``
+    (ids 1..14), or an audit manifest's ``organs`` (1..13) and ``tumor`` (true or false).
+    Raises ValueError naming the field, so that a hand-written manifest is refused rather
+    than read as annotating nothing."""
+    def ids(key: str, top: int) -> tuple[int, ...]:
+        raw = entry.get(key, [])
+        if not isinstance(raw, list) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= top for c in raw):
+            raise ValueError(f"'{key}' must be a list of class ids 1..{top} (got {raw!r:.60})")
+        return tuple(raw)
+
+    if "kind" in entry:  # flare correct
+        return ids("annotated", TUMOR)
+    tumor = entry.get("tumor", False)
+    if not isinstance(tumor, bool):
+        raise ValueError(f"'tumor' must be true or false (got {tumor!r:.60})")
+    return ids("organs", max(ORGANS)) + ((TUMOR,) if tumor else ())
+
+
 def _audit_kind(entry: dict[str, Any]) -> str:
     if not entry.get("labeled", entry.get("label") is not None):
         return "unlabeled"
@@ -79,12 +99,12 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str], Proble
         if e.get("problems"):
             skipped.append(e["id"])
             continue
-        if "kind" in e:  # flare correct
-            kind, annotated = str(e["kind"]), tuple(int(c) for c in e.get("annotated", []))
-        else:  # flare audit
-            kind = _audit_kind(e)
-            annotated = tuple(int(c) for c in e.get("organs", [])) + (
-                (TUMOR,) if e.get("tumor") else ())
+        try:
+            annotated = entry_classes(e)
+        except ValueError as err:
+            problems.append((e["id"][:60], str(err)))
+            continue
+        kind = str(e["kind"]) if "kind" in e else _audit_kind(e)  # flare correct, flare audit
         label = e.get("label")
         cases.append(SourceCase(str(e["id"]), str(base / e["image"]),
                                 None if not label else str(base / label), kind, annotated))

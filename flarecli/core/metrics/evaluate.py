@@ -315,10 +315,10 @@ def plan_jobs(
     if not gts.cases:
         raise InputError(f"{gt_dir}: no ground-truth NIfTI files")
     annotated_by_case: dict[str, tuple[int, ...]] = {}
-    if manifest is not None:
-        for entry in manifest["cases"]:
-            classes = list(entry.get("organs", [])) + ([TUMOR] if entry.get("tumor") else [])
-            annotated_by_case[entry["id"]] = tuple(classes)
+    if manifest is not None:  # read by read_manifest, which checked every entry
+        from flarecli.core.curation.subsets import entry_classes
+
+        annotated_by_case = {e["id"]: entry_classes(e) for e in manifest["cases"]}
     jobs, failed = [], []
     for case in gts.cases:
         if manifest is not None and case.id not in annotated_by_case:
