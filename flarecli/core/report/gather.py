@@ -27,9 +27,9 @@ previews               any other PNG: ``<case>.png``; one preview column per fol
 =====================  =======================================================================
 
 Anything else (model bundles, recipes, scans) is passed over in silence; a file that
-cannot be parsed is one note, never a failure. A pseudolabel ``scores.csv`` beside its run
-record, and a statistics CSV beside a statistics JSON of the same name, hold what the JSON
-holds and are not read twice.
+cannot be parsed, or holds a field of another shape, is one note, never a failure. A
+pseudolabel ``scores.csv`` beside its run record, and a statistics CSV beside a statistics
+JSON of the same name, hold what the JSON holds and are not read twice.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -161,16 +161,10 @@ def gather(folder: Path) -> Gathered:
         _classify(path, found, out)
     _drop_duplicates(found)
     rel = _relative(folder)
-    _audits(found, out, rel)
-    _corrections(found, out, rel)
-    _run_records(found, out, rel, "pseudolabel")
-    _pseudo_csvs(found, out, rel)
-    _run_records(found, out, rel, "infer")
-    _evaluations(found, out, rel)
-    _summaries(found, out, rel)
-    _statistics(found, out, rel)
-    _previews(found, out, rel)
-    _training(found, out, rel)
+    for reader, *args in ((_audits,), (_corrections,), (_run_records, "pseudolabel"),
+                          (_pseudo_csvs,), (_run_records, "infer"), (_evaluations,),
+                          (_summaries,), (_statistics,), (_previews,), (_training,)):
+        _guarded(reader, found, out, rel, *args)
     # a second source of a kind (another evaluation, an older audit) starts hidden: the page
     # lists its columns to show; every preview folder stays in view
     later = {src["source"] for src in out.sources if src["suffix"] and src["kind"] != "previews"}
@@ -178,6 +172,82 @@ def gather(folder: Path) -> Gathered:
         if col.source in later:
             col.visible = False
     return out
+
+
+#: What a reader raises on a file that looks like flare's but holds a field of another shape.
+_CONTENT_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+
+
+def _guarded(reader: Callable[..., None], found: _Found, out: Gathered, rel, *args) -> None:
+    """Run one reader; a file it cannot read (a hand-edited or damaged run record, an odd
+    field) is a note and left out, and the page is made of the other files. The reader is
+    rerun on each of its files alone to find which one it failed on."""
+    kept = _snapshot(out)
+    try:
+        reader(found, out, rel, *args)
+        return
+    except _CONTENT_ERRORS:
+        _restore(out, kept)
+    bad = []
+    for attr, item, paths in _items(found):
+        try:
+            reader(_only(found, attr, item), Gathered(out.folder), rel, *args)
+        except _CONTENT_ERRORS as e:
+            bad.append((attr, item, paths, e))
+    for attr, item, paths, e in bad:
+        _drop(found, attr, item)
+        for path in paths:
+            _note(out, path, f"not read: a field of an unexpected shape ({type(e).__name__}: "
+                             f"{str(e)[:80]}); left out")
+            if path in out.read:
+                out.read.remove(path)
+    try:
+        reader(found, out, rel, *args)
+    except _CONTENT_ERRORS as e:  # files that fail only together: leave them all out
+        _restore(out, kept)
+        _note(out, out.folder, f"some files could not be read together ({type(e).__name__}: "
+                               f"{str(e)[:80]}); left out")
+
+
+def _snapshot(out: Gathered) -> dict[str, Any]:
+    import copy
+
+    return {k: copy.deepcopy(getattr(out, k)) for k in
+            ("columns", "cells", "blocks", "sources", "training", "notes", "read")}
+
+
+def _restore(out: Gathered, snapshot: dict[str, Any]) -> None:
+    for k, v in snapshot.items():
+        setattr(out, k, v)
+
+
+def _items(found: _Found) -> list[tuple[str, Any, list[Path]]]:
+    """Every entry ``found`` holds, as (field, entry, its files): a list's item or a dict's
+    key (a run record folder, a preview folder)."""
+    items = []
+    for f in fields(found):
+        held = getattr(found, f.name)
+        for item in held:
+            if isinstance(held, dict):
+                value = held[item]
+                paths = [v[0] if isinstance(v, tuple) else v for v in value] or [item]
+            else:
+                paths = [item[0]]
+            items.append((f.name, item, [p for p in paths if isinstance(p, Path)]))
+    return items
+
+
+def _only(found: _Found, attr: str, item: Any) -> _Found:
+    held = getattr(found, attr)
+    return _Found(**{attr: {item: held[item]} if isinstance(held, dict) else [item]})
+
+
+def _drop(found: _Found, attr: str, item: Any) -> None:
+    held = getattr(found, attr)
+    if isinstance(held, dict):
+        del held[item]
+    else:
+        held.remove(item)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -752,8 +822,8 @@ def _statistics(found: _Found, out: Gathered, rel) -> None:
                     out.put(case, count, _num(row.get("lesion_count")))
                     out.put(case, burden, _num(row.get("tumor_burden_ml")))
                     out.put(case, axes, _num(row.get("sum_long_axes_mm")))
-        lesions = [out.cells[c].get(count.key) or 0 for c in cases]
-        burdens = [out.cells[c].get(burden.key) or 0 for c in cases]
+        lesions = [out.cells.get(c, {}).get(count.key) or 0 for c in cases]
+        burdens = [out.cells.get(c, {}).get(burden.key) or 0 for c in cases]
         items: list[tuple[str, Any]] = [("cases", len(cases)), ("lesions", int(sum(lesions))),
                                         ("cases with lesions", sum(1 for n in lesions if n))]
         if burdens:

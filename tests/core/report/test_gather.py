@@ -85,6 +85,30 @@ def test_what_cannot_be_parsed_is_one_note_each(tmp_path):
     assert not g.cells and not g.training
 
 
+@pytest.mark.parametrize("odd", [
+    {"cases": [{"id": "x"}], "summary": {"organ_full": 0}, "source": "abc"},
+    {"cases": [{"id": "x"}], "summary": {"organ_full": 0, "groups": [1, 2]}},
+    {"cases": [{"id": "x", "labeled": True, "organs": 5}], "summary": {"organ_full": 0}},
+], ids=["source a string", "groups a list", "organs a number"])
+def test_a_file_with_a_field_of_another_shape_is_a_note_and_the_rest_is_read(
+        odd, demo_folder, tmp_path):
+    """A hand-edited file that looks like flare's stopped the whole page (AttributeError,
+    TypeError, KeyError); it is left out with a note, and every other file is read."""
+    shutil.copy(demo_folder / "more" / "eval.csv", tmp_path / "a.csv")
+    write_json(tmp_path / "odd" / "odd.json", odd)
+    g = gather(tmp_path)
+    assert [(n, "left out" in why) for n, why in g.notes] == [
+        (str(tmp_path / "odd" / "odd.json"), True)]
+    assert tmp_path / "odd" / "odd.json" not in g.read
+    assert kinds(g) == {("evaluate", "a.csv")} and g.cells
+
+
+def test_a_stats_entry_without_lesion_fields_is_read(tmp_path):
+    write_json(tmp_path / "s.json", {"min_tumor_mm3": 100, "cases": [{"id": "a", "classes": {}}]})
+    g = gather(tmp_path)
+    assert not g.notes and ("stats", "s.json") in kinds(g)
+
+
 def test_a_missing_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such folder"):
         gather(tmp_path / "nope")
