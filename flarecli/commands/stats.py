@@ -34,13 +34,12 @@ def stats(
     A case that cannot be read (or whose image is on another grid) is reported and left out;
     exit code 4 then.
     """
-    from flarecli.core.errors import InputError
+    from flarecli.core.errors import InputError, check_volume
     from flarecli.core.io.cases import discover_cases, discover_scans, require_dir
     from flarecli.core.quantification import stats as core
 
     require_dir(labels_dir, "labels")
-    if min_tumor_mm3 < 0:
-        raise InputError(f"--min-tumor-mm3 {min_tumor_mm3}: must be >= 0")
+    check_volume("--min-tumor-mm3", min_tumor_mm3)
     found = discover_cases(None, labels_dir)
     by_image = {c.id: c for c in discover_scans(images).cases} if images else {}
     folders = [labels_dir] + ([images] if images else [])

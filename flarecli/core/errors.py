@@ -102,3 +102,14 @@ def check_choice(name: str, value: str, choices: list[str] | tuple[str, ...]) ->
         hint = did_you_mean(value, choices) or f"choose one of: {', '.join(choices)}"
         raise InputError(f"invalid {name} '{value}'", hint=hint)
     return value
+
+
+def check_volume(option: str, value: float) -> float:
+    """A volume option in mm^3 (``--min-tumor-mm3``, ``--min-lesion-mm3``): a finite number
+    >= 0. NaN would compare false with every size and keep every component, inf drop them
+    all; both are refused with one line (InputError)."""
+    import math
+
+    if not (math.isfinite(value) and value >= 0):
+        raise InputError(f"{option} {value}: must be a finite number >= 0")
+    return float(value)

@@ -439,6 +439,9 @@ def test_invalid_numbers_are_refused(tmp_path, run_cli):
     checks = [
         (["postprocess", tmp_path / "l", tmp_path / "o", "--min-tumor-mm3", "nan"], 3),
         (["postprocess", tmp_path / "l", tmp_path / "o", "--min-tumor-mm3", "inf"], 3),
+        (["stats", tmp_path / "l", "--min-tumor-mm3", "nan", "--json", tmp_path / "o.json"], 3),
+        (["stats", tmp_path / "l", "--min-tumor-mm3", "inf", "--json", tmp_path / "o.json"], 3),
+        (["evaluate", tmp_path / "l", tmp_path / "l", "--min-lesion-mm3", "nan"], 3),
         (["evaluate", tmp_path / "l", tmp_path / "l", "--nsd-threshold", "nan"], 3),
         (["train", tmp_path / "data", "--out", tmp_path / "m", "--stage", "organs", "--lr",
           "nan"], 5),
@@ -450,6 +453,7 @@ def test_invalid_numbers_are_refused(tmp_path, run_cli):
         assert res.code == code, (args, res.stderr)
         assert "Traceback" not in res.stderr
     assert not (tmp_path / "o").exists() and not (tmp_path / "m" / "organs").exists()
+    assert not (tmp_path / "o.json").exists()
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, run_cli):

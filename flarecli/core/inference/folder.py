@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from flarecli import __version__
-from flarecli.core.errors import DiskFull, FlareError, InputError
+from flarecli.core.errors import DiskFull, FlareError, InputError, check_volume
 from flarecli.core.inference.backends import BackendChoice
 from flarecli.core.inference.calibration import Calibration
 from flarecli.core.inference.engine import Engine, produces_tumor
@@ -366,13 +366,12 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     run record). ``notes(text)`` receives remarks for the user, ``on_result(result)`` each
     result as it comes, ``on_step(text)`` what the run is doing: loading the model (notes
     say when it is compiled for this CPU, 30-50 s once), then the command's name."""
-    from flarecli.core.postprocessing.folder import check_min_tumor_mm3
     from flarecli.core.preprocessing.connected import structure
 
     if run.connectivity is not None:
         structure(run.connectivity)
     if run.min_tumor_mm3 is not None:
-        check_min_tumor_mm3(run.min_tumor_mm3)
+        check_volume("--min-tumor-mm3", run.min_tumor_mm3)
     if run.min_score is not None and not 0 <= run.min_score <= 1:
         raise InputError(f"--min-score {run.min_score}: must be within 0..1")
     if run.output_format not in ("nifti", "dicom-seg"):

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from flarecli.core.errors import FlareError, InputError, check_choice
+from flarecli.core.errors import FlareError, InputError, check_choice, check_volume
 from flarecli.core.io.nifti import Geometry, header_zooms, read_label_map
 from flarecli.core.labels import (
     CLASSES,
@@ -52,7 +52,6 @@ from flarecli.core.labels import (
 )
 from flarecli.core.metrics.lesions import (
     CaseLesions,
-    check_min_lesion,
     match_lesions,
     summarize_lesions,
 )
@@ -308,7 +307,7 @@ def plan_jobs(
     check_choice("protocol", protocol, PROTOCOLS)
     if not 0.0 <= nsd_threshold <= 1.0:
         raise InputError(f"--nsd-threshold {nsd_threshold}: must be within 0..1")
-    check_min_lesion(min_lesion_mm3)
+    check_volume("--min-lesion-mm3", min_lesion_mm3)
     gts = label_files(gt_dir)
     found = label_files(pred_dir)
     preds = {c.id: c for c in found.cases}

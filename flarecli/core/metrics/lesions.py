@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from flarecli.core.errors import InputError
 from flarecli.core.labels import MIN_TUMOR_MM3, TUMOR
 
 #: A predicted component matches a true lesion when their overlap is at least this percentage
@@ -81,12 +80,6 @@ class CaseLesions:
             "volumes_ml": [round(v, 4) for v in self.volumes_ml],
             "dscs": self.dscs,
         }
-
-
-def check_min_lesion(min_lesion_mm3: float) -> float:
-    if not (np.isfinite(min_lesion_mm3) and min_lesion_mm3 >= 0):
-        raise InputError(f"--min-lesion-mm3 {min_lesion_mm3}: must be a volume >= 0")
-    return float(min_lesion_mm3)
 
 
 def _components(mask: np.ndarray, voxel_volume_mm3: float, min_lesion_mm3: float

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flarecli.core.errors import DiskFull, FlareError, InputError
+from flarecli.core.errors import DiskFull, FlareError, InputError, check_volume
 from flarecli.core.io.cases import label_files, require_dir
 from flarecli.core.io.files import remove_stale_parts
 from flarecli.core.io.nifti import write_volume
@@ -40,17 +39,11 @@ class PostprocessPlan:
     failed: list[PostprocessResult]  # cases that cannot be processed (a duplicate file)
 
 
-def check_min_tumor_mm3(value: float) -> float:
-    if not (math.isfinite(value) and value >= 0):
-        raise InputError(f"--min-tumor-mm3 {value}: must be a finite number >= 0")
-    return value
-
-
 def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: float,
          overwrite: bool) -> PostprocessPlan:
     input_dir = require_dir(input_dir, "input")
     structure(connectivity)  # validates
-    check_min_tumor_mm3(min_tumor_mm3)
+    check_volume("--min-tumor-mm3", min_tumor_mm3)
     found = label_files(input_dir)
     if not found.cases:
         raise InputError(f"{input_dir}: no NIfTI label maps found")
