@@ -430,6 +430,25 @@ def test_stale_temporary_files_of_dead_runs_are_removed(tmp_path, run_cli):
     assert not dead.exists() and alive.exists() and other.exists()
 
 
+def test_a_case_name_near_the_file_systems_limit_is_written(tmp_path, run_cli):
+    """A 247-byte file name fits (255), but its temporary name did not: every write of such
+    a case failed with 'File name too long'."""
+    from flarecli.core.io.files import _HOST, _part_key, atomic_path
+
+    case = "c" * 240
+    (tmp_path / "in").mkdir()
+    write_volume(tmp_path / "in" / f"{case}.nii.gz", label(), geom(SHAPE))
+    (tmp_path / "out").mkdir()
+    dead = tmp_path / "out" / f".{_part_key(case + '.nii.gz')}.{_HOST}-999999.abc.part.nii.gz"
+    dead.write_bytes(b"half")
+    res = run_cli("postprocess", tmp_path / "in", tmp_path / "out")
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "out" / f"{case}.nii.gz").is_file() and not dead.exists()
+    with atomic_path(tmp_path / "out" / "[x].nii.gz") as tmp:  # a glob character in a name
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "out" / "[x].nii.gz").read_bytes() == b"x"
+
+
 # ---- numbers, bundles, manifests -------------------------------------------------------------
 
 def test_invalid_numbers_are_refused(tmp_path, run_cli):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
+import hashlib
 import json
 import os
 import re
@@ -64,7 +66,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_parts(path.parent, path.name)
         suffix = nifti_suffix(path) or "".join(path.suffixes[-1:])
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.",
+        fd, tmp = tempfile.mkstemp(prefix=f".{_part_key(path.name)}.{_HOST}-{os.getpid()}.",
                                    suffix=f".part{suffix}", dir=path.parent)
         os.close(fd)
     except OSError as e:
@@ -81,6 +83,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def _part_key(name: str) -> str:
+    """The output's name as its temporary files carry it: the name itself, or, for a name
+    too long to take the temporary file's additions within the file system's 255 bytes, its
+    first 96 bytes and a hash of the whole."""
+    raw = name.encode()
+    if len(raw) <= 120:
+        return name
+    return f"{raw[:96].decode(errors='ignore')}~{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
 def remove_stale_parts(folder: Path, name: str | None = None) -> int:
     """Remove temporary files that an interrupted run of this host left in ``folder`` (of
     the output ``name`` only, when given); a live process's file in progress is kept.
@@ -89,10 +101,11 @@ def remove_stale_parts(folder: Path, name: str | None = None) -> int:
     if not folder.is_dir():
         return 0
     removed = 0
-    pattern = f".{name}.{_HOST}-*" if name else ".*"
+    key = _part_key(name) if name else None
+    pattern = f".{glob.escape(key)}.{glob.escape(_HOST)}-*" if key else ".*"
     for p in folder.glob(pattern):
         m = _PART.match(p.name)
-        if not m or m.group("host") != _HOST or (name and m.group("name") != name):
+        if not m or m.group("host") != _HOST or (key and m.group("name") != key):
             continue
         pid = int(m.group("pid"))
         if pid != os.getpid() and _alive(pid):
