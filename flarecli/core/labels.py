@@ -121,7 +121,7 @@ def check_label_values(array: np.ndarray) -> tuple[np.ndarray | None, list[str]]
         if not np.array_equal(rounded, array):
             bad = np.unique(array[rounded != array])[:3]
             return None, ["label has non-integer values (e.g. "
-                          + ", ".join(f"{v:g}" for v in bad) + ")"]
+                          + ", ".join(f"{float(v):.9g}" for v in bad) + ")"]
         array = rounded
     elif array.dtype.kind not in "iub":
         return None, [f"label has unsupported voxel type {array.dtype}"]

@@ -59,6 +59,8 @@ def test_label_value_checks():
     assert fixed.tolist() == [0, 1, 0, 0, 0]
     none, probs = check_label_values(np.array([0, 1.5, 2.0], np.float32))
     assert none is None and "non-integer values (e.g. 1.5)" in probs[0]
+    _, probs = check_label_values(np.array([0, 1.0000001], np.float64))  # not 'e.g. 1'
+    assert "non-integer values (e.g. 1.0000001)" in probs[0]
     ints, probs = check_label_values(np.array([0.0, 2.0], np.float64))
     assert probs == [] and ints.tolist() == [0, 2]
 
