@@ -85,6 +85,18 @@ def _negative_label(path: Path, kind):
                  geom(SHAPE))
 
 
+def _sheared(path: Path, kind):
+    """A sform with shear and no qform: ITK refuses it as 'not orthonormal'."""
+    import gzip
+    import struct
+
+    write_volume(path, image() if kind == "image" else label(), geom(SHAPE))
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[252:256] = struct.pack("<2h", 0, 2)  # qform_code 0, sform_code 2
+    raw[280:328] = struct.pack("<12f", 1.5, 0.7, 0, 0, 0, 1.5, 0, 0, 0, 0, 2.0, 0)
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
 def _symlink_loop(path: Path, kind):
     path.symlink_to(path.name)  # Path.resolve raised on it, which stopped whole runs
 
@@ -101,6 +113,8 @@ BAD_FILES = {
     "4-D": (_four_d, "4-D"),
     "vector": (_vector, "components per voxel"),
     "NaN voxels": (_nan, "NaN/inf voxels"),
+    "sheared orientation": (_sheared, r"orientation matrix \(sform or qform\) is not "
+                                      "orthonormal"),
     "symlink loop": (_symlink_loop, "a symlink loop"),
     "broken symlink": (_broken_symlink, r"a broken symlink \(to nowhere.nii.gz\)"),
 }

@@ -92,7 +92,17 @@ def _read_sitk(path: Path) -> sitk.Image:
     try:
         return _reader(path).Execute()
     except RuntimeError as e:
-        raise DataError(f"{path}: unreadable or truncated NIfTI ({_itk_reason(e)})") from e
+        raise _itk_error(path, e, "unreadable or truncated NIfTI") from e
+
+
+def _itk_error(path: Path, e: Exception, what: str) -> DataError:
+    """The one line for a file ITK refused. A sheared or singular orientation matrix is said
+    as such: ITK reports it as a failed read, which a user would take for a damaged file."""
+    reason = _itk_reason(e)
+    if "orthonormal" in reason.lower():
+        return DataError(f"{path}: its orientation matrix (sform or qform) is not orthonormal "
+                         f"(sheared or singular), which ITK does not read ({reason})")
+    return DataError(f"{path}: {what} ({reason})")
 
 
 def _itk_reason(e: Exception) -> str:
@@ -113,7 +123,7 @@ def read_header(path: Path) -> Geometry:
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
-        raise DataError(f"{path}: unreadable NIfTI header ({_itk_reason(e)})") from e
+        raise _itk_error(path, e, "unreadable NIfTI header") from e
     if reader.GetDimension() != 3:
         raise DataError(f"{path}: image is {reader.GetDimension()}-D, expected 3-D")
     geometry = checked_geometry(geometry_of(reader), str(path))
