@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from flarecli.commands._folder import fail_if_any, note_stray, run_cases
-from flarecli.commands._ui import MIN_TUMOR_MM3, OVERWRITE, WORKERS, out, problem
+from flarecli.commands._ui import MIN_TUMOR_MM3, OVERWRITE, WORKERS, note, out, problem
 from flarecli.core.words import count
 
 
@@ -22,8 +22,10 @@ def postprocess(
     """Keep the largest 3-D component of each organ; drop tumor components below a size.
 
     Output: uint8 label maps with exactly the input geometry. Existing outputs are skipped
-    (resume) unless --overwrite. Exit code 4 if some cases failed (the rest are written).
+    (resume) unless --overwrite or older than their input. Exit code 4 if some cases failed
+    (the rest are written).
     """
+    from flarecli.core.io.files import SOURCE_CHANGED
     from flarecli.core.postprocessing import folder as core
 
     plan = core.plan(input_dir, output_dir, connectivity, min_tumor_mm3, overwrite)
@@ -39,6 +41,8 @@ def postprocess(
             skipped += 1
         else:
             done += 1
+            if r.redone:
+                note(r.case, f"{SOURCE_CHANGED}; computed again")
             for c, n in r.removed.items():
                 removed_total[c] = removed_total.get(c, 0) + n
     removed = ", ".join(f"{c}: {n}" for c, n in sorted(removed_total.items())) or "none"

@@ -106,6 +106,33 @@ def test_infer_recomputes_outputs_cut_short(tiny_model, tmp_path, run_cli):
     assert {p.name: p.read_bytes() for p in out.glob("*.nii.gz")} == whole
 
 
+def test_outputs_older_than_their_inputs_are_computed_again(tiny_model, tmp_path, run_cli):
+    """A scan replaced after it was segmented (same name, new content) kept its old
+    segmentation on a re-run; so did a label map re-predicted before postprocess ran again."""
+    scans = tmp_path / "scans"
+    for i in range(2):
+        blob_case(tmp_path / "d", f"c{i}", 10 + i)
+    shutil.copytree(tmp_path / "d" / "imagesTr", scans)
+    out, post = tmp_path / "out", tmp_path / "post"
+    model = tiny_model / "model"
+    assert run_cli("infer", scans, out, "--model", model).code == 0
+    assert run_cli("postprocess", out, post).code == 0
+    kept_infer = (out / "c1.nii.gz").stat().st_mtime_ns
+    kept_post = (post / "c1.nii.gz").stat().st_mtime_ns
+    shutil.copy(tmp_path / "d" / "imagesTr" / "c1_0000.nii.gz", scans / "c0_0000.nii.gz")
+    res = run_cli("infer", scans, out, "--model", model)
+    assert res.code == 0 and "skipped 1 existing" in res.stdout, res.stderr
+    assert f"{out / 'c0'}.nii.gz: its input changed after it was written; computed again" in (
+        res.stderr)
+    assert (out / "c1.nii.gz").stat().st_mtime_ns == kept_infer
+    assert (out / "c0.nii.gz").read_bytes() == (out / "c1.nii.gz").read_bytes()
+    res = run_cli("postprocess", out, post)
+    assert res.code == 0 and "skipped 1 existing" in res.stdout, res.stderr
+    assert "c0: its input changed after it was written; computed again" in res.stderr
+    assert (post / "c1.nii.gz").stat().st_mtime_ns == kept_post
+    assert (post / "c0.nii.gz").read_bytes() == (post / "c1.nii.gz").read_bytes()
+
+
 def test_infer_names_the_case_a_full_disk_stopped(tiny_model, tmp_path, run_cli,
                                                   monkeypatch):
     import flarecli.core.io.nifti as nifti

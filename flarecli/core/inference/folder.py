@@ -96,8 +96,9 @@ def plan_outputs(cases: list[Case], output_dir: Path, output_format: str, overwr
                  ) -> list[Planned]:
     """Each case's action. An existing output is kept only when it reads back whole
     (:func:`~flarecli.core.io.files.damaged`): a file cut short, copied from a full disk or
-    half-written by another tool, is computed again, never trusted for being there."""
-    from flarecli.core.io.files import damaged
+    half-written by another tool, is computed again, never trusted for being there; so is
+    one older than its scan (the scan was replaced after it was segmented)."""
+    from flarecli.core.io.files import SOURCE_CHANGED, damaged, newer_source
 
     plan = []
     for c in cases:
@@ -107,7 +108,7 @@ def plan_outputs(cases: list[Case], output_dir: Path, output_format: str, overwr
         elif overwrite or not target.exists():
             plan.append(Planned(c, target, "compute"))
         else:
-            why = damaged(target)
+            why = damaged(target) or (SOURCE_CHANGED if newer_source(target, c.image) else None)
             plan.append(Planned(c, target, "skip" if why is None else "compute", why))
     return plan
 

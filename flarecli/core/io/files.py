@@ -178,6 +178,28 @@ def kept(path: Path, overwrite: bool = False) -> bool:
     return not overwrite and Path(path).is_file() and damaged(path) is None
 
 
+def newer_source(target: Path, source: Path | str | None) -> bool:
+    """Whether ``source`` (a scan, a label map, or a DICOM series folder: its newest file)
+    was modified after the output ``target`` was written, so that a re-run computes the
+    output again rather than keep one made from what the source no longer holds."""
+    if source is None:
+        return False
+    try:
+        written = Path(target).stat().st_mtime_ns
+        src = Path(source)
+        newest = src.stat().st_mtime_ns
+        if src.is_dir():
+            newest = max([newest, *(p.stat().st_mtime_ns for p in src.rglob("*")
+                                    if p.is_file())])
+    except OSError:
+        return False
+    return newest > written
+
+
+#: The note of an output computed again because its source changed after it was written.
+SOURCE_CHANGED = "its input changed after it was written"
+
+
 def _gzip_damage(raw, where: str) -> str | None:
     """Decompress a .nii.gz stream to its end in bounded pieces (a label map of 512 x 512 x
     300 in 0.16 s) and compare its length with what the header declares."""

@@ -30,6 +30,7 @@ class PostprocessResult:
     removed: dict[int, int] = field(default_factory=dict)
     skipped: bool = False
     error: str | None = None
+    redone: bool = False  # a kept output predated its input, and was computed again
 
 
 @dataclass
@@ -60,17 +61,19 @@ def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: fl
 def run_case(job: PostprocessJob) -> PostprocessResult:
     """Clean one label map; a problem is the case's error, except a full disk, which stops
     the run (every later write would fail too)."""
-    from flarecli.core.io.files import kept
+    from flarecli.core.io.files import kept, newer_source
     from flarecli.core.io.nifti import read_label_map
 
-    if kept(job.target, job.overwrite):
+    changed = newer_source(job.target, job.source)
+    if kept(job.target, job.overwrite) and not changed:
         return PostprocessResult(job.case, skipped=True)
     try:
         labels, geometry = read_label_map(job.source)
         cleaned, removed = postprocess(labels, geometry.voxel_volume_mm3, job.connectivity,
                                        job.min_tumor_mm3)
         write_volume(job.target, cleaned, geometry)
-        return PostprocessResult(job.case, removed=removed)
+        return PostprocessResult(job.case, removed=removed,
+                                 redone=changed and not job.overwrite)
     except DiskFull:
         raise
     except FlareError as e:
