@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -368,9 +369,29 @@ def check_network(network: S.Network, path: str) -> None:
                                   p for p in params if p not in ("in_channels", "heads")]))
 
 
+#: A stage, model or pipeline step name: it names a folder (``OUT/<stage>``, ``run/<model>``).
+_FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: Folder names a run keeps for itself (the training cache beside the stages).
+_RESERVED = ("cache",)
+
+
+def check_folder_name(name: str, path: str) -> None:
+    """A name that becomes a folder: letters, digits, '-' and '_' (64 at most), starting with
+    a letter or digit, and not one a run keeps for itself. '../x' or '/abs' as a stage name
+    wrote a training run outside --out; '' or 'cache' collided with --out or its cache."""
+    if not _FOLDER_NAME.match(name) or name in _RESERVED:
+        raise RecipeError(path, f"'{name[:80]}' cannot name a folder",
+                          hint="use letters, digits, '-' and '_' (up to 64), not "
+                               + ", ".join(f"'{r}'" for r in _RESERVED))
+
+
 def check_recipe(recipe: S.Recipe) -> None:
     """Every name a section uses must exist, every network must be registered; raises
     RecipeError naming the field."""
+    for section, names in (("stages", recipe.stages), ("models", recipe.models),
+                           ("pipeline.steps", [s.name for s in recipe.pipeline.steps])):
+        for name in names:
+            check_folder_name(name, f"{section}.{name}")
     for name, stage in recipe.stages.items():
         check_network(stage.network, f"stages.{name}.network")
     for name, subset in recipe.subsets.items():
