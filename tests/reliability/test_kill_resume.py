@@ -67,6 +67,37 @@ def test_infer_and_pseudolabel_resume_exactly(model_dir, tmp_path):  # noqa: F81
         run([a if a is not None else cut for a in args])
         assert volumes(cut) == volumes(ref)
         assert not [p for p in cut.iterdir() if p.name.startswith(".")]
+    # a killed run wrote no record: the pseudo-labels it finished are computed again, for
+    # their quality scores (which --min-score selects by) were lost with it
+    ref, cut = tmp_path / "pseudolabel-ref", tmp_path / "pseudolabel-cut"
+    assert (cut / "scores.csv").read_text() == (ref / "scores.csv").read_text()
+
+
+def test_pseudolabel_interrupted_by_ctrl_c_keeps_its_scores(model_dir, tmp_path):  # noqa: F811
+    """Ctrl-C writes the run record of the scans finished so far, so that the resumed run
+    keeps their outputs and their quality scores: scores.csv as an uninterrupted run's."""
+    scans(tmp_path / "in", 12)
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    run(["pseudolabel", tmp_path / "in", ref, "--model", model_dir, "--device", "cpu"])
+    proc = subprocess.Popen([*FLARE, "pseudolabel", str(tmp_path / "in"), str(cut), "--model",
+                             str(model_dir), "--device", "cpu"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    end = time.monotonic() + 120
+    while time.monotonic() < end and len(list(cut.glob("*.nii.gz"))) < 3:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    record = json.loads((cut / "pseudolabel.json").read_text())
+    finished = {s["case"] for s in record["scans"]}
+    assert 2 <= len(finished) < 12 and all(s["score"] is not None for s in record["scans"])
+    res = subprocess.run([*FLARE, "pseudolabel", str(tmp_path / "in"), str(cut), "--model",
+                          str(model_dir), "--device", "cpu"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"pseudo-labelled {12 - len(finished)} scans" in res.stdout  # the rest were kept
+    assert (cut / "scores.csv").read_text() == (ref / "scores.csv").read_text()
+    assert volumes(cut) == volumes(ref)
 
 
 def test_correct_resumes_exactly(tmp_path):

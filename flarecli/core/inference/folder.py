@@ -29,6 +29,7 @@ from flarecli.core.inference.record import (
     check_same_model,
     merge_scans,
     profile_summary,
+    recorded_scans,
 )
 from flarecli.core.inference.shards import distributed, gather, in_shard
 from flarecli.core.io.cases import Case, absolute, discover_scans, read_scan
@@ -90,6 +91,10 @@ class Planned:
     target: Path
     action: str  # 'compute', 'skip' or 'error'
     redo: str | None = None
+
+
+#: Why a kept pseudo-label is computed again: its score was never recorded (a killed run).
+UNSCORED = "its quality score is not in the folder's run record (a run stopped before writing it)"
 
 
 def plan_outputs(cases: list[Case], output_dir: Path, output_format: str, overwrite: bool
@@ -406,6 +411,11 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
+    if run.scores:  # a kept pseudo-label needs its recorded quality score
+        recorded = recorded_scans(Path(run.output_dir) / run.record_name)
+        plan = [Planned(p.case, p.target, "compute", UNSCORED)
+                if p.action == "skip" and recorded.get(p.case.id, {}).get("skipped", True)
+                else p for p in plan]
     if notes is not None:
         for p in plan:
             if p.redo is not None:
@@ -440,15 +450,24 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
                       "no views to add for it: a flipped scan is anatomy it never saw")
     if on_step is not None:
         on_step(run.command)
-    results = []
-    for r in run_folder(engine, plan, run.output_dir, tta=run.tta, postprocess=post,
-                        scores=run.scores, min_score=run.min_score,
-                        output_format=run.output_format, read_ahead=read_ahead):
-        if r.case in filled and not r.skipped:
-            r.dicom_filled = filled[r.case]
-        results.append(r)
-        if on_result is not None:
-            on_result(r)
+    results: list[ScanResult] = []
+    try:
+        for r in run_folder(engine, plan, run.output_dir, tta=run.tta, postprocess=post,
+                            scores=run.scores, min_score=run.min_score,
+                            output_format=run.output_format, read_ahead=read_ahead):
+            if r.case in filled and not r.skipped:
+                r.dicom_filled = filled[r.case]
+            results.append(r)
+            if on_result is not None:
+                on_result(r)
+    except KeyboardInterrupt:
+        # the scans finished so far keep their entries (quality scores, volumes), which a
+        # resumed run takes for the outputs it keeps
+        if ranks is None and results:
+            record = _run_record(run, engine, source, str(dev), post, t_load, results)
+            record["scans"] = merge_scans(record_path, results)
+            write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
+        raise
     record = _run_record(run, engine, source, str(dev), post, t_load, results)
     if ranks is not None:  # rank 0 writes the run record of all ranks
         everything = gather(results)

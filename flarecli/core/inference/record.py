@@ -110,15 +110,20 @@ def check_same_model(record_path: Path, checksums: dict[str, str]) -> None:
                          "output with this model")
 
 
+def recorded_scans(record_path: Path) -> dict[str, dict[str, Any]]:
+    """Case -> its entry in an earlier run record of the folder ({} when there is none)."""
+    if not record_path.is_file():
+        return {}
+    try:
+        return {s["case"]: s for s in json.loads(record_path.read_text())["scans"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def merge_scans(record_path: Path, results: list[ScanResult]) -> list[dict[str, Any]]:
     """This run's scans plus the earlier runs' entries for the other (or skipped) cases, so
     several runs into one folder (e.g. imagesTr then imagesUn) keep one complete record."""
-    earlier: dict[str, dict[str, Any]] = {}
-    if record_path.is_file():
-        try:
-            earlier = {s["case"]: s for s in json.loads(record_path.read_text())["scans"]}
-        except (OSError, ValueError, KeyError, TypeError):
-            earlier = {}
+    earlier = recorded_scans(record_path)
     for r in results:
         if not (r.skipped and r.case in earlier):
             earlier[r.case] = r.to_json()
