@@ -419,6 +419,10 @@ def _differing_rescale(reader, files: list[str], where: str) -> bool:
     return len(pairs) > 1
 
 
+#: Slices stacked further than this off their normal (a gantry tilt) are refused.
+MAX_TILT_DEGREES = 0.1
+
+
 def _check_spacing(reader, files: list[str], where: str) -> None:
     """The slices must share one orientation and be equally spaced along its normal (no
     gap, no duplicate); the error names the slice at fault, or the files of the folder
@@ -429,7 +433,8 @@ def _check_spacing(reader, files: list[str], where: str) -> None:
             raise ValueError(text)
         return np.array(values)
 
-    positions = []
+    positions: list[float] = []
+    points: list[np.ndarray] = []
     first = None
     for i, f in enumerate(files):
         name = Path(f).name
@@ -446,11 +451,35 @@ def _check_spacing(reader, files: list[str], where: str) -> None:
             raise DataError(f"{where}: {name} has no valid ImageOrientationPatient "
                             f"({tags['0020|0037'].strip() or 'missing'})") from None
         if first is None:
+            # ITK would put a non-orthonormal orientation back to the identity, unsaid
+            if (abs(np.linalg.norm(o[:3]) - 1) > 1e-3 or abs(np.linalg.norm(o[3:]) - 1) > 1e-3
+                    or abs(float(o[:3] @ o[3:])) > 1e-3):
+                raise DataError(f"{where}: {name}'s ImageOrientationPatient "
+                                f"({tags['0020|0037'].strip()}) is not two orthogonal unit "
+                                "vectors")
+            spacing = (reader.GetMetaData(i, "0028|0030")
+                       if reader.HasMetaDataKey(i, "0028|0030") else "")
+            try:  # ITK would take 1 mm, unsaid
+                if not np.all(floats(spacing, 2) > 0):
+                    raise ValueError(spacing)
+            except ValueError:
+                raise DataError(f"{where}: {name} has no valid PixelSpacing "
+                                f"({spacing.strip() or 'missing'})") from None
             first, normal = (name, o), np.cross(o[:3], o[3:])
         elif np.abs(o - first[1]).max() > 1e-4:
             raise DataError(f"{where}: {name} is oriented otherwise than {first[0]}: not one "
                             "volume")
         positions.append(float(pos @ normal))
+        points.append(pos)
+    if len(points) > 1:  # the slices must stack along their normal: ITK drops a shear
+        span = points[-1] - points[0]
+        along = abs(float(span @ normal))
+        aside = float(np.linalg.norm(span - (span @ normal) * normal))
+        if along > 0 and np.degrees(np.arctan2(aside, along)) > MAX_TILT_DEGREES:
+            raise DataError(f"{where}: the slices are stacked at "
+                            f"{np.degrees(np.arctan2(aside, along)):.1f} degrees off their "
+                            "normal (gantry tilt), which would misplace every voxel; resample "
+                            "the series to an untilted grid first (e.g. dcm2niix corrects it)")
     steps = np.abs(np.diff(positions))
     if len(steps) and (steps.min() < 1e-3 or
                        steps.max() - steps.min() > 0.01 * steps.mean() + 1e-3):

@@ -392,6 +392,35 @@ def test_a_slice_of_another_orientation_is_named(tmp_path):
         read(folder, uid)
 
 
+def _tilted(ds, k):
+    """Each slice shifted 0.5 mm further along y per 2.5 mm (11.3 degrees): a gantry tilt."""
+    x, y, z = (float(v) for v in ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [x, y + 0.2 * k * float(ds.SliceThickness or 2.5), z]
+
+
+def _no_pixel_spacing(ds, k):
+    del ds.PixelSpacing
+
+
+def _sheared_orientation(ds, k):
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.5, 0.866, 0.0]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_tilted, r"stacked at [0-9.]+ degrees off their normal \(gantry tilt\)"),
+    (_no_pixel_spacing, "slice_000.dcm has no valid PixelSpacing"),
+    (_sheared_orientation, "ImageOrientationPatient .* is not two orthogonal unit vectors"),
+], ids=["gantry tilt", "no PixelSpacing", "sheared orientation"])
+def test_a_series_itk_would_misplace_is_refused(tmp_path, edit, message):
+    """ITK reads each of these without a word and puts the voxels elsewhere: a tilt's shear
+    dropped, 1 mm pixels assumed, the identity for a sheared orientation."""
+    from flarecli.core.errors import DataError
+
+    folder, uid = one_series(tmp_path, edit=edit)
+    with pytest.raises(DataError, match=message):
+        read(folder, uid)
+
+
 def test_rescale_slope_missing_is_one(tmp_path):
     volume = case_volume(1)
     folder, uid = one_series(tmp_path, volume, lambda ds, k: delattr(ds, "RescaleSlope"))
