@@ -133,6 +133,22 @@ def test_outputs_older_than_their_inputs_are_computed_again(tiny_model, tmp_path
     assert (post / "c0.nii.gz").read_bytes() == (post / "c1.nii.gz").read_bytes()
 
 
+def test_an_output_on_another_grid_than_its_scan_is_computed_again(tiny_model, tmp_path,
+                                                                     run_cli):
+    """A label map another tool left in the output folder, on another grid, was kept as
+    this scan's segmentation."""
+    for i in range(2):
+        blob_case(tmp_path / "d", f"c{i}", 10 + i)
+    scans, out, model = tmp_path / "d" / "imagesTr", tmp_path / "out", tiny_model / "model"
+    assert run_cli("infer", scans, out, "--model", model).code == 0
+    whole = (out / "c0.nii.gz").read_bytes()
+    write_volume(out / "c0.nii.gz", np.zeros((5, 5, 5), np.uint8), geom((5, 5, 5)))
+    res = run_cli("infer", scans, out, "--model", model)
+    assert res.code == 0 and "skipped 1 existing" in res.stdout, res.stderr
+    assert f"{out / 'c0'}.nii.gz: it is not on its scan's grid" in res.stderr
+    assert (out / "c0.nii.gz").read_bytes() == whole
+
+
 def test_infer_names_the_case_a_full_disk_stopped(tiny_model, tmp_path, run_cli,
                                                   monkeypatch):
     import flarecli.core.io.nifti as nifti

@@ -97,6 +97,25 @@ class Planned:
 UNSCORED = "its quality score is not in the folder's run record (a run stopped before writing it)"
 
 
+def _other_grid(target: Path, case: Case) -> str | None:
+    """Why a NIfTI output is not on its NIfTI scan's grid (another tool's file, another
+    scan's), or None. A DICOM series' grid is not read here: that takes the whole series."""
+    from flarecli.core.io.nifti import read_header
+    from flarecli.core.io.nifti_header import nifti_suffix
+
+    if case.image is None or nifti_suffix(target) is None or nifti_suffix(case.image) is None:
+        return None
+    try:
+        scan = read_header(case.image)
+    except FlareError:
+        return None  # the scan's own problem is reported when it is read
+    try:
+        mismatch = scan.mismatches(read_header(target))
+    except FlareError as e:
+        return f"it cannot be read ({e})"
+    return f"it is not on its scan's grid ({'; '.join(mismatch)})" if mismatch else None
+
+
 def plan_outputs(cases: list[Case], output_dir: Path, output_format: str, overwrite: bool
                  ) -> list[Planned]:
     """Each case's action. An existing output is kept only when it reads back whole
@@ -113,7 +132,8 @@ def plan_outputs(cases: list[Case], output_dir: Path, output_format: str, overwr
         elif overwrite or not target.exists():
             plan.append(Planned(c, target, "compute"))
         else:
-            why = damaged(target) or (SOURCE_CHANGED if newer_source(target, c.image) else None)
+            why = (damaged(target) or (SOURCE_CHANGED if newer_source(target, c.image) else None)
+                   or _other_grid(target, c))
             plan.append(Planned(c, target, "skip" if why is None else "compute", why))
     return plan
 
