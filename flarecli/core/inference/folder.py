@@ -93,6 +93,10 @@ class Planned:
     redo: str | None = None
 
 
+def _short(score: Any, min_score: float) -> bool:
+    return isinstance(score, (int, float)) and score < min_score
+
+
 #: Why a kept pseudo-label is computed again: its score was never recorded (a killed run).
 UNSCORED = "its quality score is not in the folder's run record (a run stopped before writing it)"
 
@@ -431,10 +435,16 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
-    if run.scores:  # a kept pseudo-label needs its recorded quality score
-        recorded = recorded_scans(Path(run.output_dir) / run.record_name)
+    recorded = recorded_scans(Path(run.output_dir) / run.record_name)
+    if run.scores:  # a kept pseudo-label needs its recorded quality score ...
         plan = [Planned(p.case, p.target, "compute", UNSCORED)
                 if p.action == "skip" and recorded.get(p.case.id, {}).get("skipped", True)
+                else p for p in plan]
+    if run.min_score is not None:  # ... and one that now falls short goes, as if computed
+        plan = [Planned(p.case, p.target, "compute", f"its recorded quality score "
+                        f"{recorded[p.case.id]['score']:.4f} is under --min-score")
+                if p.action == "skip" and _short(recorded.get(p.case.id, {}).get("score"),
+                                                 run.min_score)
                 else p for p in plan]
     if notes is not None:
         for p in plan:

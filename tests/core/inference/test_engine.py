@@ -315,6 +315,17 @@ def test_a_case_rejected_on_a_rerun_loses_its_old_pseudo_label(model_dir, tmp_pa
     res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl", "--model", model_dir,
                   "--device", "cpu")
     assert res.code == 0 and len(list((tmp_path / "pl").glob("*.nii.gz"))) == 4
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "pl").glob("*.nii.gz")}
+    scores = [float(r.split(",")[1]) for r in
+              (tmp_path / "pl" / "scores.csv").read_text().splitlines()[1:]]
+    between = (sorted(scores)[1] + sorted(scores)[2]) / 2  # two fall short, two reach it
+    res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl", "--model", model_dir,
+                  "--device", "cpu", "--min-score", f"{between}")  # a resumed run, no --overwrite
+    assert res.code == 0 and "2 below --min-score" in res.stdout, res.stdout
+    assert res.stderr.count("is under --min-score; computed again") == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "pl").glob("*.nii.gz")} == {
+        k: v for k, v in kept.items() if k in {p.name for p in (tmp_path / "pl").iterdir()}}
+    assert len(list((tmp_path / "pl").glob("*.nii.gz"))) == 2
     res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl", "--model", model_dir,
                   "--device", "cpu", "--min-score", "0.9999", "--overwrite")
     assert res.code == 0 and "4 below --min-score" in res.stdout
