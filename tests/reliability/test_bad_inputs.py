@@ -558,12 +558,17 @@ def test_bundles_missing_tampered_or_pickled(model_dir, tmp_path, run_cli):  # n
             torch.save({"x": Evil()}, weights)
             meta = json.loads((folder / "organs" / "model.json").read_text())
             meta["weights"]["final"]["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+            if "bytes" in meta["weights"]["final"]:  # resealed as a forger would
+                meta["weights"]["final"]["bytes"] = weights.stat().st_size
             save_model_json(folder / "organs" / "model.json", meta)
         else:
             (folder / "organs" / "model.json").unlink()
         res = run_cli("infer", tmp_path / "in", tmp_path / f"out-{damage}", "--model", folder,
                       "--device", "cpu")
         assert res.code == 5, (damage, res.stderr)
+        if damage == "pickled":  # refused as such, without torch's advice to unpickle it
+            assert "holds Python objects beyond tensors" in res.stderr, res.stderr
+            assert "weights_only" not in res.stderr and "Warning" not in res.stderr
     assert not (tmp_path / "pwned").exists()
 
 

@@ -23,6 +23,7 @@ import json
 import pickle
 import platform
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -203,16 +204,33 @@ def network_of(path: Path, meta: dict[str, Any], device: str = "cpu"):
     from flarecli.models.build import build_model
 
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns of what it refuses below
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's own message ends by suggesting weights_only=False: never, for a model file
+        raise ModelError(f"{path}: holds Python objects beyond tensors, which flare never "
+                         "unpickles (a model file is a state dict of tensors)") from e
+    except (RuntimeError, ValueError, EOFError, OSError) as e:  # OSError: gone since verified
+        raise ModelError(f"{path}: cannot load weights ({_first_line(e)})") from e
+    try:
         arch = meta["architecture"]
         model = build_model(arch["name"], **arch["args"])
         model.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError, TypeError, EOFError, OSError,
-            pickle.UnpicklingError) as e:  # OSError: the file went away after verification
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ModelError(f"{path}: cannot load weights ({reason})") from e
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelError(f"{path}: its weights do not fit the network its bundle describes "
+                         f"({_first_line(e)})") from e
     check_finite(state, f"{path}: stage '{Path(path).parent.name}'")
     return model.to(device).eval()
+
+
+def _first_line(error: Exception) -> str:
+    """The first informative line of an error (torch's state-dict errors open with a
+    header, 'Error(s) in loading state_dict for ResUNet:', and list the problems below)."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]
+    return (lines or [type(error).__name__])[0][:200]
 
 
 def check_finite(state: dict[str, Any], where: str) -> None:
