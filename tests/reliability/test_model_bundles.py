@@ -246,4 +246,6 @@ def test_unknown_networks_are_refused_when_a_recipe_loads(model_dir, scans, tmp_
     for s in recipe["stages"].values():
         s["network"]["arch"] = "unet9000"
     (folder / "recipe.json").write_text(json.dumps(recipe))
-    refused(infer(run_cli, scans, folder, tmp_path / "out"), "unknown network 'unet9000'")
+    res = infer(run_cli, scans, folder, tmp_path / "out")
+    refused(res, "unknown network 'unet9000'")
+    assert f"{folder / 'recipe.json'}: stages." in res.stderr  # the file the field is in

@@ -202,6 +202,12 @@ def opened_model(path: Path) -> Iterator[Path]:
                         _read_limited(zf, info, limit, path, dst)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
             raise ModelError(f"{path}: not a readable zip ({e})") from None
-        yield tmp
+        try:
+            yield tmp
+        except ModelError as e:  # name the zip's member, not the private folder it is in
+            if str(tmp) in e.message:
+                e.message = e.message.replace(str(tmp) + "/", f"{path}:").replace(
+                    str(tmp), str(path))
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -243,11 +243,11 @@ def recipe_from_json(data: dict[str, Any], where: str = "recipe") -> S.Recipe:
     """A resolved recipe written earlier (e.g. a model folder's ``recipe.json``)."""
     try:
         recipe = parse(S.Recipe, data)
+        check_recipe(recipe)
     except RecipeError as e:
         raise RecipeError(where, e.message, e.hint) from None
     except RecursionError:
         raise RecipeError(where, "nested too deeply") from None
-    check_recipe(recipe)
     return recipe
 
 

@@ -60,5 +60,7 @@ def test_a_tampered_weights_file_in_a_zip_is_refused(model, tmp_path, run_cli):
     res = run_cli("infer", model / "data" / "imagesTr", tmp_path / "out", "--model",
                   tmp_path / "t.zip", "--backend", "torch")
     assert res.code == 5 and "checksum mismatch" in res.stderr
+    assert f"{tmp_path / 't.zip'}:organs/weights" in res.stderr  # the zip, not a temp folder
+    assert "flare-model-" not in res.stderr
     res = run_cli("export", model / "model", tmp_path / "m.tar")
     assert res.code == 3
