@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from flarecli.core.errors import DataError, InputError
+from flarecli.core.io.cases import REPORT_SUFFIXES
+from flarecli.core.io.nifti_header import nifti_suffix
 
 INSTALL = "pip install 'flarecli[dicom]'"
 
@@ -215,6 +217,7 @@ def scan_dicom(root: Path) -> Found:
     problems: list[tuple[Path, str]] = []
     ignored: list[tuple[Path, str]] = []
     by_folder: dict[Path, list[Path]] = {}
+    others: list[Path] = []  # beside DICOM files, a README say (those of the root: stray)
     for p in sorted(root.rglob("*")):
         if not p.is_file():
             continue
@@ -222,6 +225,10 @@ def scan_dicom(root: Path) -> Found:
             by_folder.setdefault(p.parent, []).append(p)
         elif p.suffix.lower() == ".dcm":
             ignored.append((p, "not a DICOM file: no DICM header, ignored"))
+        elif (p.parent != root and not p.name.startswith(".")
+              and p.suffix.lower() not in REPORT_SUFFIXES and nifti_suffix(p) is None):
+            others.append(p)
+    ignored += [(p, "neither NIfTI nor DICOM, ignored") for p in others if p.parent in by_folder]
     for folder in sorted(by_folder):
         try:
             uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))

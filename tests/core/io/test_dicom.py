@@ -645,3 +645,8 @@ def test_a_series_folder_itself_is_read_without_notes_for_its_slices(tmp_path):
     assert [(p.name, why) for p, why in found.stray] == [
         ("DICOMDIR", "neither NIfTI nor DICOM, ignored"),
         ("README.txt", "neither NIfTI nor DICOM, ignored")]
+    # the same folder read from above: its README is still a note, and only once
+    found = discover_scans(tmp_path)
+    assert [(p.name, why) for p, why in found.stray if p.parent == folder] == [
+        ("DICOMDIR", "neither NIfTI nor DICOM, ignored"),
+        ("README.txt", "neither NIfTI nor DICOM, ignored")]
