@@ -253,9 +253,28 @@ def csv_rows(cases: list[CaseAudit]) -> list[list[Any]]:
     return rows
 
 
+def entry_classes(entry: dict[str, Any]) -> tuple[int, ...]:
+    """The classes a manifest entry says are annotated: a correct manifest's ``annotated``
+    (ids 1..14), or an audit manifest's ``organs`` (1..13) and ``tumor`` (true or false).
+    Raises ValueError naming the field, so that a hand-written manifest is refused rather
+    than read as annotating nothing."""
+    def ids(key: str, top: int) -> tuple[int, ...]:
+        raw = entry.get(key, [])
+        if not isinstance(raw, list) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= top for c in raw):
+            raise ValueError(f"'{key}' must be a list of class ids 1..{top} (got {raw!r:.60})")
+        return tuple(raw)
+
+    if "kind" in entry:  # flare correct
+        return ids("annotated", TUMOR)
+    tumor = entry.get("tumor", False)
+    if not isinstance(tumor, bool):
+        raise ValueError(f"'tumor' must be true or false (got {tumor!r:.60})")
+    return ids("organs", max(ORGANS)) + ((TUMOR,) if tumor else ())
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """Read an audit manifest; raises InputError if missing, unreadable or of another schema."""
-    from flarecli.core.curation.subsets import entry_classes
     from flarecli.core.io.files import read_json
 
     data = read_json(path, "manifest")

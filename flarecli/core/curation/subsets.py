@@ -44,26 +44,6 @@ class SourceCase:
         return label_group(self.kind != "unlabeled", organs, TUMOR in self.annotated)
 
 
-def entry_classes(entry: dict[str, Any]) -> tuple[int, ...]:
-    """The classes a manifest entry says are annotated: a correct manifest's ``annotated``
-    (ids 1..14), or an audit manifest's ``organs`` (1..13) and ``tumor`` (true or false).
-    Raises ValueError naming the field, so that a hand-written manifest is refused rather
-    than read as annotating nothing."""
-    def ids(key: str, top: int) -> tuple[int, ...]:
-        raw = entry.get(key, [])
-        if not isinstance(raw, list) or not all(
-                isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= top for c in raw):
-            raise ValueError(f"'{key}' must be a list of class ids 1..{top} (got {raw!r:.60})")
-        return tuple(raw)
-
-    if "kind" in entry:  # flare correct
-        return ids("annotated", TUMOR)
-    tumor = entry.get("tumor", False)
-    if not isinstance(tumor, bool):
-        raise ValueError(f"'tumor' must be true or false (got {tumor!r:.60})")
-    return ids("organs", max(ORGANS)) + ((TUMOR,) if tumor else ())
-
-
 def _audit_kind(entry: dict[str, Any]) -> str:
     if not entry.get("labeled", entry.get("label") is not None):
         return "unlabeled"
@@ -79,6 +59,7 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str], Proble
     the audit found problems in are left out with a note (the audit reported them); an
     entry that is not a usable case (no image, an id that cannot name a file) is a
     problem. Relative paths are relative to the manifest's folder."""
+    from flarecli.core.curation.audit import entry_classes
     from flarecli.core.io.cases import case_id_problem
     from flarecli.core.io.files import read_json
 

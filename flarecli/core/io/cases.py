@@ -19,10 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flarecli.core.errors import DataError, InputError
-from flarecli.core.io.nifti_header import nifti_suffix, strip_nifti_suffix
-
-#: Files that sit beside NIfTI folders without being cases (run records, score tables).
-REPORT_SUFFIXES: tuple[str, ...] = (".json", ".csv")
+from flarecli.core.io.nifti_header import REPORT_SUFFIXES, nifti_suffix, strip_nifti_suffix
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 

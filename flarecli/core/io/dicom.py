@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from flarecli.core.errors import DataError, InputError
-from flarecli.core.io.cases import REPORT_SUFFIXES
-from flarecli.core.io.nifti_header import nifti_suffix
+from flarecli.core.io.nifti_header import REPORT_SUFFIXES, nifti_suffix
 
 INSTALL = "pip install 'flarecli[dicom]'"
 

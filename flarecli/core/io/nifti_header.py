@@ -23,6 +23,10 @@ from flarecli.core.errors import DataError
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
 
+#: Files that sit beside NIfTI folders without being cases (run records, score tables).
+REPORT_SUFFIXES: tuple[str, ...] = (".json", ".csv")
+
+
 def nifti_suffix(path: Path | str) -> str | None:
     """'.nii.gz' or '.nii' when the name ends so (case-insensitive), else None."""
     name = Path(path).name.lower()

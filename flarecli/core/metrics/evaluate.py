@@ -315,7 +315,7 @@ def plan_jobs(
         raise InputError(f"{gt_dir}: no ground-truth NIfTI files")
     annotated_by_case: dict[str, tuple[int, ...]] = {}
     if manifest is not None:  # read by read_manifest, which checked every entry
-        from flarecli.core.curation.subsets import entry_classes
+        from flarecli.core.curation.audit import entry_classes
 
         annotated_by_case = {e["id"]: entry_classes(e) for e in manifest["cases"]}
     jobs, failed = [], []

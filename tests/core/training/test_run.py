@@ -115,7 +115,8 @@ def test_bundle_refuses_tampered_and_pickled_weights(blobs, tmp_path):
 
     meta["weights"]["final"]["sha256"] = sha256(weights)  # a consistent but malicious bundle
     save_model_json(run / "model.json", meta)
-    with pytest.raises(ModelError, match="cannot load weights"):
+    with pytest.raises(ModelError, match="holds Python objects beyond tensors, which flare "
+                                         "never unpickles"):
         load_bundle(run, "final")
     with pytest.raises(ModelError, match="no model.json"):
         load_bundle(tmp_path)
