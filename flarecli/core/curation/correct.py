@@ -163,8 +163,9 @@ def correct_case(job: CorrectJob) -> CorrectResult:
                 result.kind, out, result.annotated = "PL", pseudo, []
         present = annotated_classes(out)
         result.from_teacher = [c for c in present if c not in result.annotated]
-        if not kept(Path(job.target), job.overwrite) or _stale(Path(job.target), out, geometry):
-            result.redone = Path(job.target).is_file() and not job.overwrite
+        whole = kept(Path(job.target), job.overwrite)
+        if not whole or _stale(Path(job.target), out, geometry):
+            result.redone = whole  # a damaged or cut one is simply written again
             write_volume(Path(job.target), out, geometry)
     except DiskFull:
         raise  # every later write would fail too: the run stops

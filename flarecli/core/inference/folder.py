@@ -27,9 +27,9 @@ from flarecli.core.inference.profiling import ResourceSampler, recording
 from flarecli.core.inference.record import (
     ScanResult,
     check_same_model,
+    folder_scans,
     merge_scans,
     profile_summary,
-    recorded_scans,
 )
 from flarecli.core.inference.shards import distributed, gather, in_shard
 from flarecli.core.io.cases import Case, absolute, discover_scans, read_scan
@@ -95,6 +95,10 @@ class Planned:
 
 def _short(score: Any, min_score: float) -> bool:
     return isinstance(score, (int, float)) and score < min_score
+
+
+def _scored(entry: dict[str, Any] | None) -> bool:
+    return entry is not None and isinstance(entry.get("score"), (int, float))
 
 
 #: Why a kept pseudo-label is computed again: its score was never recorded (a killed run).
@@ -435,10 +439,10 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
-    recorded = recorded_scans(Path(run.output_dir) / run.record_name)
+    recorded = folder_scans(Path(run.output_dir), run.command)
     if run.scores:  # a kept pseudo-label needs its recorded quality score ...
         plan = [Planned(p.case, p.target, "compute", UNSCORED)
-                if p.action == "skip" and recorded.get(p.case.id, {}).get("skipped", True)
+                if p.action == "skip" and not _scored(recorded.get(p.case.id))
                 else p for p in plan]
     if run.min_score is not None:  # ... and one that now falls short goes, as if computed
         plan = [Planned(p.case, p.target, "compute", f"its recorded quality score "

@@ -120,6 +120,26 @@ def recorded_scans(record_path: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
+def folder_scans(folder: Path, command: str) -> dict[str, dict[str, Any]]:
+    """Case -> its entry in any run record of ``command`` in ``folder``: the unsharded one
+    and every shard's (``infer.shard-2-of-8.json``), a later-written record winning, so that
+    a run finds the scores of cases that other shards wrote."""
+    records = sorted(Path(folder).glob(f"{command}.shard-*-of-*.json"))
+    records.append(Path(folder) / f"{command}.json")
+    found: list[tuple[float, dict[str, dict[str, Any]]]] = []
+    for path in records:
+        try:
+            found.append((path.stat().st_mtime, recorded_scans(path)))
+        except OSError:
+            continue
+    out: dict[str, dict[str, Any]] = {}
+    for _, scans in sorted(found, key=lambda f: f[0]):
+        for case, entry in scans.items():
+            if not entry.get("skipped") or case not in out:
+                out[case] = entry
+    return out
+
+
 def merge_scans(record_path: Path, results: list[ScanResult]) -> list[dict[str, Any]]:
     """This run's scans plus the earlier runs' entries for the other (or skipped) cases, so
     several runs into one folder (e.g. imagesTr then imagesUn) keep one complete record."""

@@ -179,18 +179,22 @@ def kept(path: Path, overwrite: bool = False) -> bool:
 
 
 def newer_source(target: Path, source: Path | str | None) -> bool:
-    """Whether ``source`` (a scan, a label map, or a DICOM series folder: its newest file)
-    was modified after the output ``target`` was written, so that a re-run computes the
-    output again rather than keep one made from what the source no longer holds."""
+    """Whether ``source`` (a scan, a label map, or a DICOM series folder: the newest of the
+    files in it, hidden ones and sub-folders left out) was modified after the output
+    ``target`` was written, so that a re-run computes the output again rather than keep one
+    made from what the source no longer holds. Judged by modification times: a file put
+    back with its old time (``cp -p``, ``rsync -a``) is not seen as changed."""
     if source is None:
         return False
     try:
         written = Path(target).stat().st_mtime_ns
         src = Path(source)
-        newest = src.stat().st_mtime_ns
         if src.is_dir():
-            newest = max([newest, *(p.stat().st_mtime_ns for p in src.rglob("*")
-                                    if p.is_file())])
+            times = [p.stat().st_mtime_ns for p in src.iterdir()
+                     if not p.name.startswith(".") and p.is_file()]
+            newest = max(times, default=0)
+        else:
+            newest = src.stat().st_mtime_ns
     except OSError:
         return False
     return newest > written

@@ -61,6 +61,13 @@ def test_three_shards_give_one_run(setup, tmp_path, run_cli):
     assert "skipped" in res.stdout and res.code == 0
     res = run_cli("pseudolabel", scans, tmp_path / "pl", *common, "--shard", "1/3")
     assert res.code == 0 and (tmp_path / "pl" / "scores.shard-1-of-3.csv").is_file()
+    for i in (2, 3):
+        assert run_cli("pseudolabel", scans, tmp_path / "pl", *common, "--shard",
+                       f"{i}/3").code == 0
+    # one run over the whole folder afterwards finds every score in the shards' records
+    res = run_cli("pseudolabel", scans, tmp_path / "pl", *common)
+    assert res.code == 0 and "quality score is not in" not in res.stderr, res.stderr
+    assert "pseudo-labelled 0 scans" in res.stdout, res.stdout
 
 
 def test_two_torchrun_ranks_give_one_run(setup, tmp_path, run_cli):
