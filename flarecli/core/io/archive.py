@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from flarecli.core.errors import InputError, ModelError
+from flarecli.core.errors import FlareError, InputError, ModelError
 
 #: What a member of a model zip may be called: recipe.json, README.md, <stage>/<file>.
 _MEMBER = re.compile(r"^(recipe\.json|README\.md|[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)$")
@@ -204,10 +204,13 @@ def opened_model(path: Path) -> Iterator[Path]:
             raise ModelError(f"{path}: not a readable zip ({e})") from None
         try:
             yield tmp
-        except ModelError as e:  # name the zip's member, not the private folder it is in
-            if str(tmp) in e.message:
-                e.message = e.message.replace(str(tmp) + "/", f"{path}:").replace(
-                    str(tmp), str(path))
+        except FlareError as e:  # name the zip's member, not the private folder it is in
+            for private in {str(tmp), str(tmp.resolve())}:
+                e.message = e.message.replace(private + "/", f"{path}:").replace(
+                    private, str(path))
+                if e.hint:
+                    e.hint = e.hint.replace(private + "/", f"{path}:").replace(
+                        private, str(path))
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

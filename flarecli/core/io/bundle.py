@@ -208,9 +208,11 @@ def network_of(path: Path, meta: dict[str, Any], device: str = "cpu"):
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's own message ends by suggesting weights_only=False: never, for a model file
-        raise ModelError(f"{path}: holds Python objects beyond tensors, which flare never "
-                         "unpickles (a model file is a state dict of tensors)") from e
+        # torch's message suggests weights_only=False: never, for a model file
+        if "global" in str(e).lower():  # 'Unsupported global: GLOBAL __main__.Evil'
+            raise ModelError(f"{path}: holds Python objects beyond tensors, which flare never "
+                             "unpickles (a model file is a state dict of tensors)") from e
+        raise ModelError(f"{path}: cannot load weights (not a readable tensor file)") from e
     except (RuntimeError, ValueError, EOFError, OSError) as e:  # OSError: gone since verified
         raise ModelError(f"{path}: cannot load weights ({_first_line(e)})") from e
     try:

@@ -471,7 +471,8 @@ def _check_spacing(reader, files: list[str], where: str) -> None:
             except ValueError:
                 raise DataError(f"{where}: {name} has no valid PixelSpacing "
                                 f"({spacing.strip() or 'missing'})") from None
-            first, normal = (name, o), np.cross(o[:3], o[3:])
+            normal = np.cross(o[:3], o[3:])
+            first, normal = (name, o), normal / np.linalg.norm(normal)
         elif np.abs(o - first[1]).max() > 1e-4:
             raise DataError(f"{where}: {name} is oriented otherwise than {first[0]}: not one "
                             "volume")

@@ -421,6 +421,16 @@ def test_a_series_itk_would_misplace_is_refused(tmp_path, edit, message):
         read(folder, uid)
 
 
+def test_orientation_vectors_a_little_off_unit_length_are_read(tmp_path):
+    """Within the orientation check's 1e-3, a row and column 0.05 % too long stack their
+    slices exactly along the normal: not a tilt (the normal was once left unnormalised)."""
+    def longer(ds, k):
+        ds.ImageOrientationPatient = [1.0005, 0.0, 0.0, 0.0, 1.0005, 0.0]
+
+    folder, uid = one_series(tmp_path, edit=longer)
+    assert read(folder, uid).shape == case_volume(1).shape
+
+
 def test_rescale_slope_missing_is_one(tmp_path):
     volume = case_volume(1)
     folder, uid = one_series(tmp_path, volume, lambda ds, k: delattr(ds, "RescaleSlope"))
