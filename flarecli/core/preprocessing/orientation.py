@@ -79,13 +79,19 @@ def to_canonical(direction) -> Reorientation:
     """The transpose + flips that bring an array with this ITK direction to canonical order.
 
     Oblique directions use the closest axis assignment (the permutation with the largest
-    total |cosine|); the residual rotation is left as is.
+    total |cosine|; a tie is broken by the directions, never by the storage order); the
+    residual rotation is left as is.
     """
     d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
     # array axis a is voxel axis 2 - a; its physical direction is column 2 - a of d
     cos = np.stack([d[:, 2 - a] for a in range(3)])  # cos[a, p]: array axis a . physical p
+    # a tie (an axis exactly 45 degrees between two physical ones) goes to the assignment
+    # whose axes point most along the physical ones (signed), then whose physical axes come
+    # first: a choice made by the directions alone, so that the same scan stored with its
+    # axes in another order reaches the same canonical array
     best = max(itertools.permutations(range(3)),
-               key=lambda phys: sum(abs(cos[a, phys[a]]) for a in range(3)))
+               key=lambda phys: (round(sum(abs(cos[a, phys[a]]) for a in range(3)), 9),
+                                 round(sum(cos[a, phys[a]] for a in range(3)), 9)))
     # canonical axis c holds physical axis 2 - c
     perm = tuple(best.index(2 - c) for c in range(3))
     flips = tuple(bool(cos[perm[c], 2 - c] < 0) for c in range(3))

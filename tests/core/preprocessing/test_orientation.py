@@ -44,6 +44,21 @@ def test_oblique_direction_uses_the_closest_axes():
     assert to_canonical(np.eye(3).ravel()).identity
 
 
+@pytest.mark.parametrize("degrees", [45.0, -45.0, 135.0])
+def test_an_oblique_tie_is_broken_by_the_physical_directions_not_the_storage(degrees):
+    """At exactly 45 degrees in-plane two axis assignments fit equally well. Taking the first
+    in storage order sent the same scan, stored with its x and y axes swapped, to a
+    different canonical array (49 % of the labels agreed); the tie now goes to the
+    assignment whose axes point most along the physical ones, whatever the storage."""
+    a = np.radians(degrees)
+    d = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    scan = np.random.default_rng(1).random((3, 4, 5))  # [z, y, x]
+    swapped = np.transpose(scan, (0, 2, 1))  # voxel axes x and y exchanged ...
+    d_swapped = d[:, [1, 0, 2]]  # ... and their directions with them: the same anatomy
+    assert np.array_equal(to_canonical(d.ravel()).apply(scan),
+                          to_canonical(d_swapped.ravel()).apply(swapped))
+
+
 def test_torch_tensors_too():
     import torch
 
