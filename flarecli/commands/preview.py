@@ -27,9 +27,13 @@ def preview(
     A case that cannot be read (or whose image is on another grid) is reported and the
     others drawn; exit code 4 then.
     """
+    from flarecli.core.errors import InputError
+    from flarecli.core.io.cases import label_files
     from flarecli.core.io.outputs import check_output_dir
     from flarecli.core.preview.render import preview_case
 
+    if not label_files(labels_dir).cases:  # refused before the output folder is made
+        raise InputError(f"{labels_dir}: no label maps found")
     check_output_dir(output_dir, "output folder", case_dirs=[labels_dir, images])
     jobs, failed = preview_jobs(labels_dir, images, output_dir)
     jobs = [(*job, size) for job in jobs]

@@ -16,7 +16,8 @@ def synth(
     train: int = typer.Option(20, "--train", min=0, help="Partially labeled training cases."),
     unlabeled: int = typer.Option(10, "--unlabeled", min=0, help="Unlabeled training cases."),
     test: int = typer.Option(5, "--test", min=0, help="Fully labeled test cases."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (the dataset is fully determined)."),
+    seed: int = typer.Option(0, "--seed", min=0,
+                             help="Random seed (the dataset is fully determined)."),
     size: int = typer.Option(
         96, "--size", help="In-plane matrix size. 96 = small (CPU work); 512 = realistic."
     ),

@@ -674,7 +674,19 @@ def test_empty_and_missing_inputs(model_dir, tmp_path, run_cli):  # noqa: F811
                  ("postprocess", tmp_path / "empty", tmp_path / "o"),
                  ("evaluate", tmp_path / "empty", tmp_path / "empty"),
                  ("audit", tmp_path / "missing"),
-                 ("train", tmp_path / "missing", "--out", tmp_path / "m", "--stage", "organs")):
+                 ("train", tmp_path / "missing", "--out", tmp_path / "m", "--stage", "organs"),
+                 ("preview", tmp_path / "empty", tmp_path / "empty", tmp_path / "o"),
+                 ("stats", tmp_path / "empty")):
         res = run_cli(*args)
         assert res.code == 3, (args, res.stderr)
         assert res.stderr.startswith("flare: error: ") and "Traceback" not in res.stderr
+    assert not (tmp_path / "o").exists()  # nothing made for a run that does nothing
+    res = run_cli("synth", tmp_path / "s", "--seed", "-1")  # numpy refused it: a traceback
+    assert res.code == 2 and "Traceback" not in res.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_json_file_with_a_byte_order_mark_is_read(tmp_path):
+    from flarecli.core.io.files import read_json
+
+    (tmp_path / "dataset.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"a": 1}).encode())
+    assert read_json(tmp_path / "dataset.json", "dataset.json") == {"a": 1}

@@ -132,7 +132,7 @@ def read_json(path: Path, what: str, error: type[FlareError] = InputError) -> An
     """Parse a JSON file; a missing or unreadable file raises ``error`` naming ``what``."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM some editors add
     except FileNotFoundError as e:
         raise error(f"{path}: {what} not found") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
