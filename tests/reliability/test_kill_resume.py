@@ -163,3 +163,26 @@ def test_ctrl_c_is_one_line_and_exit_130_and_the_run_resumes(tmp_path):
     assert not [p for p in (tmp_path / "d").rglob(".*") if p.is_file()]  # no partial file
     run(args)  # resumes to the full dataset
     assert len(list((tmp_path / "d" / "imagesTr").glob("*.nii.gz"))) == 60
+
+
+def test_a_second_training_of_the_same_stage_is_refused_while_the_first_runs(tmp_path):
+    """Two trainings of one stage into one model folder (the second with --overwrite) both
+    ran to the end, their epochs interleaved in one metrics.jsonl."""
+    for i in range(3):
+        blob_case(tmp_path / "d", f"c{i}", i)
+    args = [*FLARE, "train", str(tmp_path / "d"), "--out", str(tmp_path / "m"), "--stage",
+            "organs", "--preset", "smoke", "--device", "cpu", "--epochs", "50"]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not (tmp_path / "m" / "organs" / "config.json").exists():
+            time.sleep(0.05)
+        second = subprocess.run([*args, "--overwrite"], capture_output=True, text=True)
+        assert second.returncode == 3 and "in use by PID" in second.stderr, second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    # the lock of a killed run is stale: the next run takes it over
+    again = subprocess.run([*args[:-2], "--epochs", "1", "--overwrite"], capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr

@@ -35,6 +35,7 @@ import numpy as np
 
 from flarecli.core.errors import InputError, ModelError
 from flarecli.core.io.files import remove_stale_parts, write_text_atomic
+from flarecli.core.io.lock import output_lock
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.typed import RecipeError, parse, to_json
 from flarecli.core.report.curves import write_progress
@@ -230,11 +231,23 @@ def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
     Launched under ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel: every rank draws
     its own samples, gradients are averaged, rank 0 alone writes files.
     """
-    import torch
 
     progress = progress or Progress()
     run, stage, run_dir, meta = open_run(run, resume)
     ctx = make_context(run.device)
+    if not ctx.lead:
+        return _train(run, stage, run_dir, meta, ctx, progress)
+    # one run per stage and model folder: a second one (even with --overwrite) would mix
+    # its epochs into this one's metrics and replace its weights as it went
+    with output_lock(Path(run.out), f"train-{run.stage}"):
+        return _train(run, stage, run_dir, meta, ctx, progress)
+
+
+def _train(run: TrainRun, stage: S.Stage, run_dir: Path, meta: dict | None, ctx: Context,
+           progress: Progress) -> dict[str, Any]:
+    """:func:`train` once the run folder is this process's."""
+    import torch
+
     torch.manual_seed(run.seed)
     module, arch = build_network(stage)
     if isinstance(stage.method, S.Staged):  # a bad parameter group fails before any work
