@@ -96,12 +96,43 @@ def label_name(label: int) -> str:
     return LABELS.get(int(label), f"label_{int(label)}")
 
 
+#: Names a dataset.json may give each FLARE class (lower case, letters and digits only):
+#: FLARE's own, nnU-Net's and TotalSegmentator's spellings and the usual abbreviations.
+NAME_ALIASES: dict[int, tuple[str, ...]] = {
+    0: ("background", "bg"),
+    1: ("liver",),
+    2: ("rightkidney", "kidneyright", "rk", "kidneyr", "rkidney"),
+    3: ("spleen",),
+    4: ("pancreas",),
+    5: ("aorta",),
+    6: ("ivc", "inferiorvenacava", "postcava"),
+    7: ("rightadrenal", "rightadrenalgland", "adrenalright", "adrenalglandright", "rag"),
+    8: ("leftadrenal", "leftadrenalgland", "adrenalleft", "adrenalglandleft", "lag"),
+    9: ("gallbladder",),
+    10: ("esophagus", "oesophagus"),
+    11: ("stomach",),
+    12: ("duodenum",),
+    13: ("leftkidney", "kidneyleft", "lk", "kidneyl", "lkidney"),
+    14: ("tumor", "tumour", "lesion", "cancer", "pancancer"),
+}
+_BY_ALIAS = {a: i for i, names in NAME_ALIASES.items() for a in names}
+
+
 def check_flare_labels(label_ids: Mapping[int, str]) -> list[str]:
-    """Differences between a dataset's label ids and the FLARE schema (empty when compatible)."""
+    """Differences between a dataset's label ids and the FLARE schema (empty when compatible):
+    ids outside 0..14, and a name FLARE knows under another id ('liver': 6), whose label
+    maps would be read as another class. Names FLARE does not know are not judged."""
+    import re
+
     problems = []
     for i, name in sorted(label_ids.items()):
         if i not in LABELS:
             problems.append(f"label id {i} ('{name}') is not a FLARE id (0..{MAX_LABEL})")
+            continue
+        flare_id = _BY_ALIAS.get(re.sub(r"[^a-z0-9]", "", name.lower()))
+        if flare_id is not None and flare_id != i:
+            problems.append(f"label '{name}' has id {i}, but FLARE's {LABELS[flare_id]} is "
+                            f"{flare_id} (id {i} is {LABELS[i]})")
     return problems
 
 

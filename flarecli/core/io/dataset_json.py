@@ -48,7 +48,15 @@ def read_dataset_json(path: Path) -> dict[str, Any]:
         if all(str(k).lstrip("-").isdigit() for k in labels):  # v1: id -> name
             ids = {int(k): str(v) for k, v in labels.items()}
         else:  # v2: name -> id (region-based lists are not used by FLARE)
-            ids = {int(v): str(k) for k, v in labels.items()}
+            pairs = [(int(v), str(k)) for k, v in labels.items()]
+            ids = dict(pairs)
+            if len(ids) < len(pairs):  # two names on one id: the dict kept only one
+                seen: dict[int, str] = {}
+                for i, name in pairs:
+                    if i in seen:
+                        raise InputError(f"{path}: labels '{seen[i]}' and '{name}' have the "
+                                         f"same id {i}")
+                    seen[i] = name
     except (TypeError, ValueError) as e:
         raise InputError(f"{path}: 'labels' is neither id->name nor name->id ({e})") from e
     data["label_ids"] = ids

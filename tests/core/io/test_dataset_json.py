@@ -29,3 +29,21 @@ def test_dataset_json_errors(tmp_path):
     (tmp_path / "dataset.json").write_text("{bad")
     with pytest.raises(InputError, match="unreadable"):
         read_dataset_json(tmp_path / "dataset.json")
+
+
+def test_names_flare_knows_under_other_ids_and_shared_ids_are_problems(tmp_path):
+    """A dataset.json mapping 'liver' to 6 passed audit and trained without a word: its label
+    maps would be read as FLARE's (6 is the IVC)."""
+    flare23 = {"background": 0, "liver": 1, "right_kidney": 2, "spleen": 3, "pancreas": 4,
+               "aorta": 5, "ivc": 6, "rag": 7, "lag": 8, "gallbladder": 9, "esophagus": 10,
+               "stomach": 11, "duodenum": 12, "left_kidney": 13, "tumor": 14}
+    assert check_flare_labels({i: n for n, i in flare23.items()}) == []
+    assert check_flare_labels({1: "Liver", 2: "Kidney R", 13: "kidney_left", 14: "Lesion",
+                               12: "small bowel"}) == []  # spellings, and a name not judged
+    assert check_flare_labels({1: "ivc", 6: "liver"}) == [
+        "label 'ivc' has id 1, but FLARE's ivc is 6 (id 1 is liver)",
+        "label 'liver' has id 6, but FLARE's liver is 1 (id 6 is ivc)"]
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "spleen": 1}}))
+    with pytest.raises(InputError, match="labels 'liver' and 'spleen' have the same id 1"):
+        read_dataset_json(path)
