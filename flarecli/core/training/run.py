@@ -23,6 +23,7 @@ so a resumed run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -232,28 +233,28 @@ def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
     its own samples, gradients are averaged, rank 0 alone writes files.
     """
 
+    import torch
+
     progress = progress or Progress()
     run, stage, run_dir, meta = open_run(run, resume)
     ctx = make_context(run.device)
-    if not ctx.lead:
-        return _train(run, stage, run_dir, meta, ctx, progress)
-    # one run per stage and model folder: a second one (even with --overwrite) would mix
-    # its epochs into this one's metrics and replace its weights as it went
-    with output_lock(Path(run.out), f"train-{run.stage}"):
-        return _train(run, stage, run_dir, meta, ctx, progress)
-
-
-def _train(run: TrainRun, stage: S.Stage, run_dir: Path, meta: dict | None, ctx: Context,
-           progress: Progress) -> dict[str, Any]:
-    """:func:`train` once the run folder is this process's."""
-    import torch
-
     torch.manual_seed(run.seed)
     module, arch = build_network(stage)
     if isinstance(stage.method, S.Staged):  # a bad parameter group fails before any work
         for step in stage.method.steps:
             trainable_mask(module, tuple(step.train))
-    data = prepare_data(run, stage, meta, ctx, progress)
+    data = prepare_data(run, stage, meta, ctx, progress)  # --out checked: not among the cases
+    with contextlib.ExitStack() as held:
+        if ctx.lead:  # one run per stage and model folder: another (even with --overwrite)
+            # would mix its epochs into this one's metrics and replace its weights as it went
+            held.enter_context(output_lock(Path(run.out), f"train-{run.stage}"))
+        return _trained(run, stage, run_dir, meta, module, arch, data, ctx, progress)
+
+
+def _trained(run: TrainRun, stage: S.Stage, run_dir: Path, meta: dict | None, module,
+             arch: dict[str, Any], data: Prepared, ctx: Context, progress: Progress
+             ) -> dict[str, Any]:
+    """The rest of :func:`train`, once the stage's run folder is this process's."""
     state = start_state(run, stage, run_dir, meta, module, arch, data, ctx)
     run_phases(state, data, make_feed(stage, module, run, ctx), ctx, run.seed, progress)
     validated = any(p.val_cases for p in data.phases)
