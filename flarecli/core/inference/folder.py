@@ -93,16 +93,27 @@ class Planned:
     redo: str | None = None
 
 
-def _short(score: Any, min_score: float) -> bool:
-    return isinstance(score, (int, float)) and score < min_score
-
-
-def _scored(entry: dict[str, Any] | None) -> bool:
-    return entry is not None and isinstance(entry.get("score"), (int, float))
-
-
 #: Why a kept pseudo-label is computed again: its score was never recorded (a killed run).
 UNSCORED = "its quality score is not in the folder's run record (a run stopped before writing it)"
+
+
+def _rescore_kept(plan: list[Planned], recorded: dict[str, dict[str, Any]], scores: bool,
+                  min_score: float | None) -> list[Planned]:
+    """A kept pseudo-label needs its recorded quality score (``scores``), and one whose score
+    is under ``min_score`` goes as if computed: either is computed again."""
+    out = []
+    for p in plan:
+        score = recorded.get(p.case.id, {}).get("score")
+        if not isinstance(score, (int, float)):
+            score = None
+        if p.action == "skip" and scores and score is None:
+            p = Planned(p.case, p.target, "compute", UNSCORED)
+        elif p.action == "skip" and min_score is not None and score is not None \
+                and score < min_score:
+            p = Planned(p.case, p.target, "compute",
+                        f"its recorded quality score {score:.4f} is under --min-score")
+        out.append(p)
+    return out
 
 
 def _other_grid(target: Path, case: Case) -> str | None:
@@ -439,17 +450,9 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
-    recorded = folder_scans(Path(run.output_dir), run.command)
-    if run.scores:  # a kept pseudo-label needs its recorded quality score ...
-        plan = [Planned(p.case, p.target, "compute", UNSCORED)
-                if p.action == "skip" and not _scored(recorded.get(p.case.id))
-                else p for p in plan]
-    if run.min_score is not None:  # ... and one that now falls short goes, as if computed
-        plan = [Planned(p.case, p.target, "compute", f"its recorded quality score "
-                        f"{recorded[p.case.id]['score']:.4f} is under --min-score")
-                if p.action == "skip" and _short(recorded.get(p.case.id, {}).get("score"),
-                                                 run.min_score)
-                else p for p in plan]
+    if run.scores or run.min_score is not None:
+        plan = _rescore_kept(plan, folder_scans(Path(run.output_dir), run.command),
+                             run.scores, run.min_score)
     if notes is not None:
         for p in plan:
             if p.redo is not None:
@@ -498,9 +501,8 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
         # the scans finished so far keep their entries (quality scores, volumes), which a
         # resumed run takes for the outputs it keeps
         if ranks is None and results:
-            record = _run_record(run, engine, source, str(dev), post, t_load, results)
-            record["scans"] = merge_scans(record_path, results)
-            write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
+            _write_record(record_path, _run_record(run, engine, source, str(dev), post,
+                                                   t_load, results), results)
         raise
     record = _run_record(run, engine, source, str(dev), post, t_load, results)
     if ranks is not None:  # rank 0 writes the run record of all ranks
@@ -513,9 +515,14 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
         results_for_record = everything
     else:
         results_for_record = results
-    record["scans"] = merge_scans(record_path, results_for_record)
-    write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
+    _write_record(record_path, record, results_for_record)
     return results, record
+
+
+def _write_record(path: Path, record: dict[str, Any], results: list[ScanResult]) -> None:
+    """Write a run record, its scans those of ``results`` and of earlier runs' other cases."""
+    record["scans"] = merge_scans(path, results)
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def _run_record(run: PredictRun, engine: Engine, source: str, device: str,

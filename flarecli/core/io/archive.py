@@ -205,12 +205,13 @@ def opened_model(path: Path) -> Iterator[Path]:
         try:
             yield tmp
         except FlareError as e:  # name the zip's member, not the private folder it is in
-            for private in {str(tmp), str(tmp.resolve())}:
-                e.message = e.message.replace(private + "/", f"{path}:").replace(
-                    private, str(path))
-                if e.hint:
-                    e.hint = e.hint.replace(private + "/", f"{path}:").replace(
-                        private, str(path))
+            def in_zip(text: str) -> str:
+                for private in {str(tmp), str(tmp.resolve())}:
+                    text = text.replace(private + "/", f"{path}:").replace(private, str(path))
+                return text
+
+            e.message = in_zip(e.message)
+            e.hint = e.hint and in_zip(e.hint)
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

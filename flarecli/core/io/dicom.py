@@ -480,11 +480,10 @@ def _check_spacing(reader, files: list[str], where: str) -> None:
         points.append(pos)
     if len(points) > 1:  # the slices must stack along their normal: ITK drops a shear
         span = points[-1] - points[0]
-        along = abs(float(span @ normal))
-        aside = float(np.linalg.norm(span - (span @ normal) * normal))
-        if along > 0 and np.degrees(np.arctan2(aside, along)) > MAX_TILT_DEGREES:
-            raise DataError(f"{where}: the slices are stacked at "
-                            f"{np.degrees(np.arctan2(aside, along)):.1f} degrees off their "
+        along = float(span @ normal)
+        tilt = np.degrees(np.arctan2(np.linalg.norm(span - along * normal), abs(along)))
+        if along != 0 and tilt > MAX_TILT_DEGREES:
+            raise DataError(f"{where}: the slices are stacked at {tilt:.1f} degrees off their "
                             "normal (gantry tilt), which would misplace every voxel; resample "
                             "the series to an untilted grid first (e.g. dcm2niix corrects it)")
     steps = np.abs(np.diff(positions))

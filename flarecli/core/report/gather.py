@@ -210,10 +210,13 @@ def _guarded(reader: Callable[..., None], found: _Found, out: Gathered, rel, *ar
 
 
 def _snapshot(out: Gathered) -> dict[str, Any]:
-    import copy
-
-    return {k: copy.deepcopy(getattr(out, k)) for k in
-            ("columns", "cells", "blocks", "sources", "training", "notes", "read")}
+    """What a reader may change: readers only append to the lists and put cells, never
+    change what is there, so copies of the lists and of each case's cells undo them (a
+    deep copy took 0.09 s per reader for 5,000 cases of 40 columns, this 0.005 s)."""
+    state: dict[str, Any] = {k: list(getattr(out, k)) for k in
+                             ("columns", "blocks", "sources", "training", "notes", "read")}
+    state["cells"] = {case: dict(row) for case, row in out.cells.items()}
+    return state
 
 
 def _restore(out: Gathered, snapshot: dict[str, Any]) -> None:

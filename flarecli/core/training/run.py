@@ -232,7 +232,6 @@ def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
     Launched under ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel: every rank draws
     its own samples, gradients are averaged, rank 0 alone writes files.
     """
-
     import torch
 
     progress = progress or Progress()
@@ -248,19 +247,10 @@ def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
         if ctx.lead:  # one run per stage and model folder: another (even with --overwrite)
             # would mix its epochs into this one's metrics and replace its weights as it went
             held.enter_context(output_lock(Path(run.out), f"train-{run.stage}"))
-        return _trained(run, stage, run_dir, meta, module, arch, data, ctx, progress)
-
-
-def _trained(run: TrainRun, stage: S.Stage, run_dir: Path, meta: dict | None, module,
-             arch: dict[str, Any], data: Prepared, ctx: Context, progress: Progress
-             ) -> dict[str, Any]:
-    """The rest of :func:`train`, once the stage's run folder is this process's."""
-    state = start_state(run, stage, run_dir, meta, module, arch, data, ctx)
-    run_phases(state, data, make_feed(stage, module, run, ctx), ctx, run.seed, progress)
+        state = start_state(run, stage, run_dir, meta, module, arch, data, ctx)
+        run_phases(state, data, make_feed(stage, module, run, ctx), ctx, run.seed, progress)
+        checksum = export_bundle(state, run, stage, arch, data) if ctx.lead else ""
     validated = any(p.val_cases for p in data.phases)
-    checksum = ""
-    if ctx.lead:
-        checksum = export_bundle(state, run, stage, arch, data)
     result = {"run_dir": str(run_dir), "epochs": sum(p.epochs for p in data.phases),
               "best": state.best, "validated": validated, "final_sha256": checksum,
               "state_sha256": state_hash(state.exported.state_dict()),
