@@ -227,6 +227,8 @@ class Engine:
         # the probability each head's labels must reach to count as sure (its merge rule's)
         self.sure_at = {key: self.merge[key].replace_probability for key in self.outputs
                         if self.merge[key].replace_probability > 0.5}
+        # the stages that average their mirror views on every run (their outputs' tta)
+        self.always_tta = {name for (name, _), out in self.merge.items() if out.tta}
         self.stages: dict[str, ST.LoadedStage] = {}
         self._load_all(which, probabilities)
         self.roi_stage = None
@@ -247,7 +249,7 @@ class Engine:
         wanted: dict[str, bool] = {}
         for out in self.graph.outputs:
             if (self.model_dir / out.stage / "model.json").is_file():
-                wanted[out.stage] = probabilities
+                wanted[out.stage] = wanted.get(out.stage, False) or probabilities or out.tta
         if self.graph.roi is not None:
             wanted[self.graph.roi.stage] = wanted.get(self.graph.roi.stage, False)
 
@@ -283,9 +285,10 @@ class Engine:
         return out
 
     def views(self, tta: bool) -> dict[str, int]:
-        """TTA views per output stage."""
-        return {name: len(self.stages[name].views(tta)) for name, _ in
-                dict.fromkeys(self.outputs)}
+        """TTA views per output stage (``tta``: the run's ``--tta``; a stage whose output
+        asks for TTA has its views either way)."""
+        return {name: len(self.stages[name].views(tta or name in self.always_tta))
+                for name, _ in dict.fromkeys(self.outputs)}
 
     # -- the pipeline ----------------------------------------------------------------------
 
@@ -357,7 +360,8 @@ class Engine:
             if name not in done:
                 box = self.region(ls, roi, image.shape, spacing)
                 sure = {h: p for (n, h), p in self.sure_at.items() if n == name}
-                done[name] = (box, ST.segment(ls, image, box, spacing, fill, tta,
+                done[name] = (box, ST.segment(ls, image, box, spacing, fill,
+                                              tta or name in self.always_tta,
                                               info if stats and not done else None, memo,
                                               sure))
             box, labels = done[name]

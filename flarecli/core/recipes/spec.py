@@ -522,7 +522,11 @@ class Output:
     ``replace_probability``: for a two-class head, a probability of at least p (0.5 is the
     argmax; more keeps an unsure head off the organs), however sure the earlier head was of
     its own (an organ stage too coarse to see a lesion is sure of its organ across it); an
-    unlabelled voxel takes the argmax where its component holds a sure voxel."""
+    unlabelled voxel takes the argmax where its component holds a sure voxel.
+
+    ``tta``: the stage always averages its softmax over the mirror views it was trained on,
+    as ``flare infer --tta`` does for every stage (a stage that learned with a left-right
+    mirror and still tells the sides apart is unsure where the views disagree)."""
 
     stage: str
     head: str | None = None
@@ -530,6 +534,7 @@ class Output:
     hosts: tuple[int, ...] | None = None
     host_margin_mm: float = 0.0
     replace_probability: float = 0.5
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if self.hosts is not None:

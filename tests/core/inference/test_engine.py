@@ -77,6 +77,37 @@ def test_tta_adds_nothing_to_a_model_trained_without_mirroring(model_dir, tmp_pa
     assert record["tta_views"] == {"organs": 1}
 
 
+def test_an_output_that_asks_for_tta_has_it_without_the_option(model_dir, tmp_path, run_cli):
+    """``tta`` on a graph's output: that stage averages its mirror views on every run, just as
+    ``--tta`` makes it, and the run record says so; other stages are left alone."""
+    import shutil
+
+    asks = tmp_path / "model"
+    shutil.copytree(model_dir, asks)
+    recipe = json.loads((asks / "recipe.json").read_text())
+    graph = recipe["models"]["student"]
+    assert graph["outputs"][0]["stage"] == "organs"  # trained with the SI and AP mirrors
+    graph["outputs"][0]["tta"] = True
+    (asks / "recipe.json").write_text(json.dumps(recipe))
+    scans(tmp_path / "in", np.random.default_rng(5))
+    for name, model, extra in (("asks", asks, []), ("option", model_dir, ["--tta"]),
+                               ("plain", model_dir, [])):
+        res = run_cli("pseudolabel", tmp_path / "in", tmp_path / name, "--model", model,
+                      "--device", "cpu", *extra)
+        assert res.code == 0, res.stderr
+    views = {name: json.loads((tmp_path / name / "pseudolabel.json").read_text())["tta_views"]
+             for name in ("asks", "option", "plain")}
+    assert views["asks"] == views["option"] == {"organs": 4}
+    assert views["plain"] == {"organs": 1}
+    for path in sorted((tmp_path / "option").glob("*.nii.gz")):
+        np.testing.assert_array_equal(read_volume(path)[0],
+                                      read_volume(tmp_path / "asks" / path.name)[0])
+    # the views' agreement is scored only where there are views
+    for name, agreement in (("asks", True), ("option", True), ("plain", False)):
+        rows = (tmp_path / name / "scores.csv").read_text().splitlines()[1:]
+        assert len(rows) == 4 and all((row.split(",")[3] != "") == agreement for row in rows)
+
+
 def test_mirror_axes_are_checked(model_dir, tmp_path):
     import shutil
 
