@@ -13,7 +13,7 @@ from flarecli.commands._ui import DEVICE, err, out
 def demo(
     out_dir: Path = typer.Argument(Path("demo"), help="Folder for every artefact."),
     recipe: str = typer.Option("stmt", "--recipe", help="A built-in recipe or a recipe file."),
-    preset: str = typer.Option("cpu", "--preset", help="smoke (seconds), cpu (about 10 "
+    preset: str = typer.Option("cpu", "--preset", help="smoke (seconds), cpu (10-17 "
                                "minutes on 2 cores) or paper (a GPU). flare demo's default "
                                "is cpu; flare train's is the recipe's own (paper)."),
     device: str = DEVICE,
@@ -50,7 +50,7 @@ def demo(
     if preset == "smoke":  # an all-zero table looked like a broken install
         out.print("smoke checks that every step runs: each model trains for seconds on tiny "
                   "scans, so scores near 0 are expected. --preset cpu trains a model that "
-                  "segments (about 10 minutes on 2 cores).", highlight=False)
+                  "segments (10-17 minutes on 2 cores).", highlight=False)
     curves = sorted(out_dir.glob("run/**/progress.png"))
     if curves:
         out.print("training curves: " + ", ".join(str(c) for c in curves), highlight=False)
