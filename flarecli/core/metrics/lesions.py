@@ -21,7 +21,9 @@ Summary over cases (:func:`summarize_lesions`): sensitivity = detected / true le
 over the cases (a case without true lesions adds nothing to it; its own sensitivity is None);
 precision = predicted components matching a lesion / predicted components; F1 from the two;
 false positives per case over every case scored. Undefined ratios (no true lesion, no
-predicted component) are None, not 0 or 1.
+predicted component) are None, not 0 or 1. F1 is 0 where only one of its two is undefined: a
+prediction with no component misses every lesion, one with no lesion to find is all false
+positives; it is None only without lesions and without predicted components.
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ def summarize_lesions(cases: dict[str, CaseLesions], min_lesion_mm3: float) -> d
     Sensitivities are pooled over lesions; None when there is no true lesion (of that size).
     ``fp_per_case``: false positives / cases (None without cases). Precision: predicted
     components matching a lesion / predicted components (None without any); F1 =
-    2PR / (P + R), None when either is None, 0 when both are 0.
+    2PR / (P + R): 0 when either is 0 or when one is undefined (lesions but no prediction, or
+    predictions but no lesion), None only when both are undefined.
     """
     everything = list(cases.values())
     n_true = sum(c.true_lesions for c in everything)
@@ -165,11 +168,11 @@ def summarize_lesions(cases: dict[str, CaseLesions], min_lesion_mm3: float) -> d
     false_positives = sum(c.false_positives for c in everything)
     sensitivity = _ratio(detected, n_true)
     precision = _ratio(predicted - false_positives, predicted)
-    if sensitivity is None or precision is None:
+    if sensitivity is None and precision is None:
         f1 = None
-    else:
-        f1 = (2 * precision * sensitivity / (precision + sensitivity)
-              if precision + sensitivity else 0.0)
+    else:  # one of them undefined: the other is 0 (every lesion missed, or every one false)
+        p, r = precision or 0.0, sensitivity or 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
     by_size: dict[str, dict[str, Any]] = {}
     for name in SIZE_BINS:
         flags = [d is not None for c in everything

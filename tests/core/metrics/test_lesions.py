@@ -68,6 +68,23 @@ def test_empty_truth_and_empty_prediction():
     assert s["fp_per_case"] == 0.0 and s["cases"] == 1
 
 
+def test_f1_is_zero_when_only_one_of_its_ratios_is_undefined():
+    """Every lesion missed with nothing predicted, or only false positives where there is no
+    lesion: F1 is 0 (as 2TP / (2TP + FP + FN) gives), not undefined; precision or
+    sensitivity alone has no denominator."""
+    gt, pred = volume(), volume()
+    put(gt, (2, 8), (2, 8), (2, 8))
+    put(pred, (12, 17), (2, 7), (30, 35))
+    missed = summarize_lesions({"a": match_lesions(gt, volume(), 1.0)}, 1.0)
+    assert (missed["sensitivity"], missed["precision"], missed["f1"]) == (0.0, None, 0.0)
+    false = summarize_lesions({"a": match_lesions(volume(), pred, 1.0)}, 1.0)
+    assert (false["sensitivity"], false["precision"], false["f1"]) == (None, 0.0, 0.0)
+    # pooled: a case with an empty truth and one that misses its lesion
+    both = summarize_lesions({"a": match_lesions(volume(), pred, 1.0),
+                              "b": match_lesions(gt, volume(), 1.0)}, 1.0)
+    assert (both["sensitivity"], both["precision"], both["f1"]) == (0.0, 0.0, 0.0)
+
+
 @pytest.mark.parametrize("shared,matched", [(10, True), (9, False)])
 def test_match_needs_ten_percent_of_the_smaller_component(shared, matched):
     gt = put(volume((12, 12, 120)), (0, 10), (0, 10), (0, 10))  # 1000 voxels
