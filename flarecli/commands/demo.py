@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from flarecli.commands._ui import DEVICE, err, out
+from flarecli.commands._ui import DEVICE, SET, err, out
 
 
 def demo(
@@ -16,6 +16,7 @@ def demo(
     preset: str = typer.Option("cpu", "--preset", help="smoke (seconds), cpu (10-17 "
                                "minutes on 2 cores) or paper (a GPU). flare demo's default "
                                "is cpu; flare train's is the recipe's own (paper)."),
+    overrides: list[str] = SET,
     device: str = DEVICE,
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Processes for synth, "
@@ -41,8 +42,8 @@ def demo(
 
     t0 = time.perf_counter()
     result = core.run_demo(
-        core.DemoRun(recipe, preset, out_dir, device=device, seed=seed, workers=workers,
-                     overwrite=overwrite),
+        core.DemoRun(recipe, preset, out_dir, tuple(overrides), device=device, seed=seed,
+                     workers=workers, overwrite=overwrite),
         PipelineProgress(step=on_step, done=on_done,
                          note=lambda text: err.print(text, highlight=False),
                          train=train_progress()))

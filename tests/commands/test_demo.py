@@ -26,6 +26,16 @@ def test_demo_smoke_runs_every_step(tmp_path, run_cli):
     # a re-run keeps the finished steps
     again = run_cli("demo", tmp_path / "d", "--preset", "smoke", "--device", "cpu")
     assert again.code == 0 and again.stderr.count("done before (unchanged)") == 8
+    # --set as in flare train; a change to an inference graph alone retrains nothing, and the
+    # demo scores the model with the new graph
+    graph = run_cli("demo", tmp_path / "d", "--preset", "smoke", "--device", "cpu",
+                    "--set", "models.student.postprocess.min_tumor_mm3=5000")
+    assert graph.code == 0 and graph.stderr.count("done before (unchanged)") == 8
+    recipe = json.loads((run / "student" / "recipe.json").read_text())
+    assert recipe["models"]["student"]["postprocess"]["min_tumor_mm3"] == 5000
+    bad = run_cli("demo", tmp_path / "d", "--preset", "smoke", "--set", "stages.nope.epochs=2")
+    assert bad.code == 5 and len(bad.stderr.strip().splitlines()) <= 2, bad.stderr
+    assert "stages.nope" in bad.stderr and "Traceback" not in bad.stderr
     res = run_cli("demo", tmp_path / "e", "--preset", "fast")
     assert res.code == 5 and "'fast' is not a preset" in res.stderr
     assert "presets: paper, cpu, smoke" in res.stderr

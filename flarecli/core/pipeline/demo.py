@@ -30,12 +30,14 @@ DEMO_PRESET = "cpu"
 @dataclass
 class DemoRun(RunOptions):
     """``flare demo``: the pipeline of recipe ``recipe`` (a built-in name or a file) at
-    ``preset`` on a fresh synthetic dataset, every artefact under ``out``; the options are
-    the pipeline's own (:class:`~flarecli.core.pipeline.runner.RunOptions`)."""
+    ``preset`` on a fresh synthetic dataset, every artefact under ``out``, with ``overrides``
+    (KEY=VALUE, as ``flare train --set``); the options are the pipeline's own
+    (:class:`~flarecli.core.pipeline.runner.RunOptions`)."""
 
     recipe: str
     preset: str
     out: Path
+    overrides: tuple[str, ...] = ()
 
 
 @dataclass
@@ -71,7 +73,7 @@ def run_demo(run: DemoRun, progress: PipelineProgress | None = None) -> DemoResu
     from flarecli.core.recipes.load import load_recipe
 
     progress = progress or PipelineProgress()
-    recipe = load_recipe(run.recipe, run.preset)
+    recipe = load_recipe(run.recipe, run.preset, list(run.overrides))
     data, out = Path(run.out) / "data", Path(run.out) / "run"
     progress.step("synth", f"synthetic dataset ({recipe.demo.train} training, "
                            f"{recipe.demo.unlabeled} unlabeled, {recipe.demo.test} test cases)")

@@ -15,7 +15,9 @@ order, each through the core API (no command line):
 Every step is fingerprinted (its settings and those of the steps before it); ``RUN/
 pipeline.json`` records the finished ones. Running again skips the finished steps whose
 fingerprint is unchanged, resumes an interrupted training from its checkpoint, and redoes
-everything from the first step that changed (``overwrite`` redoes all).
+everything from the first step that changed (``overwrite`` redoes all). The recipe's
+inference graphs are no part of a step's fingerprint: a run that changes only them trains
+nothing and rewrites each model folder's ``recipe.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 from flarecli.core.errors import DataError
 from flarecli.core.recipes import spec as S
 from flarecli.core.recipes.typed import parse, to_json
+from flarecli.core.training.export import write_model_recipe
 from flarecli.core.training.options import Progress, TrainRun
 from flarecli.core.words import count
 
@@ -192,6 +195,10 @@ def run_pipeline(run: PipelineRun, progress: PipelineProgress | None = None
             record.set(name, chain, finished=True, seconds=report.seconds)
         if isinstance(step, S.TrainStep):
             result.models[step.model] = out / step.model
+            # a step's fingerprint holds its stage, not the recipe's inference graphs: a run
+            # that changes only a graph skips (or resumes) the training, and its model folder
+            # must still infer with the graph asked for
+            write_model_recipe(out / step.model, step_recipe(run.recipe, step))
         result.steps.append(report)
         progress.done(report)
     result.final = out / run.recipe.pipeline.final

@@ -46,14 +46,18 @@ def export_bundle(state: RunState, run: TrainRun, stage: S.Stage, arch: dict[str
 
 def write_model_recipe(model_dir: Path, recipe: S.Recipe) -> None:
     """``MODEL/recipe.json``: the resolved recipe whose graphs ``flare infer`` runs. A model
-    folder holds the stages of one recipe."""
+    folder holds the stages of one recipe. An identical file is left as it is."""
     path = model_dir / "recipe.json"
+    text = json.dumps(recipe_to_json(recipe), indent=2) + "\n"
     if path.is_file():
         try:
-            other = json.loads(path.read_text()).get("name")
+            old = path.read_text()
+            other = json.loads(old).get("name")
         except (OSError, ValueError, AttributeError):
-            other = None
+            old, other = None, None
         if other is not None and other != recipe.name:
             raise InputError(f"{model_dir}: holds stages of recipe '{other}', not "
                              f"'{recipe.name}'", hint="train into another model folder")
-    write_text_atomic(path, json.dumps(recipe_to_json(recipe), indent=2) + "\n")
+        if old == text:
+            return
+    write_text_atomic(path, text)

@@ -46,6 +46,24 @@ def test_a_second_run_skips_the_finished_steps_and_redoes_what_changed(smoke_dat
     assert not skipped["student-organs"] and not skipped["student-tumor"]
 
 
+def test_a_run_that_changes_only_a_graph_gives_the_model_folder_that_graph(smoke_data,
+                                                                          tmp_path):
+    """The graphs are no part of a training step's fingerprint, so a re-run that changes only
+    one trains nothing; the model folder's recipe.json, which flare infer reads, still takes
+    the new graph (it used to keep the one of the first run)."""
+    run = tmp_path / "run"
+    run_pipeline(PipelineRun(load_recipe("stmt", "smoke"), smoke_data, run, device="cpu"))
+    weights = (run / "student" / "tumor" / "weights_final.pt").read_bytes()
+    changed = load_recipe("stmt", "smoke", ["models.student.outputs.1.replace_probability=0.9",
+                                            "models.student.postprocess.min_tumor_mm3=123"])
+    again = run_pipeline(PipelineRun(changed, smoke_data, run, device="cpu"))
+    assert all(r.skipped for r in again.steps)
+    graph = json.loads((run / "student" / "recipe.json").read_text())["models"]["student"]
+    assert graph["outputs"][1]["replace_probability"] == 0.9
+    assert graph["postprocess"]["min_tumor_mm3"] == 123
+    assert (run / "student" / "tumor" / "weights_final.pt").read_bytes() == weights
+
+
 def test_an_interrupted_training_step_resumes(smoke_data, tmp_path):
     from flarecli.core.training.options import Progress
 
