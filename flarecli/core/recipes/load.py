@@ -89,9 +89,16 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+#: A recipe's top-level collections of named objects. A dotted key that reaches into one of
+#: them names a member that must exist (a new member is set whole: stages.NAME={...}).
+NAMED: dict[str, str] = {"stages": "stage", "models": "model", "subsets": "subset"}
+
+
 def set_dotted(data: dict[str, Any], key: str, value: Any, where: str = "") -> None:
     """Set ``key`` (dotted) in nested JSON, creating objects on the way. In a list of named
-    objects a part names an element ('pipeline.steps.teacher.set'); an integer indexes it."""
+    objects a part names an element ('pipeline.steps.teacher.set'); an integer indexes it.
+    A key through a member of a recipe's named collection (:data:`NAMED`) that is not there
+    is refused: 'stages.organz.epochs' is a typo, not a new stage of one field."""
     parts = key.split(".")
     node: Any = data
     path = ""
@@ -116,6 +123,10 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, where: str = "") -> N
             if last:
                 node[part] = value
             else:
+                if path in NAMED and part not in node:
+                    raise RecipeError(f"{where}{here}", f"no such {NAMED[path]}",
+                                      hint=did_you_mean(part, list(node))
+                                      or f"{path}: {', '.join(node)}")
                 if not isinstance(node.get(part), dict | list):
                     node[part] = {}
                 node = node[part]

@@ -74,6 +74,14 @@ def test_dotted_keys_and_values():
     assert data == {"steps": [{"name": "x", "v": 2}], "new": {"deep": True}}
     with pytest.raises(RecipeError, match="no such element"):
         set_dotted(data, "steps.y.v", 3)
+    # into a recipe's named stages, models or subsets: the member must exist, unless set whole
+    recipe = {"stages": {"organs": {"epochs": 1}}, "models": {}}
+    with pytest.raises(RecipeError, match="stages.organz: no such stage") as err:
+        set_dotted(recipe, "stages.organz.epochs", 3)
+    assert "organs" in err.value.hint
+    set_dotted(recipe, "stages.tumor", {"epochs": 2})
+    set_dotted(recipe, "stages.tumor.epochs", 4)
+    assert recipe["stages"] == {"organs": {"epochs": 1}, "tumor": {"epochs": 4}}
     with pytest.raises(RecipeError, match="KEY=VALUE"):
         parse_assignment("novalue")
 
