@@ -284,10 +284,14 @@ class Engine:
                 out[name]["calibration_sha256"] = self.calibration.digest
         return out
 
+    def tta_for(self, name: str, tta: bool) -> bool:
+        """Whether stage ``name`` averages its mirror views: the run's ``--tta``, or always
+        where one of its outputs asks for it."""
+        return tta or name in self.always_tta
+
     def views(self, tta: bool) -> dict[str, int]:
-        """TTA views per output stage (``tta``: the run's ``--tta``; a stage whose output
-        asks for TTA has its views either way)."""
-        return {name: len(self.stages[name].views(tta or name in self.always_tta))
+        """TTA views per output stage (``tta``: the run's ``--tta``)."""
+        return {name: len(self.stages[name].views(self.tta_for(name, tta)))
                 for name, _ in dict.fromkeys(self.outputs)}
 
     # -- the pipeline ----------------------------------------------------------------------
@@ -361,7 +365,7 @@ class Engine:
                 box = self.region(ls, roi, image.shape, spacing)
                 sure = {h: p for (n, h), p in self.sure_at.items() if n == name}
                 done[name] = (box, ST.segment(ls, image, box, spacing, fill,
-                                              tta or name in self.always_tta,
+                                              self.tta_for(name, tta),
                                               info if stats and not done else None, memo,
                                               sure))
             box, labels = done[name]
