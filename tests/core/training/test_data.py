@@ -90,3 +90,38 @@ def test_a_cache_entry_reads_back_exactly_with_its_large_arrays_mapped(tmp_path)
         assert isinstance(back[name], np.memmap) == (value.nbytes >= MAP_AT_BYTES)
     assert not back["image"].flags.writeable  # the cache is never written through a sample
     assert D.crop_patch(back["image"], np.array([5, 6, 7]), (2, 3, 4), -1).flags.writeable
+
+
+def test_a_dataset_keeps_few_cases_open_and_samples_as_a_fresh_read(tmp_path, monkeypatch):
+    from flarecli.core.training import feed as F
+    from flarecli.core.training.cache import load_cached, save_cached
+
+    class Geometry:
+        size_zyx = None
+        patch_zyx = (1, 4, 4)
+        foreground_fraction = 0.5
+        focus = None
+
+    class Stage:
+        geometry = Geometry
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(3):
+        label = rng.integers(0, 3, (5, 9, 9)).astype(np.uint8)
+        save_cached(tmp_path / f"c{i}.npz", {
+            "image": rng.normal(size=(5, 9, 9)).astype(np.float16), "label": label,
+            "roi": np.array([[0, 5], [0, 9], [0, 9]]), "fill": np.float32(0),
+            "foreground": np.argwhere(label > 0).astype(np.int32)})
+        paths.append(tmp_path / f"c{i}.npz")
+    monkeypatch.setattr(F, "OPEN_CASES", 2)
+    feed = F.Feed({}, None, None, None, 2, 0, False)
+    samples = F.Samples(paths, Stage, feed, prepare=True)
+    for index, seed in [(0, 5), (1, 6), (0, 7), (2, 8), (1, 9), (0, 5)]:
+        image, label = samples[(index, seed)]
+        fresh = D.make_sample(load_cached(paths[index]), seed, Geometry, None, "cpu")
+        assert np.array_equal(image.numpy(), fresh[0].numpy())
+        assert np.array_equal(label.numpy(), fresh[1].numpy())
+        assert len(samples._open) <= 2 and index in samples._open
+    assert all(not a.flags.writeable for case in samples._open.values() for a in case.values())
+    assert samples.arrays(0) is samples.arrays(0)

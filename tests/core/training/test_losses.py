@@ -54,6 +54,10 @@ def test_real_time_pseudo_label_correction():
     annotated[0, 0, 0, 0] = 2
     pseudo = L.corrected_pseudo_label(teacher3, annotated)
     assert pseudo[0, 0, 0, 0] == 2 and int((pseudo == 1).sum()) == 7
+    # ties go to the first class, as torch.argmax breaks them
+    ties = torch.randint(0, 2, (2, 3, 4, 4), generator=torch.Generator().manual_seed(0)).float()
+    unlabelled = torch.zeros(2, 4, 4, dtype=torch.long)
+    assert torch.equal(L.corrected_pseudo_label(ties, unlabelled), ties.argmax(1))
 
 
 def test_dice_loss_works_on_slices():
