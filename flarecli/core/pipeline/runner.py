@@ -183,6 +183,8 @@ def run_pipeline(run: PipelineRun, progress: PipelineProgress | None = None
             (s.name, _title(s), s) for s in run.recipe.pipeline.steps]:
         settings = to_json(step) if step is not None else None
         if isinstance(step, S.TrainStep):
+            if not step.parallel:  # a step alone keeps the fingerprint it had before the field
+                del settings["parallel"]
             settings = {"step": settings, "stage": to_json(
                 step_recipe(run.recipe, step).stages[step.stage])}
         chain = _fingerprint(chain, name, settings, run.seed, run.recipe.name)
@@ -237,10 +239,11 @@ class _Planned:
 
 def _groups(run: PipelineRun, planned: list[_Planned]) -> list[list[_Planned]]:
     """The steps in order, cut into groups that run side by side: consecutive train steps
-    none of which starts from, or trains into, another's model folder and stage -- on the CPU,
-    with two CPUs or more, outside torchrun (one GPU, or a rank of a data-parallel run,
-    trains one step at a time); every other step alone. The groups come from the recipe, not
-    from what is left to run, so a step resumed alone keeps the CPUs it started on."""
+    marked ``parallel`` none of which starts from, or trains into, another's model folder and
+    stage -- on the CPU, with two CPUs or more, outside torchrun (one GPU, or a rank of a
+    data-parallel run, trains one step at a time); every other step alone. The groups come
+    from the recipe, not from what is left to run, so a step resumed alone keeps the CPUs it
+    started on."""
     import os
 
     from flarecli.core.pipeline.lanes import cpu_set
@@ -251,12 +254,16 @@ def _groups(run: PipelineRun, planned: list[_Planned]) -> list[list[_Planned]]:
     groups: list[list[_Planned]] = []
     for p in planned:
         last = groups[-1] if groups else []
-        if side and isinstance(p.step, S.TrainStep) and last and all(
-                isinstance(q.step, S.TrainStep) and not _needs(p.step, q.step) for q in last):
+        if side and _parallel(p.step) and last and all(
+                _parallel(q.step) and not _needs(p.step, q.step) for q in last):
             last.append(p)
         else:
             groups.append([p])
     return groups
+
+
+def _parallel(step: S.Step | None) -> bool:
+    return isinstance(step, S.TrainStep) and step.parallel
 
 
 def _needs(step: S.TrainStep, earlier: S.TrainStep) -> bool:

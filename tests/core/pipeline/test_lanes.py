@@ -77,19 +77,29 @@ def _planned(recipe):
 
 
 @needs_two_cpus
-def test_independent_train_steps_are_grouped_on_the_cpu_only(tmp_path):
-    recipe = load_recipe("stmt", "smoke")
-    run = PipelineRun(recipe, tmp_path, tmp_path / "run", device="cpu")
-    groups = [[p.name for p in g] for g in _groups(run, _planned(recipe))]
-    # the teacher's two stages, then (after pseudo-labels and correction) the student's three
-    assert groups == [["teacher-coarse", "teacher-organs"], ["pseudo"], ["corrected"],
-                      ["student-coarse", "student-organs", "student-tumor"]]
-    one_gpu = PipelineRun(recipe, tmp_path, tmp_path / "run", device="cuda")
+def test_train_steps_marked_parallel_are_grouped_on_the_cpu_only(tmp_path):
+    def groups(recipe, device="cpu"):
+        run = PipelineRun(recipe, tmp_path, tmp_path / "run", device=device)
+        return [[p.name for p in g] for g in _groups(run, _planned(recipe))]
+
+    singles = [[s.name] for s in load_recipe("stmt", "paper").pipeline.steps]
+    assert groups(load_recipe("stmt", "paper")) == singles  # nothing marked
+    # the cpu preset marks the student's three stages; the teacher's two are left alone
+    # (one of them is twice the other: on one core each the long one ends later)
+    cpu = load_recipe("stmt", "cpu")
+    assert groups(cpu) == [*singles[:4], ["student-coarse", "student-organs", "student-tumor"]]
+    # marked steps that need one another are not grouped
+    chained = load_recipe("stmt", "cpu", ["pipeline.steps.teacher-coarse.parallel=true",
+                                          "pipeline.steps.teacher-organs.parallel=true",
+                                          "pipeline.steps.student-organs.init=student/coarse"])
+    assert groups(chained) == [["teacher-coarse", "teacher-organs"], ["pseudo"],
+                               ["corrected"], ["student-coarse"],
+                               ["student-organs", "student-tumor"]]
     try:
-        gpu_groups = _groups(one_gpu, _planned(recipe))
+        gpu_groups = groups(cpu, "cuda")
     except InputError:  # no CUDA here: refused as a bad --device before any step runs
         return
-    assert all(len(g) == 1 for g in gpu_groups)  # one GPU trains one step at a time
+    assert gpu_groups == singles  # one GPU trains one step at a time
 
 
 def test_a_step_waits_for_the_model_it_starts_from_or_trains_again():
