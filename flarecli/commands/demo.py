@@ -37,8 +37,8 @@ def demo(
 
     def on_done(report) -> None:
         what = "done before (unchanged)" if report.skipped else f"{report.seconds:.1f} s"
-        err.print(f"[dim]{report.name}: {what}[/dim]" + (f" -- {report.note}" if report.note
-                                                          else ""), highlight=False)
+        err.print(f"[dim]{what}[/dim]" + (f" -- {report.note}" if report.note else ""),
+                  highlight=False)
 
     t0 = time.perf_counter()
     result = core.run_demo(

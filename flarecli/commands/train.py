@@ -91,8 +91,6 @@ def train_progress(bar=None):
     def on_epoch(r: dict) -> None:
         val = f" val Dice {r['val_mean']:.3f}" if "val_mean" in r else ""
         phase = f"{r['phase']} " if "phase" in r else ""
-        if "step" in r:  # a pipeline step trained beside others
-            phase = f"{r['step']}: {phase}"
         err.print(f"{phase}epoch {r['epoch']}: loss {r['loss']:.4f}{val} "
                   f"({r['seconds']:.1f} s){' *' if r['best'] else ''}", highlight=False)
 

@@ -18,10 +18,6 @@ fingerprint is unchanged, resumes an interrupted training from its checkpoint, a
 everything from the first step that changed (``overwrite`` redoes all). The recipe's
 inference graphs are no part of a step's fingerprint: a run that changes only them trains
 nothing and rewrites each model folder's ``recipe.json``.
-
-On the CPU, consecutive train steps that do not depend on each other run side by side, each in
-a process pinned to its share of the CPUs (:mod:`~flarecli.core.pipeline.lanes`; the groups
-come from the recipe, so a step trains on the same threads in every run and resume).
 """
 
 from __future__ import annotations
@@ -178,141 +174,36 @@ def run_pipeline(run: PipelineRun, progress: PipelineProgress | None = None
     t_start = time.perf_counter()
     chain = _fingerprint("", str(Path(run.dataset).resolve()),
                          _dataset_fingerprint(Path(run.dataset)))
-    planned: list[_Planned] = []
-    for name, title, step in [("audit", "audit the dataset", None)] + [
-            (s.name, _title(s), s) for s in run.recipe.pipeline.steps]:
+    steps: list[tuple[str, str, S.Step | None]] = [("audit", "audit the dataset", None)]
+    steps += [(s.name, _title(s), s) for s in run.recipe.pipeline.steps]
+    redo = run.overwrite
+    for name, title, step in steps:
         settings = to_json(step) if step is not None else None
         if isinstance(step, S.TrainStep):
-            if not step.parallel:  # a step alone keeps the fingerprint it had before the field
-                del settings["parallel"]
             settings = {"step": settings, "stage": to_json(
                 step_recipe(run.recipe, step).stages[step.stage])}
         chain = _fingerprint(chain, name, settings, run.seed, run.recipe.name)
-        planned.append(_Planned(name, title, step, chain))
-    redo = run.overwrite
-    for group in _groups(run, planned):
-        first = next((k for k, p in enumerate(group)
-                      if redo or not record.finished(p.name, p.fingerprint)), len(group))
-        reports: dict[str, StepReport] = {}
-        for p in group[:first]:
-            progress.step(p.name, p.title)
-            reports[p.name] = StepReport(p.name, _kind(p.step), 0.0, skipped=True)
-            progress.done(reports[p.name])
-        todo = group[first:]
-        if todo:
+        progress.step(name, title)
+        t0 = time.perf_counter()
+        if not redo and record.finished(name, chain):
+            report = StepReport(name, _kind(step), 0.0, skipped=True)
+        else:
             redo = True  # everything after a step that ran again runs again
-            for p in todo:
-                record.set(p.name, p.fingerprint, finished=False)
-        if len(group) > 1 and todo:
-            reports.update(_train_in_lanes(run, group, todo, out, record, progress))
-        elif todo:
-            p = todo[0]
-            progress.step(p.name, p.title)
-            t0 = time.perf_counter()
-            note = _execute(run, p.step, out, record, progress, result)
-            reports[p.name] = StepReport(p.name, _kind(p.step), time.perf_counter() - t0,
-                                         note=note)
-            record.set(p.name, p.fingerprint, finished=True, seconds=reports[p.name].seconds)
-            progress.done(reports[p.name])
-        for p in group:
-            if isinstance(p.step, S.TrainStep):
-                result.models[p.step.model] = out / p.step.model
-                # a step's fingerprint holds its stage, not the recipe's inference graphs: a
-                # run that changes only a graph skips (or resumes) the training, and its model
-                # folder must still infer with the graph asked for
-                write_model_recipe(out / p.step.model, step_recipe(run.recipe, p.step))
-            result.steps.append(reports[p.name])
+            record.set(name, chain, finished=False)
+            note = _execute(run, step, out, record, progress, result)
+            report = StepReport(name, _kind(step), time.perf_counter() - t0, note=note)
+            record.set(name, chain, finished=True, seconds=report.seconds)
+        if isinstance(step, S.TrainStep):
+            result.models[step.model] = out / step.model
+            # a step's fingerprint holds its stage, not the recipe's inference graphs: a run
+            # that changes only a graph skips (or resumes) the training, and its model folder
+            # must still infer with the graph asked for
+            write_model_recipe(out / step.model, step_recipe(run.recipe, step))
+        result.steps.append(report)
+        progress.done(report)
     result.final = out / run.recipe.pipeline.final
     result.seconds = time.perf_counter() - t_start
     return result
-
-
-@dataclass(frozen=True)
-class _Planned:
-    """A step of this run with its title and fingerprint (``step`` None: the audit)."""
-
-    name: str
-    title: str
-    step: S.Step | None
-    fingerprint: str
-
-
-def _groups(run: PipelineRun, planned: list[_Planned]) -> list[list[_Planned]]:
-    """The steps in order, cut into groups that run side by side: consecutive train steps
-    marked ``parallel`` none of which starts from, or trains into, another's model folder and
-    stage -- on the CPU, with two CPUs or more, outside torchrun (one GPU, or a rank of a
-    data-parallel run, trains one step at a time); every other step alone. The groups come
-    from the recipe, not from what is left to run, so a step resumed alone keeps the CPUs it
-    started on."""
-    import os
-
-    from flarecli.core.pipeline.lanes import cpu_set
-    from flarecli.core.runtime import inference_device
-
-    side = (len(cpu_set()) >= 2 and int(os.environ.get("WORLD_SIZE", "1")) <= 1
-            and inference_device(run.device).type == "cpu")
-    groups: list[list[_Planned]] = []
-    for p in planned:
-        last = groups[-1] if groups else []
-        if side and _parallel(p.step) and last and all(
-                _parallel(q.step) and not _needs(p.step, q.step) for q in last):
-            last.append(p)
-        else:
-            groups.append([p])
-    return groups
-
-
-def _parallel(step: S.Step | None) -> bool:
-    return isinstance(step, S.TrainStep) and step.parallel
-
-
-def _needs(step: S.TrainStep, earlier: S.TrainStep) -> bool:
-    """Whether ``step`` must wait for ``earlier``: it trains the same stage of the same model
-    folder again, or it starts from a bundle of that model folder."""
-    same = (step.model, step.stage) == (earlier.model, earlier.stage)
-    return same or (step.init is not None and Path(step.init).parts[0] == earlier.model)
-
-
-def _train_in_lanes(run: PipelineRun, group: list[_Planned], todo: list[_Planned], out: Path,
-                    record: _Record, progress: PipelineProgress) -> dict[str, StepReport]:
-    """Train the ``todo`` steps of a group side by side (:mod:`~flarecli.core.pipeline.lanes`,
-    each on the CPUs the whole group's plan gives it); their progress comes back named by
-    step."""
-    from flarecli.core.pipeline.lanes import cpu_set, plan, run_lanes
-
-    by_name = {p.name: p for p in todo}
-    train = progress.train
-    reports: dict[str, StepReport] = {}
-
-    def on_event(kind: str, name: str, payload: Any) -> None:
-        if kind == "start":
-            progress.step(name, by_name[name].title)
-        elif kind == "done":
-            note, seconds = payload
-            reports[name] = StepReport(name, "train", seconds, note=note)
-            record.set(name, by_name[name].fingerprint, finished=True, seconds=seconds)
-            progress.done(reports[name])
-        elif train is not None and kind == "stage":
-            train.stage(f"{name}: {payload}")
-        elif train is not None and kind == "problem":
-            train.problem(*payload)
-        elif train is not None and kind == "epoch":
-            train.epoch({**payload, "step": name})
-
-    lanes = [(cpus, [(group[i].name, (run, group[i].step, out)) for i in indices
-                     if group[i].name in by_name])
-             for cpus, indices in plan(len(group), cpu_set())]
-    run_lanes(_train_job, lanes, on_event)
-    return reports
-
-
-def _train_job(job: tuple[PipelineRun, S.TrainStep, Path], emit) -> str | None:
-    """One train step in a lane's process, its progress sent to the runner."""
-    run, step, out = job
-    forward = Progress(stage=lambda text: emit("stage", text),
-                       problem=lambda case, message: emit("problem", (case, message)),
-                       epoch=lambda record: emit("epoch", record))
-    return _train(run, step, out, PipelineProgress(train=forward))
 
 
 def _kind(step: S.Step | None) -> str:

@@ -603,10 +603,7 @@ class TrainStep:
     (default: the stage's subset) of ``source``: 'audit' (the audit manifest of the dataset),
     'dataset' (the labels taken as complete), or the name of a correct step. ``init`` warm-starts
     from a trained bundle ('MODEL/STAGE'). ``set`` overrides fields of the stage for this
-    step. 'retrain' trains a stage again from scratch, replacing an earlier model.
-    ``parallel``: on the CPU, train side by side with the neighbouring train steps that say
-    so too and need nothing from each other, each on its share of the CPUs (a recipe sets it
-    where it measured a gain: a lone long step on part of the CPUs is slower than alone)."""
+    step. 'retrain' trains a stage again from scratch, replacing an earlier model."""
 
     TAG: ClassVar[str] = "train"
     TAG_FIELD: ClassVar[str] = "kind"
@@ -617,7 +614,6 @@ class TrainStep:
     data: str | Subset | None = None
     init: str | None = None
     set: dict[str, Any] = field(default_factory=dict)
-    parallel: bool = False
 
     def __post_init__(self) -> None:
         _folder_name("name", self.name)
