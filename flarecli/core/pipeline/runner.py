@@ -14,7 +14,8 @@ order, each through the core API (no command line):
 
 Every step is fingerprinted (its settings and those of the steps before it); ``RUN/
 pipeline.json`` records the finished ones. Running again skips the finished steps whose
-fingerprint is unchanged, resumes an interrupted training from its checkpoint, and redoes
+fingerprint is unchanged, resumes an interrupted training from its checkpoint (only that
+very step's: a checkpoint of a run whose earlier steps differed is trained over), and redoes
 everything from the first step that changed (``overwrite`` redoes all). The recipe's
 inference graphs are no part of a step's fingerprint: a run that changes only them trains
 nothing and rewrites each model folder's ``recipe.json``.
@@ -134,6 +135,11 @@ class _Record:
         entry = self.data["steps"].get(name, {})
         return entry.get("fingerprint") == fingerprint and entry.get("finished", False)
 
+    def interrupted(self, name: str, fingerprint: str) -> bool:
+        """Whether this very step (same fingerprint) was started and did not finish."""
+        entry = self.data["steps"].get(name, {})
+        return entry.get("fingerprint") == fingerprint and not entry.get("finished", True)
+
     def set(self, name: str, fingerprint: str, finished: bool, seconds: float = 0.0) -> None:
         from flarecli.core.io.files import write_text_atomic
 
@@ -189,8 +195,11 @@ def run_pipeline(run: PipelineRun, progress: PipelineProgress | None = None
             report = StepReport(name, _kind(step), 0.0, skipped=True)
         else:
             redo = True  # everything after a step that ran again runs again
+            # a training resumes only where this very step was cut short: a checkpoint left by
+            # a run whose earlier steps differed was trained on other data or another init
+            resume = record.interrupted(name, chain)
             record.set(name, chain, finished=False)
-            note = _execute(run, step, out, record, progress, result)
+            note = _execute(run, step, out, progress, resume)
             report = StepReport(name, _kind(step), time.perf_counter() - t0, note=note)
             record.set(name, chain, finished=True, seconds=report.seconds)
         if isinstance(step, S.TrainStep):
@@ -210,12 +219,12 @@ def _kind(step: S.Step | None) -> str:
     return "audit" if step is None else step.TAG
 
 
-def _execute(run: PipelineRun, step: S.Step | None, out: Path, record: _Record,
-             progress: PipelineProgress, result: PipelineResult) -> str | None:
+def _execute(run: PipelineRun, step: S.Step | None, out: Path, progress: PipelineProgress,
+             resume: bool) -> str | None:
     if step is None:
         return _audit(run, out)
     if isinstance(step, S.TrainStep):
-        return _train(run, step, out, progress)
+        return _train(run, step, out, progress, resume)
     if isinstance(step, S.PseudolabelStep):
         return _pseudolabel(run, step, out, progress)
     return _correct(run, step, out)
@@ -247,14 +256,14 @@ def _source(step: S.TrainStep, run: PipelineRun, out: Path) -> Path:
     return out / step.source / "manifest.json"
 
 
-def _train(run: PipelineRun, step: S.TrainStep, out: Path, progress: PipelineProgress
-           ) -> str | None:
+def _train(run: PipelineRun, step: S.TrainStep, out: Path, progress: PipelineProgress,
+           interrupted: bool) -> str | None:
     from flarecli.core.training.run import train as train_stage
 
     recipe = step_recipe(run.recipe, step)
     run_dir = out / step.model / step.stage
-    resume = (run_dir / "checkpoint_last.pt").is_file() and not run.overwrite and _same_stage(
-        run_dir, recipe.stages[step.stage])
+    resume = (interrupted and (run_dir / "checkpoint_last.pt").is_file() and not run.overwrite
+              and _same_stage(run_dir, recipe.stages[step.stage]))
     train = TrainRun(recipe, step.stage, str(_source(step, run, out)), str(out / step.model),
                      data=step.data, init=str(out / step.init) if step.init else None,
                      seed=run.seed, device=run.device, workers=run.workers,

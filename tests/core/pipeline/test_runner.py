@@ -44,6 +44,11 @@ def test_a_second_run_skips_the_finished_steps_and_redoes_what_changed(smoke_dat
     assert all(skipped[n] for n in ("audit", "teacher-coarse", "teacher-organs", "pseudo",
                                     "corrected", "student-coarse"))
     assert not skipped["student-organs"] and not skipped["student-tumor"]
+    # student-tumor's stage is unchanged, but a step before it changed: its finished checkpoint
+    # belongs to the earlier run (other data, another init) and is trained over, not resumed
+    notes = {r.name: r.note or "" for r in third.steps}
+    assert "(resumed)" not in notes["student-tumor"]
+    assert "(resumed)" not in notes["student-organs"]
 
 
 def test_a_run_that_changes_only_a_graph_gives_the_model_folder_that_graph(smoke_data,
