@@ -197,9 +197,9 @@ def run_pipeline(run: PipelineRun, progress: PipelineProgress | None = None
             redo = True  # everything after a step that ran again runs again
             # a training resumes only where this very step was cut short: a checkpoint left by
             # a run whose earlier steps differed was trained on other data or another init
-            resume = record.interrupted(name, chain)
+            interrupted = record.interrupted(name, chain)
             record.set(name, chain, finished=False)
-            note = _execute(run, step, out, progress, resume)
+            note = _execute(run, step, out, progress, interrupted)
             report = StepReport(name, _kind(step), time.perf_counter() - t0, note=note)
             record.set(name, chain, finished=True, seconds=report.seconds)
         if isinstance(step, S.TrainStep):
@@ -220,11 +220,11 @@ def _kind(step: S.Step | None) -> str:
 
 
 def _execute(run: PipelineRun, step: S.Step | None, out: Path, progress: PipelineProgress,
-             resume: bool) -> str | None:
+             interrupted: bool) -> str | None:
     if step is None:
         return _audit(run, out)
     if isinstance(step, S.TrainStep):
-        return _train(run, step, out, progress, resume)
+        return _train(run, step, out, progress, interrupted)
     if isinstance(step, S.PseudolabelStep):
         return _pseudolabel(run, step, out, progress)
     return _correct(run, step, out)
