@@ -75,11 +75,13 @@ def train(
              else f"best training loss {-result['best']:.4f}")
     out.print(f"trained {count(result['epochs'], 'epoch')} -> {result['run_dir']} ({score})",
               highlight=False)
-    if result["problems"]:
+    left_out, files = len(result["problems"]), len(result["file_problems"])
+    if left_out or files:
         from flarecli.core.errors import CasesFailed
 
-        raise CasesFailed(len(result["problems"]), len(result["problems"]) + len(
-            result["cases"]), "cases (left out of training)")
+        # a problem of the dataset's own files (dataset.json) leaves no case out
+        raise CasesFailed(left_out + files, left_out + len(result["cases"]) + files,
+                          "cases/files" if files else "cases (left out of training)")
 
 
 def train_progress(bar=None):

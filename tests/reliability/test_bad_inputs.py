@@ -211,6 +211,20 @@ def test_bad_cases_in_audit_and_train(bad, tmp_path, run_cli):
     assert digest(data) == before
 
 
+def test_a_malformed_dataset_json_leaves_no_case_out_of_training(tmp_path, run_cli):
+    data = tmp_path / "data"
+    for i in range(3):
+        blob_case(data, f"good{i}", i)
+    (data / "dataset.json").write_text('{"labels": {"background": 0,')
+    res = run_cli("train", data, "--out", tmp_path / "m", "--stage", "organs", "--preset",
+                  "smoke", "--device", "cpu", "--iterations", "1", "--val-fraction", "0")
+    assert_one_line_problem(res, str(data / "dataset.json"), "unreadable dataset.json")
+    # the summary counts the file as a file, not as a case left out of training
+    assert "1 of 4 cases/files had problems" in res.stderr and "left out" not in res.stderr
+    config = json.loads((tmp_path / "m" / "organs" / "config.json").read_text())
+    assert {c for p in config["phases"] for c in p["cases"]} == {"good0", "good1", "good2"}
+
+
 def test_train_stops_when_too_few_cases_remain(tmp_path, run_cli):
     data = tmp_path / "data"
     blob_case(data, "good", 0)

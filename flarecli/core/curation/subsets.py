@@ -95,10 +95,11 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str], Proble
 
 
 def cases_from_dataset(folder: Path, workers: int = 1
-                       ) -> tuple[list[SourceCase], list[str], Problems]:
+                       ) -> tuple[list[SourceCase], list[str], Problems, Problems]:
     """Every case of a dataset folder, audited as ``flare audit`` does (readable, 3-D, labels
-    integers in 0..14 on the image's grid); labels taken as complete (kind FL). A case
-    with a problem is left out and reported."""
+    integers in 0..14 on the image's grid); labels taken as complete (kind FL). Returns
+    (cases, notes, case problems, problems of the folder itself: (file, problem), e.g. a
+    malformed dataset.json). A case with a problem is left out and reported."""
     from flarecli.core.curation.audit import audit_case, dataset_cases
     from flarecli.core.parallel import imap_ordered
 
@@ -115,14 +116,13 @@ def cases_from_dataset(folder: Path, workers: int = 1
                                 annotated))
     notes = ["plain labels are taken as complete (FL); for partial labels use an audit or "
              "correct manifest"]
-    problems += [(str(p), m) for p, m in found.problems]
-    return cases, notes, problems
+    return cases, notes, problems, [(str(p), m) for p, m in found.problems]
 
 
 def read_source(source: Path, workers: int = 1
-                ) -> tuple[list[SourceCase], list[str], Problems]:
+                ) -> tuple[list[SourceCase], list[str], Problems, Problems]:
     """Cases of a dataset folder or a manifest (see the module docstring): (cases, notes,
-    problems)."""
+    problems of cases, which are left out, problems of the source's own files)."""
     source = Path(source)
     if source.is_dir():
         if not (source / "imagesTr").is_dir():
@@ -130,7 +130,7 @@ def read_source(source: Path, workers: int = 1
                              hint="give a dataset folder or a manifest (.json)")
         return cases_from_dataset(source, workers)
     if source.is_file():
-        return cases_from_manifest(source)
+        return (*cases_from_manifest(source), [])
     raise InputError(f"{source}: no such dataset folder or manifest")
 
 

@@ -32,8 +32,10 @@ MIN_USABLE_FRACTION = 0.5
 
 @dataclass
 class Prepared:
-    """The run's data: cases by id, phases, intensity numbers, cached arrays, notes, and the
-    cases left out because they could not be read (case id, problem)."""
+    """The run's data: cases by id, phases, intensity numbers, cached arrays, notes, the
+    cases left out because they could not be read (case id, problem), and the problems of
+    the source's own files (file, problem: a malformed dataset.json), which leave no case
+    out."""
 
     cases: dict[str, SourceCase]
     phases: list[Phase]
@@ -41,6 +43,7 @@ class Prepared:
     paths: dict[str, Path]
     notes: list[str]
     problems: list[tuple[str, str]] = field(default_factory=list)
+    file_problems: list[tuple[str, str]] = field(default_factory=list)
 
 
 def check_enough(n_bad: int, n_cases: int, phases: list[Phase] = ()) -> None:
@@ -82,8 +85,9 @@ def prepare_data(run: TrainRun, stage: S.Stage, meta: dict | None, ctx: Context,
     from flarecli.core.parallel import imap_ordered
 
     workers = run.workers if run.workers is not None else 1
-    source_cases, notes, problems = read_source(Path(run.source), max(1, workers))
-    for case, message in problems:
+    source_cases, notes, problems, file_problems = read_source(Path(run.source),
+                                                               max(1, workers))
+    for case, message in problems + file_problems:
         progress.problem(case, message)
     by_id = {c.id: c for c in source_cases}
     labelled = [c for c in source_cases if c.label is not None]
@@ -139,4 +143,4 @@ def prepare_data(run: TrainRun, stage: S.Stage, meta: dict | None, ctx: Context,
             check_enough(len(failed), len(used), phases)
     ctx.barrier()
     return Prepared(by_id, phases, intensity, {j.case_id: Path(j.path) for j in jobs}, notes,
-                    problems + failed)
+                    problems + failed, file_problems)

@@ -254,7 +254,7 @@ def train(run: TrainRun, resume: bool = False, progress: Progress | None = None
     result = {"run_dir": str(run_dir), "epochs": sum(p.epochs for p in data.phases),
               "best": state.best, "validated": validated, "final_sha256": checksum,
               "state_sha256": state_hash(state.exported.state_dict()),
-              "problems": data.problems,
+              "problems": data.problems, "file_problems": data.file_problems,
               "cases": sorted({i for p in data.phases for i in (*p.cases, *p.val_cases)})}
     ctx.barrier()
     return result

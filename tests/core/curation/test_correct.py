@@ -67,7 +67,7 @@ def test_cli_correct_kinds_manifest_and_errors(tmp_path, run_cli):
     # the manifest trains: kinds come through
     from flarecli.core.curation.subsets import read_source
 
-    cases_, _, _ = read_source(tmp_path / "out" / "manifest.json")
+    cases_, _, _, _ = read_source(tmp_path / "out" / "manifest.json")
     assert sorted(c.kind for c in cases_) == ["CPL", "FL", "PL"]
     res = run_cli("correct", tmp_path / "pseudo", tmp_path / "labels", tmp_path / "pseudo")
     assert res.code == 3
