@@ -139,6 +139,28 @@ def test_a_series_folder_itself_is_segmented_without_notes(model, tmp_path, run_
     assert (direct == above).all()
 
 
+def test_folders_that_would_share_a_case_id_are_refused_not_overwritten(model, tmp_path,
+                                                                         run_cli):
+    """``patient 1`` and ``patient_1`` would both be case ``patient_1`` (one output file):
+    each is one error line naming the other, neither is segmented, and folders named in
+    another script keep their names instead of all becoming ``series``."""
+    dcm = tmp_path / "dicom"
+    for k, name in enumerate(["patient 1", "patient_1", "患者", "病人"]):
+        write_series(dcm / name, case_volume(k + 1), GEOMETRY)
+    before = digest(dcm)
+    res = run_cli("infer", dcm, tmp_path / "out", *common(model))
+    assert res.code == 4, res.stderr
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, res.stderr
+    assert any("dicom/patient 1: " in e and "as 'patient_1' would" in e for e in errors)
+    assert any("dicom/patient_1: " in e and "as 'patient 1' would" in e for e in errors)
+    assert "2 of 4 scans had problems" in res.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == \
+        ["患者.nii.gz", "病人.nii.gz"]
+    assert digest(dcm) == before
+
+
 # ---- what a newcomer reads first: --help -------------------------------------------------
 
 def rendered(res) -> str:

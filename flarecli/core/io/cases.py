@@ -175,10 +175,12 @@ def discover_scans(folder: Path) -> Discovery:
     dicom = scan_dicom(folder)
     cases = [Case(s.case, image=s.folder, series_uid=s.uid) for s in dicom.series]
     ids = {c.id for c in cases}
-    for path, message in dicom.problems:
+    for path, message in dicom.problems:  # each under an id of its own, so each is counted
         cid = case_base(Path(folder), path)
-        cases.append(Case(cid if cid not in ids else f"{cid}_unreadable",
-                          problems=[f"{path}: {message}"]))
+        cid = next(c for c in (cid, *(f"{cid}_unreadable{k or ''}" for k in range(len(ids) + 2)))
+                   if c not in ids)
+        ids.add(cid)
+        cases.append(Case(cid, problems=[f"{path}: {message}"]))
     explained = dicom.dicom | {p for p, _ in dicom.ignored}
     with_dicom = {p.parent for p in dicom.dicom}
     stray = []

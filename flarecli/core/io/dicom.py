@@ -198,9 +198,12 @@ def _whole_series_left_out(files: tuple[str, ...]) -> str | None:
 
 
 def case_base(root: Path, folder: Path) -> str:
-    """The case id of a folder's series: its path relative to ``root``, ``/`` -> ``_``."""
+    """The case id of a folder's series: its path relative to ``root``, every run of
+    characters that are neither letters (of any script) nor digits nor ``.-`` -> ``_``
+    (``/`` and spaces included). Two folders can map to one id (``a b`` and ``a_b``):
+    :func:`scan_dicom` refuses both rather than let one's output replace the other's."""
     rel = folder.relative_to(root).as_posix() if folder != root else root.name
-    return re.sub(r"[^A-Za-z0-9.-]+", "_", rel).strip("_") or "series"
+    return re.sub(r"(?:[^\w.-]|_)+", "_", rel).strip("_.") or "series"
 
 
 def scan_dicom(root: Path) -> Found:
@@ -267,8 +270,34 @@ def scan_dicom(root: Path) -> Found:
         for k, (uid, files) in enumerate(kept):
             found.append(Series(base if len(kept) == 1 else f"{base}_{k + 1}", folder, uid,
                                 files))
+    found, clashes = _without_clashes(root, found)
     dicom = frozenset(p for paths in by_folder.values() for p in paths)
-    return Found(found, problems, ignored, dicom)
+    return Found(found, problems + clashes, ignored, dicom)
+
+
+def _without_clashes(root: Path, found: list[Series]
+                     ) -> tuple[list[Series], list[tuple[Path, str]]]:
+    """The series whose case id no other series has, and a problem for each of the others:
+    their outputs would have one file name, so neither is segmented (the folders are to be
+    renamed)."""
+    by_id: dict[str, list[Series]] = {}
+    for s in found:
+        by_id.setdefault(s.case, []).append(s)
+    clashes = []
+    for case, group in by_id.items():
+        if len(group) > 1:
+            for s in group:
+                others = ", ".join(_shown(root, o.folder) for o in group if o is not s)
+                series = f" (series {s.uid})" if sum(o.folder == s.folder for o in group) > 1 \
+                    else ""
+                clashes.append((s.folder, f"its series{series} would take case id '{case}', "
+                                          f"as {others} would: rename one of the folders; "
+                                          "not segmented"))
+    return [s for s in found if len(by_id[s.case]) == 1], clashes
+
+
+def _shown(root: Path, folder: Path) -> str:
+    return "the folder itself" if folder == root else f"'{folder.relative_to(root)}'"
 
 
 def find_series(root: Path) -> tuple[list[Series], list[tuple[Path, str]]]:
