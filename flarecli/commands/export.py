@@ -21,11 +21,14 @@ def export(
     from flarecli.core.errors import InputError
     from flarecli.core.io.archive import export_model
     from flarecli.core.io.cases import require_dir
-    from flarecli.core.io.outputs import check_output_file
+    from flarecli.core.io.outputs import check_output_file, inside
 
     require_dir(model, "model")
     if target.suffix.lower() != ".zip":
         raise InputError(f"{target}: the export is a zip; name it *.zip")
-    check_output_file(target, "export", reads=list(model.rglob("*")), case_dirs=[model])
+    if inside(target, model):  # it would become part of the model it packs
+        raise InputError(f"{target}: the export would land inside the model folder {model}",
+                         hint="write the zip beside the model folder")
+    check_output_file(target, "export", reads=list(model.rglob("*")))
     members = export_model(model, target)
     out.print(f"exported {count(len(members), 'file')} of {model} to {target}", highlight=False)

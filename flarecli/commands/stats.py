@@ -75,6 +75,10 @@ def _jobs(cases, by_image: dict, with_images: bool, min_tumor_mm3: float):
             failed += 1
             continue
         image = by_image.get(case.id)
+        if image is not None and image.problems:  # a scan that cannot be read (DICOM)
+            problem(case.id, "; ".join(image.problems))
+            failed += 1
+            continue
         if with_images and (image is None or image.image is None):
             note(case.id, "no image, so no HU statistics")
         jobs.append(core.StatsJob(case.id, str(case.label), str(image.image) if image and

@@ -420,7 +420,8 @@ def test_a_failed_write_fails_that_case_only(tmp_path, run_cli, monkeypatch):
     monkeypatch.setattr(sitk, "WriteImage", flaky)
     res = run_cli("postprocess", tmp_path / "in", tmp_path / "out")
     assert_one_line_problem(res, "c1", "cannot be written")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0.nii.gz", "c2.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "c0.nii.gz", "c2.nii.gz", "postprocess.json"]
 
 
 def test_outputs_follow_the_umask(tmp_path, run_cli):
@@ -679,6 +680,45 @@ def test_infer_into_a_folder_another_model_filled(model_dir, tmp_path, run_cli):
     assert res.code == 0
     record = json.loads((tmp_path / "out" / "infer.json").read_text())
     assert set(record["model_sha256"]) == {"coarse", "organs"}
+
+
+def test_a_rerun_with_other_output_settings_is_refused_not_kept(model_dir, tmp_path,  # noqa: F811
+                                                                run_cli):
+    """A re-run keeps the outputs already there: with other post-processing (or TTA) they
+    would be outputs of the old settings under a record claiming the new ones."""
+    (tmp_path / "in").mkdir()
+    for k in range(2):
+        write_volume(tmp_path / "in" / f"a{k}_0000.nii.gz", image(), geom(SHAPE))
+    common = ("--model", model_dir, "--device", "cpu")
+    assert run_cli("infer", tmp_path / "in", tmp_path / "out", *common).code == 0
+    before = digest(tmp_path / "out")
+    for other in (["--no-postprocess"], ["--min-tumor-mm3", "5000"], ["--tta"]):
+        res = run_cli("infer", tmp_path / "in", tmp_path / "out", *common, *other)
+        assert res.code == 3, res.stderr
+        assert "holds outputs made with other settings" in res.stderr, res.stderr
+        assert digest(tmp_path / "out") == before  # outputs and record untouched
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", *common)  # the same: a resume
+    assert res.code == 0 and "skipped 2 existing" in res.stdout
+    res = run_cli("infer", tmp_path / "in", tmp_path / "out", *common, "--no-postprocess",
+                  "--overwrite")
+    assert res.code == 0
+    assert json.loads((tmp_path / "out" / "infer.json").read_text())["postprocess"] is None
+
+
+def test_postprocess_reruns_with_its_own_settings_only(tmp_path, run_cli):
+    data = tmp_path / "data"
+    blob_case(data, "c0", 1)
+    labels = data / "labelsTr"
+    assert run_cli("postprocess", labels, tmp_path / "pp").code == 0
+    kept = (tmp_path / "pp" / "c0.nii.gz").read_bytes()
+    res = run_cli("postprocess", labels, tmp_path / "pp", "--min-tumor-mm3", "5000")
+    assert res.code == 3 and "min_tumor_mm3 100.0 (now 5000.0)" in res.stderr, res.stderr
+    assert (tmp_path / "pp" / "c0.nii.gz").read_bytes() == kept
+    res = run_cli("postprocess", labels, tmp_path / "pp", "--connectivity", "6", "--overwrite")
+    assert res.code == 0 and "postprocessed 1 case" in res.stdout
+    assert json.loads((tmp_path / "pp" / "postprocess.json").read_text()) == \
+        {"connectivity": 6, "min_tumor_mm3": 100.0}
+    assert run_cli("postprocess", labels, tmp_path / "pp", "--connectivity", "6").code == 0
 
 
 def test_empty_and_missing_inputs(model_dir, tmp_path, run_cli):  # noqa: F811

@@ -6,6 +6,8 @@ code 3), inputs are never written, and no traceback reaches the user."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pydicom
 import pytest
@@ -15,6 +17,7 @@ from tests.core.io.test_dicom import (
     GEOMETRY,
     add_image,
     case_volume,
+    claiming,
     edit_series,
     write_claiming,
     write_series,
@@ -159,6 +162,31 @@ def test_folders_that_would_share_a_case_id_are_refused_not_overwritten(model, t
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == \
         ["患者.nii.gz", "病人.nii.gz"]
     assert digest(dcm) == before
+
+
+def test_a_damaged_compressed_series_is_one_line_not_a_decoder_per_slice(model, tmp_path):
+    """GDCM's JPEG 2000 decoder prints a line of its own for every slice it cannot parse,
+    when the series is listed and again when it is read: flare's line must not drown."""
+    dcm = tmp_path / "dicom"
+    write_series(dcm / "good", case_volume(1), GEOMETRY)
+    write_series(dcm / "htj2k", case_volume(2), GEOMETRY)
+    edit, _, _ = claiming("1.2.840.10008.1.2.4.201")  # garbage where the codestream goes
+    edit_series(dcm / "htj2k", lambda ds: edit(ds, 0))
+    (tmp_path / "labels").mkdir()
+    for name in ("good", "htj2k"):
+        write_volume(tmp_path / "labels" / f"{name}.nii.gz",
+                     (case_volume(1) > 0).astype("uint8"), GEOMETRY)
+    for args in (("infer", dcm, tmp_path / "out", *common(model)),
+                 ("stats", tmp_path / "labels", "--images", dcm)):
+        # a process of its own: the decoder writes to file descriptor 2, not to sys.stderr
+        res = subprocess.run([sys.executable, "-m", "flarecli", *map(str, args)],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 4, res.stderr
+        lines = res.stderr.splitlines()
+        assert "SOC marker" not in res.stderr, res.stderr  # the decoder's own lines
+        assert len([ln for ln in lines if ln.startswith("error: htj2k:")]) == 1, res.stderr
+        assert len(lines) <= 4, res.stderr
+    assert (tmp_path / "out" / "good.nii.gz").is_file()
 
 
 # ---- what a newcomer reads first: --help -------------------------------------------------

@@ -150,10 +150,10 @@ def test_correct_refuses_labels_on_another_grid_than_the_scan(tmp_path, run_cli)
     res = run_cli("correct", tmp_path / "pseudo", tmp_path / "labels", tmp_path / "out",
                   "--images", tmp_path / "img")
     assert res.code == 4, res.stderr
-    for case, pattern in (("pseudo_off", r"pseudo-label vs image origin \(0, 0, 0\) vs "
-                                         r"\(50, 0, 0\) mm"),
-                          ("pseudo_wide", r"pseudo-label vs image spacing \(1, 1, 1\) vs "
-                                          r"\(1.5, 1.5, 1.5\) mm"),
+    for case, pattern in (("pseudo_off", r"pseudo-label vs image origin \(50, 0, 0\) vs "
+                                         r"\(0, 0, 0\) mm"),
+                          ("pseudo_wide", r"pseudo-label vs image spacing \(1.5, 1.5, 1.5\) "
+                                          r"vs \(1, 1, 1\) mm"),
                           ("both_off", r"partial label vs image origin"),
                           ("label_wide", r"partial label vs image spacing")):
         one_error_line(res, f"{case}:", pattern)

@@ -112,7 +112,7 @@ def check_grids(grids: list[tuple[str, Geometry | None]]) -> None:
     (_, reference), *others = grids
     for what, grid in others:
         if grid is not None and reference is not None:
-            mismatch = reference.mismatches(grid)
+            mismatch = grid.mismatches(reference)  # "X vs image": X's values first
             if mismatch:
                 raise DataError(f"{what} vs image " + "; ".join(mismatch))
 

@@ -25,8 +25,9 @@ from flarecli.core.inference.calibration import Calibration
 from flarecli.core.inference.engine import Engine, produces_tumor
 from flarecli.core.inference.profiling import ResourceSampler, recording
 from flarecli.core.inference.record import (
+    MADE_WITH,
     ScanResult,
-    check_same_model,
+    check_same_outputs,
     folder_scans,
     merge_scans,
     profile_summary,
@@ -476,7 +477,8 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     post = resolved_postprocess(engine, run.postprocess, run.min_tumor_mm3, run.connectivity)
     record_path = Path(run.output_dir) / run.record_name
     if not run.overwrite:
-        check_same_model(record_path, engine.checksums())
+        made = _run_record(run, engine, source, str(dev), post, t_load, [])
+        check_same_outputs(record_path, {k: made[k] for k in ("model_sha256", *MADE_WITH)})
     views = engine.views(run.tta)
     if notes is not None:
         notes(f"{count(len(cases), 'scan')}, model '{engine.graph_name}' of recipe "

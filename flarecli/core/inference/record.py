@@ -93,21 +93,27 @@ def profile_summary(results: list[ScanResult]) -> dict[str, Any]:
     }
 
 
-def check_same_model(record_path: Path, checksums: dict[str, str]) -> None:
-    """Refuse to add to a folder whose outputs another model made (``checksums``: the
-    SHA-256 of each stage's weights, ``Engine.checksums()``): its run record would then name
-    a model that did not make them all."""
-    if not record_path.is_file():
-        return
+#: What a run record says about how its outputs were made, beside the model: a run into a
+#: folder whose record differs in any of them would keep outputs made otherwise.
+MADE_WITH = ("graph", "with_tumor", "tta", "postprocess")
+
+
+def check_same_outputs(record_path: Path, made: dict[str, Any]) -> None:
+    """Refuse to add to a folder whose outputs another model or other settings made
+    (``made``: the run record's ``model_sha256`` -- each stage's weights' SHA-256 -- and
+    :data:`MADE_WITH`; :func:`flarecli.core.io.outputs.check_made_alike`)."""
+    from flarecli.core.io.outputs import check_made_alike
+
+    hint = ("choose another output folder, or --overwrite to redo every output with this "
+            "model and these settings")
     try:
         before = json.loads(record_path.read_text()).get("model_sha256")
     except (OSError, ValueError, AttributeError):
         return
-    if isinstance(before, dict) and before and before != checksums:
+    if isinstance(before, dict) and before and before != made["model_sha256"]:
         raise InputError(f"{record_path.parent}: holds outputs of another model "
-                         f"(see {record_path.name})",
-                         hint="choose another output folder, or --overwrite to redo every "
-                         "output with this model")
+                         f"(see {record_path.name})", hint=hint)
+    check_made_alike(record_path, {k: made[k] for k in MADE_WITH}, hint)
 
 
 def recorded_scans(record_path: Path) -> dict[str, dict[str, Any]]:

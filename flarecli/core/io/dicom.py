@@ -20,7 +20,12 @@ output is exit code 3 with the install command.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,12 +211,38 @@ def case_base(root: Path, folder: Path) -> str:
     return re.sub(r"(?:[^\w.-]|_)+", "_", rel).strip("_.") or "series"
 
 
+@contextlib.contextmanager
+def _decoders_quiet() -> Iterator[None]:
+    """The process's stderr (file descriptor 2) sent to /dev/null meanwhile: GDCM's JPEG and
+    JPEG 2000 decoders print a line of their own for every file whose pixel data they cannot
+    parse -- when listing a series too -- so a damaged compressed series of 500 slices would
+    bury flare's one line under a thousand. Only on the main thread, where no other thread
+    of flare's writes meanwhile (a series read ahead on a worker thread keeps stderr)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def scan_dicom(root: Path) -> Found:
     """The CT series under ``root``, folders with DICOM files but no series flare can read
     (their problem), and the files left out with why: localizer and secondary capture
     series, DICOM files GDCM lists in no series (a report, a damaged file), files named
     ``.dcm`` without a DICOM header. A DICOMDIR is left out silently. A folder whose only
     DICOM images are in a transfer syntax GDCM cannot decode is a problem naming it."""
+    with _decoders_quiet():
+        return _scan_dicom(Path(root))
+
+
+def _scan_dicom(root: Path) -> Found:
     import SimpleITK as sitk
 
     root = Path(root)
@@ -268,6 +299,10 @@ def scan_dicom(root: Path) -> Found:
                                          f" ({paths[0].name}, ...) with {_undecodable(syntax)}"))
         base = case_base(root, folder)
         for k, (uid, files) in enumerate(kept):
+            why = _undecodable_first(files)
+            if why:  # found here, where its decoder's lines are muted (see _decoders_quiet)
+                problems.append((folder, f"series {uid}: {why}"))
+                continue
             found.append(Series(base if len(kept) == 1 else f"{base}_{k + 1}", folder, uid,
                                 files))
     found, clashes = _without_clashes(root, found)
@@ -323,6 +358,11 @@ def read_series(folder: Path | str, uid: str) -> tuple[np.ndarray, Any]:
     values are not HU) are errors. Slices with differing rescale values are read as
     float32, so that none is cut to the first slice's pixel type.
     """
+    with _decoders_quiet():
+        return _read_series(folder, uid)
+
+
+def _read_series(folder: Path | str, uid: str) -> tuple[np.ndarray, Any]:
     import SimpleITK as sitk
 
     from flarecli.core.io.nifti import from_sitk
@@ -344,6 +384,9 @@ def read_series(folder: Path | str, uid: str) -> tuple[np.ndarray, Any]:
     if frames and frames.isdigit() and int(frames) > 1:
         raise DataError(f"{where}: a multi-frame object ({frames} frames); export the series "
                         "as single-frame slices")
+    why = _undecodable_first(files)
+    if why:
+        raise DataError(f"{where}: {why}")
     image, reader, files = _read_slices(files, where)
     if _differing_rescale(reader, files, where):
         image, reader = _execute(files, float32=True)
@@ -360,6 +403,15 @@ def _execute(files: list[str], float32: bool = False):
     if float32:
         reader.SetOutputPixelType(sitk.sitkFloat32)
     return reader.Execute(), reader
+
+
+def _undecodable_first(files) -> str:
+    """Why the first slice of a compressed series cannot be decoded ('' if it can, or if the
+    series is not compressed): one slice tried before the series is read whole, since a
+    decoder that fails prints a line of its own for every slice."""
+    if file_meta(files[0]).get("transfer_syntax", "") in NATIVE_SYNTAXES:
+        return ""
+    return _unreadable(files[0])
 
 
 def _read_slices(files: list[str], where: str):

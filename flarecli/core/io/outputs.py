@@ -14,6 +14,9 @@
   silently replace the other.
 * No part of an output path is longer than the file system allows (255 bytes on common
   ones): the system call would fail with ENAMETOOLONG.
+* A run that keeps the outputs already in its folder (resume) makes them the way they were
+  made (:func:`check_made_alike`): otherwise it would keep outputs of other settings and
+  its record would claim its own.
 
 Each problem is one InputError (exit code 3) naming the path.
 """
@@ -21,15 +24,17 @@ Each problem is one InputError (exit code 3) naming the path.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from flarecli.core.errors import InputError
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def inside(path: Path, folder: Path) -> bool:
     """Whether ``path`` is ``folder`` or lies under it (both resolved)."""
     try:
         path.resolve().relative_to(folder.resolve())
@@ -108,7 +113,7 @@ def check_output_file(path: Path | None, what: str, *, reads: Iterable[Path] = (
             raise InputError(f"{path}: {what} is an input of this command",
                              hint="flare never writes its inputs; choose another file")
     for folder in case_dirs:
-        if _inside(path, Path(folder)):
+        if inside(path, Path(folder)):
             raise InputError(f"{path}: {what} would land among the cases of {folder}",
                              hint="write reports beside the case folders, not inside them")
     if _image_name(path):
@@ -148,10 +153,36 @@ def check_output_dir(path: Path, what: str, *, case_dirs: Iterable[Path] = ()) -
     check_name_lengths(path, what)
     for folder in case_dirs:
         folder = Path(folder)
-        if _inside(path, folder):
+        if inside(path, folder):
             where = ("the input folder" if path.resolve() == folder.resolve()
                      else f"inside the input folder {folder}")
             raise InputError(f"{path}: {what} is {where}",
                              hint="flare never writes among its inputs; choose another folder")
     probe_folder(path, what)
     return path
+
+
+#: The hint of a run refused by :func:`check_made_alike`.
+REDO_HINT = ("choose another output folder, or --overwrite to redo every output with these "
+             "settings")
+
+
+def check_made_alike(record: Path, made: dict[str, Any], hint: str = REDO_HINT) -> None:
+    """Refuse a run into a folder whose run record says its outputs were made with other
+    settings (``made``: setting -> value, as JSON holds them; a setting the record lacks,
+    from an older flare, is not compared). The run would keep those outputs as they are --
+    a re-run skips what exists -- and its record would then claim settings that did not
+    make them."""
+    try:
+        before = json.loads(Path(record).read_text())
+    except (OSError, ValueError):
+        return  # none yet, or unreadable: the run writes a new one
+    if not isinstance(before, dict):
+        return
+    made = json.loads(json.dumps(made))  # tuples as lists, keys as strings
+    differ = [k for k in made if k in before and before[k] != made[k]]
+    if differ:
+        was = "; ".join(f"{k} {json.dumps(before[k])} (now {json.dumps(made[k])})"
+                        for k in differ)
+        raise InputError(f"{Path(record).parent}: holds outputs made with other settings: "
+                         f"{was} (see {Path(record).name})", hint=hint)

@@ -1,17 +1,26 @@
-"""Folder-level driver of the post-processing (reading, writing, resume)."""
+"""Folder-level driver of the post-processing (reading, writing, resume).
+
+The output folder holds ``postprocess.json``, the settings its label maps were cleaned with
+(written before the first of them): a re-run keeps the maps already there, so it refuses
+other settings unless ``--overwrite``.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flarecli.core.errors import DiskFull, FlareError, InputError, check_volume
 from flarecli.core.io.cases import label_files, require_dir
-from flarecli.core.io.files import remove_stale_parts
+from flarecli.core.io.files import remove_stale_parts, write_text_atomic
 from flarecli.core.io.nifti import write_volume
-from flarecli.core.io.outputs import check_output_dir
+from flarecli.core.io.outputs import check_made_alike, check_output_dir
 from flarecli.core.postprocessing.components import postprocess
 from flarecli.core.preprocessing.connected import structure
+
+#: The record of the settings an output folder's label maps were cleaned with.
+RECORD = "postprocess.json"
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,11 @@ def plan(input_dir: Path, output_dir: Path, connectivity: int, min_tumor_mm3: fl
     if not found.cases:
         raise InputError(f"{input_dir}: no NIfTI label maps found")
     check_output_dir(output_dir, "output folder", case_dirs=[input_dir])
+    settings = {"connectivity": connectivity, "min_tumor_mm3": float(min_tumor_mm3)}
+    if not overwrite:
+        check_made_alike(Path(output_dir) / RECORD, settings)
     remove_stale_parts(output_dir)
+    write_text_atomic(Path(output_dir) / RECORD, json.dumps(settings, indent=2) + "\n")
     jobs = [PostprocessJob(c.id, c.label, Path(output_dir) / f"{c.id}.nii.gz", connectivity,
                 min_tumor_mm3, overwrite) for c in found.cases
             if c.label is not None and not c.problems]

@@ -64,3 +64,6 @@ def test_a_tampered_weights_file_in_a_zip_is_refused(model, tmp_path, run_cli):
     assert "flare-model-" not in res.stderr
     res = run_cli("export", model / "model", tmp_path / "m.tar")
     assert res.code == 3
+    res = run_cli("export", model / "model", model / "model" / "m.zip")
+    assert res.code == 3 and "would land inside the model folder" in res.stderr
+    assert not (model / "model" / "m.zip").exists()

@@ -557,11 +557,21 @@ def test_a_transfer_syntax_gdcm_does_not_read_is_named(tmp_path):
 def test_pixel_data_gdcm_cannot_decode_names_the_file_and_syntax(tmp_path):
     from flarecli.core.errors import DataError
 
+    import SimpleITK as sitk
+
+    from flarecli.core.io.dicom import find_series
+
     edit, _, _ = claiming("1.2.840.10008.1.2.4.201")
-    folder, uid = one_series(tmp_path, edit=edit)
-    with pytest.raises(DataError, match=r"slice_000.dcm: pixel data in HTJ2K Lossless "
-                                        r"\(1\.2\.840\.10008\.1\.2\.4\.201\) that SimpleITK's "
-                                        r"GDCM, flare's DICOM reader, could not decode"):
+    folder = tmp_path / "p1"
+    write_series(folder, case_volume(1), GEOMETRY)
+    edit_series(folder, lambda ds: edit(ds, 0))
+    why = (r"slice_000.dcm: pixel data in HTJ2K Lossless \(1\.2\.840\.10008\.1\.2\.4\.201\) "
+           r"that SimpleITK's GDCM, flare's DICOM reader, could not decode")
+    series, problems = find_series(folder)  # found when the folder is searched ...
+    (uid,) = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    assert series == [] and [p for p, _ in problems] == [folder]
+    assert re.match(f"series {re.escape(uid)}: {why}", problems[0][1]), problems
+    with pytest.raises(DataError, match=why):  # ... and when the series is read
         read(folder, uid)
 
 
