@@ -218,11 +218,16 @@ def _decoders_quiet() -> Iterator[None]:
     parse -- when listing a series too -- so a damaged compressed series of 500 slices would
     bury flare's one line under a thousand. Only on the main thread, where no other thread
     of flare's writes meanwhile (a series read ahead on a worker thread keeps stderr)."""
-    if threading.current_thread() is not threading.main_thread():
+    saved = None
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(OSError, ValueError):  # no fd 2, or a closed sys.stderr
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            saved = os.dup(2)
+    if saved is None:
         yield
         return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
         yield
