@@ -36,6 +36,8 @@ def audit(
 
     found, folders, source, reads = _inputs(dataset, images, labels)
     check_reports({"--json": json_path, "--csv": csv_path}, reads=reads, case_dirs=folders)
+    if dataset is not None:
+        _not_over_dataset_files(dataset, {"--json": json_path, "--csv": csv_path})
     note_stray(found.stray)
     for path, message in found.problems:
         problem(str(path), message)
@@ -80,6 +82,37 @@ def _inputs(dataset: Path | None, images: Path | None, labels: Path | None):
     if dataset is not None:
         reads.append(Path(dataset) / "dataset.json")
     return found, folders, source, reads
+
+def _not_over_dataset_files(dataset: Path, reports: dict[str, Path | None]) -> None:
+    """A report beside a dataset's folders is fine (``DATASET/audit.json``), and so is one
+    replacing an earlier audit report there; any other file of the dataset's own (the
+    ``synth.json`` of ``flare synth``, a README) is not the audit's to replace."""
+    import csv
+    import json
+
+    from flarecli.core.curation import audit as core
+    from flarecli.core.errors import InputError
+
+    for what, path in reports.items():
+        if path is None or not path.is_file() or \
+                path.resolve().parent != Path(dataset).resolve():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+            if what == "--json":
+                data = json.loads(text)
+                ours = isinstance(data, dict) and {"schema_version", "cases",
+                                                   "summary"} <= set(data)
+            else:
+                ours = next(csv.reader(text.splitlines()), None) == list(core.CSV_COLUMNS)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            ours = False
+        if not ours:
+            raise InputError(f"{path}: {what} would replace a file of the dataset {dataset} "
+                             "that is no audit report",
+                             hint="choose another name: flare never writes over a dataset's "
+                             "own files")
+
 
 def render_summary(summary: dict) -> None:
     from rich.table import Table

@@ -254,6 +254,23 @@ def test_audit_report_beside_the_dataset_is_fine(dataset, run_cli):
     assert (dataset / "audit.json").is_file()
 
 
+def test_audit_replaces_its_own_reports_beside_a_dataset_but_no_other_file(dataset, run_cli):
+    (dataset / "synth.json").write_text('{"synth": {"seed": 0}}\n')  # as flare synth writes
+    (dataset / "notes.csv").write_text("case,comment\ntr0,check the liver\n")
+    before = digest(dataset)
+    for option, name in (("--csv", "synth.json"), ("--json", "synth.json"),
+                         ("--csv", "notes.csv")):
+        res = run_cli("audit", dataset, option, dataset / name)
+        assert res.code == 3 and "would replace a file of the dataset" in res.stderr, \
+            res.stderr
+        assert digest(dataset) == before
+    for _ in range(2):  # a second audit replaces the first one's reports
+        res = run_cli("audit", dataset, "--json", dataset / "audit.json", "--csv",
+                      dataset / "audit.csv")
+        assert res.code in (0, 4), res.stderr
+    assert (dataset / "synth.json").read_text() == '{"synth": {"seed": 0}}\n'
+
+
 @pytest.mark.parametrize("command", ["audit", "evaluate", "stats"])
 def test_two_outputs_of_one_run_are_never_one_file(command, dataset, tmp_path, run_cli):
     same = tmp_path / "report.txt"

@@ -555,10 +555,9 @@ def test_a_transfer_syntax_gdcm_does_not_read_is_named(tmp_path):
 
 
 def test_pixel_data_gdcm_cannot_decode_names_the_file_and_syntax(tmp_path):
-    from flarecli.core.errors import DataError
-
     import SimpleITK as sitk
 
+    from flarecli.core.errors import DataError
     from flarecli.core.io.dicom import find_series
 
     edit, _, _ = claiming("1.2.840.10008.1.2.4.201")
