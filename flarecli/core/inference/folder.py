@@ -25,7 +25,6 @@ from flarecli.core.inference.calibration import Calibration
 from flarecli.core.inference.engine import Engine, produces_tumor
 from flarecli.core.inference.profiling import ResourceSampler, recording
 from flarecli.core.inference.record import (
-    MADE_WITH,
     ScanResult,
     check_same_outputs,
     folder_scans,
@@ -477,8 +476,7 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     post = resolved_postprocess(engine, run.postprocess, run.min_tumor_mm3, run.connectivity)
     record_path = Path(run.output_dir) / run.record_name
     if not run.overwrite:
-        made = _run_record(run, engine, source, str(dev), post, t_load, [])
-        check_same_outputs(record_path, {k: made[k] for k in ("model_sha256", *MADE_WITH)})
+        check_same_outputs(record_path, _made_with(run, engine, post))
     views = engine.views(run.tta)
     if notes is not None:
         notes(f"{count(len(cases), 'scan')}, model '{engine.graph_name}' of recipe "
@@ -527,6 +525,18 @@ def _write_record(path: Path, record: dict[str, Any], results: list[ScanResult])
     write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
+def _made_with(run: PredictRun, engine: Engine, post: S.Postprocess | None
+               ) -> dict[str, Any]:
+    """What the run record says made its outputs -- the model (each stage's weights'
+    SHA-256) and the settings that change a label -- and a later run into the folder must
+    match (:func:`flarecli.core.inference.record.check_same_outputs`)."""
+    return {
+        "graph": engine.graph_name, "model_sha256": engine.checksums(), "tta": run.tta,
+        "with_tumor": any(produces_tumor(engine.stages[s].stage, h) for s, h in engine.outputs),
+        "postprocess": to_json(post) if post is not None else None,
+    }
+
+
 def _run_record(run: PredictRun, engine: Engine, source: str, device: str,
                 post: S.Postprocess | None, t_load: float, results: list[ScanResult]
                 ) -> dict[str, Any]:
@@ -536,14 +546,10 @@ def _run_record(run: PredictRun, engine: Engine, source: str, device: str,
         "flare_version": __version__, "argv": run.argv or sys.argv[1:],
         "input": source, "model": str(Path(run.model).resolve()),
         "recipe": engine.recipe.name, "preset": engine.recipe.preset,
-        "graph": engine.graph_name,
         "stages": {name: {"sha256": s.sha256, "weights": s.which}
                    for name, s in engine.stages.items()},
-        "model_sha256": engine.checksums(), "device": device,
-        "backends": engine.backends(), "tta": run.tta,
-        "tta_views": engine.views(run.tta),
-        "with_tumor": any(produces_tumor(engine.stages[s].stage, h) for s, h in engine.outputs),
-        "postprocess": to_json(post) if post is not None else None,
+        **_made_with(run, engine, post), "device": device,
+        "backends": engine.backends(), "tta_views": engine.views(run.tta),
         "model_load_seconds": round(t_load, 3),
         "label_names": {str(k): v for k, v in LABELS.items()},
         **profile_summary(results),

@@ -93,15 +93,10 @@ def profile_summary(results: list[ScanResult]) -> dict[str, Any]:
     }
 
 
-#: What a run record says about how its outputs were made, beside the model: a run into a
-#: folder whose record differs in any of them would keep outputs made otherwise.
-MADE_WITH = ("graph", "with_tumor", "tta", "postprocess")
-
-
 def check_same_outputs(record_path: Path, made: dict[str, Any]) -> None:
     """Refuse to add to a folder whose outputs another model or other settings made
-    (``made``: the run record's ``model_sha256`` -- each stage's weights' SHA-256 -- and
-    :data:`MADE_WITH`; :func:`flarecli.core.io.outputs.check_made_alike`)."""
+    (``made``: the run record's ``model_sha256`` -- each stage's weights' SHA-256 -- and the
+    settings that change a label; :func:`flarecli.core.io.outputs.check_made_alike`)."""
     from flarecli.core.io.outputs import check_made_alike
 
     hint = ("choose another output folder, or --overwrite to redo every output with this "
@@ -113,7 +108,8 @@ def check_same_outputs(record_path: Path, made: dict[str, Any]) -> None:
     if isinstance(before, dict) and before and before != made["model_sha256"]:
         raise InputError(f"{record_path.parent}: holds outputs of another model "
                          f"(see {record_path.name})", hint=hint)
-    check_made_alike(record_path, {k: made[k] for k in MADE_WITH}, hint)
+    check_made_alike(record_path, {k: v for k, v in made.items() if k != "model_sha256"},
+                     hint)
 
 
 def recorded_scans(record_path: Path) -> dict[str, dict[str, Any]]:

@@ -176,9 +176,10 @@ def discover_scans(folder: Path) -> Discovery:
     cases = [Case(s.case, image=s.folder, series_uid=s.uid) for s in dicom.series]
     ids = {c.id for c in cases}
     for path, message in dicom.problems:  # each under an id of its own, so each is counted
-        cid = case_base(Path(folder), path)
-        cid = next(c for c in (cid, *(f"{cid}_unreadable{k or ''}" for k in range(len(ids) + 2)))
-                   if c not in ids)
+        base = cid = case_base(Path(folder), path)
+        k = 0
+        while cid in ids:  # base_unreadable, base_unreadable1, ...
+            cid, k = f"{base}_unreadable{k or ''}", k + 1
         ids.add(cid)
         cases.append(Case(cid, problems=[f"{path}: {message}"]))
     explained = dicom.dicom | {p for p, _ in dicom.ignored}

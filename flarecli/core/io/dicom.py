@@ -389,9 +389,6 @@ def _read_series(folder: Path | str, uid: str) -> tuple[np.ndarray, Any]:
     if frames and frames.isdigit() and int(frames) > 1:
         raise DataError(f"{where}: a multi-frame object ({frames} frames); export the series "
                         "as single-frame slices")
-    why = _undecodable_first(files)
-    if why:
-        raise DataError(f"{where}: {why}")
     image, reader, files = _read_slices(files, where)
     if _differing_rescale(reader, files, where):
         image, reader = _execute(files, float32=True)
@@ -412,8 +409,9 @@ def _execute(files: list[str], float32: bool = False):
 
 def _undecodable_first(files) -> str:
     """Why the first slice of a compressed series cannot be decoded ('' if it can, or if the
-    series is not compressed): one slice tried before the series is read whole, since a
-    decoder that fails prints a line of its own for every slice."""
+    series is not compressed): one slice tried when the folder is searched, before any
+    series is read whole, since a decoder that fails prints a line of its own for every
+    slice (a read that fails names the same file: :func:`_why_unread`)."""
     if file_meta(files[0]).get("transfer_syntax", "") in NATIVE_SYNTAXES:
         return ""
     return _unreadable(files[0])
