@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from flarecli.core.io.nifti import read_volume, write_volume
 from tests.conftest import blob_case, geom
@@ -135,8 +136,16 @@ def test_train_resumes_exactly_after_kill_9(tmp_path):
     run_killed([*common, "--out", tmp_path / "cut"],
                lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2)
     assert not (tmp_path / "cut" / "organs" / "weights_final.pt").exists()
-    run(["train", tmp_path / "data", "--out", tmp_path / "cut", "--stage", "organs",
-         "--resume"])
+    resume = ["train", tmp_path / "data", "--out", tmp_path / "cut", "--stage", "organs",
+              "--resume"]
+    blob_case(tmp_path / "data", "b3", 3)  # a case added meanwhile would join the run
+    added = subprocess.run([*FLARE, *map(str, resume)], capture_output=True, text=True)
+    assert added.returncode == 3 and "Traceback" not in added.stderr, added.stderr
+    assert "no longer gives the cases this run trained on" in added.stderr
+    assert "1 not in the run (b3)" in added.stderr
+    for p in (tmp_path / "data").rglob("b3*"):
+        p.unlink()
+    run(resume)
     ref = json.loads((tmp_path / "ref" / "organs" / "model.json").read_text())
     cut = json.loads((tmp_path / "cut" / "organs" / "model.json").read_text())
     assert cut["weights"]["final"]["sha256"] == ref["weights"]["final"]["sha256"]
@@ -165,6 +174,22 @@ def test_ctrl_c_is_one_line_and_exit_130_and_the_run_resumes(tmp_path):
     assert len(list((tmp_path / "d" / "imagesTr").glob("*.nii.gz"))) == 60
 
 
+def test_ctrl_c_tells_how_each_command_goes_on():
+    """Every command resumes when run again as it was, except train, which a second run
+    refuses until --resume (a training run is already there): its hint says so."""
+    from flarecli.cli import _interruptible
+    from flarecli.core.errors import Interrupted
+
+    def cut():
+        raise KeyboardInterrupt
+
+    for name, words in (("train", "the same command with --resume"),
+                        ("infer", "run the same command again")):
+        with pytest.raises(Interrupted) as caught:
+            _interruptible(cut, name)()
+        assert caught.value.exit_code == 130 and words in caught.value.hint
+
+
 def test_a_second_training_of_the_same_stage_is_refused_while_the_first_runs(tmp_path):
     """Two trainings of one stage into one model folder (the second with --overwrite) both
     ran to the end, their epochs interleaved in one metrics.jsonl."""
@@ -186,3 +211,24 @@ def test_a_second_training_of_the_same_stage_is_refused_while_the_first_runs(tmp
     again = subprocess.run([*args[:-2], "--epochs", "1", "--overwrite"], capture_output=True,
                            text=True)
     assert again.returncode == 0, again.stderr
+
+
+def test_an_old_run_that_cannot_be_deleted_is_refused_before_any_work(tmp_path, run_cli,
+                                                                       monkeypatch):
+    """--overwrite over a run folder holding a folder this user may not change (a shared
+    project folder): exit 3 at once, naming it, and the old run left whole. (Root may
+    change any folder, so the refusal is simulated.)"""
+    for i in range(2):
+        blob_case(tmp_path / "data", f"b{i}", i)
+    locked = tmp_path / "m" / "organs" / "plots"
+    locked.mkdir(parents=True)
+    (locked / "old.png").write_bytes(b"old")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != locked and
+                        real(p, mode, **kw))
+    res = run_cli("train", tmp_path / "data", "--out", tmp_path / "m", "--stage", "organs",
+                  "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--overwrite")
+    assert res.code == 3 and "Traceback" not in res.stderr
+    assert f"cannot be replaced ({locked}: permission denied)" in res.stderr, res.stderr
+    assert "intensity statistics" not in res.stdout + res.stderr  # before the preprocessing
+    assert (locked / "old.png").read_bytes() == b"old"

@@ -116,6 +116,21 @@ def _rescore_kept(plan: list[Planned], recorded: dict[str, dict[str, Any]], scor
     return out
 
 
+def _made_from_another_scan(plan: list[Planned], recorded: dict[str, dict[str, Any]]
+                            ) -> list[Planned]:
+    """A kept output whose run record names another scan than the case's now (a folder of
+    other scans under the same names, run into the same output folder) is computed again:
+    a grid and a date can agree by chance, the recorded source cannot."""
+    out = []
+    for p in plan:
+        source = recorded.get(p.case.id, {}).get("image")
+        if p.action == "skip" and isinstance(source, str) and p.case.image is not None \
+                and Path(source).resolve() != Path(p.case.image).resolve():
+            p = Planned(p.case, p.target, "compute", f"it was made from {source}")
+        out.append(p)
+    return out
+
+
 def _other_grid(target: Path, case: Case) -> str | None:
     """Why a NIfTI output is not on its NIfTI scan's grid (another tool's file, another
     scan's), or None. A DICOM series' grid is not read here: that takes the whole series."""
@@ -450,9 +465,10 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
+    recorded = folder_scans(Path(run.output_dir), run.command)
+    plan = _made_from_another_scan(plan, recorded)
     if run.scores or run.min_score is not None:
-        plan = _rescore_kept(plan, folder_scans(Path(run.output_dir), run.command),
-                             run.scores, run.min_score)
+        plan = _rescore_kept(plan, recorded, run.scores, run.min_score)
     if notes is not None:
         for p in plan:
             if p.redo is not None:

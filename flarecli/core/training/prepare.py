@@ -79,6 +79,32 @@ def compute_intensity(cases: list[SourceCase], stage: S.Stage, seed: int) -> I.I
     return I.resolve(stage.intensity, np.concatenate(samples) if samples else None)
 
 
+def _listed(ids: list[str]) -> str:
+    return f"{', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}"
+
+
+def check_same_cases(phases: list, meta: dict, source: str) -> None:
+    """A resumed run trains on the cases its config.json records, or not at all: a case added
+    to (or lost from) the source since would join the rest of the run, or a validation split
+    be drawn again, and the weights differ from an uninterrupted run's."""
+    from flarecli.core.errors import InputError
+
+    recorded = {p.get("name"): (sorted(p.get("cases", [])), sorted(p.get("val_cases", [])))
+                for p in meta.get("phases", []) if isinstance(p, dict)}
+    for p in phases:
+        then = recorded.get(p.name)
+        if then is None or then == (sorted(p.cases), sorted(p.val_cases)):
+            continue
+        new = sorted((set(p.cases) | set(p.val_cases)) - set(then[0] + then[1]))
+        gone = sorted(set(then[0] + then[1]) - set(p.cases) - set(p.val_cases))
+        what = [f"{len(new)} not in the run ({_listed(new)})"] if new else []
+        what += [f"{len(gone)} missing ({_listed(gone)})"] if gone else []
+        raise InputError(f"{source}: no longer gives the cases this run trained on (phase "
+                         f"'{p.name}': {'; '.join(what) or 'another validation split'})",
+                         hint="resume from the source as it was, or start again with "
+                         "--overwrite")
+
+
 def prepare_data(run: TrainRun, stage: S.Stage, meta: dict | None, ctx: Context,
                  progress: Progress) -> Prepared:
     """Read the source, plan the phases, resolve the intensity, fill the cache."""
@@ -94,6 +120,8 @@ def prepare_data(run: TrainRun, stage: S.Stage, meta: dict | None, ctx: Context,
     phases = plan_phases(labelled, stage, run.data if run.data is not None else stage.data,
                          run.recipe, run.seed)
     check_enough(len(problems), len(labelled) + len(problems))
+    if meta is not None:
+        check_same_cases(phases, meta, run.source)
     cache_dir = Path(run.cache) if run.cache else Path(run.out) / "cache"
     if ctx.lead:
         folders = case_folders(source_cases)
@@ -126,9 +154,13 @@ def prepare_data(run: TrainRun, stage: S.Stage, meta: dict | None, ctx: Context,
     else:
         progress.stage("intensity statistics")
         intensity = compute_intensity([by_id[i] for i in used], stage, run.seed)
-    jobs = [CacheJob(i, by_id[i].image, str(by_id[i].label),
-                     str(cache_dir / f"{i}-{cache_key(stage, intensity, Path(by_id[i].label))}"
-                                     ".npz"), stage, intensity) for i in used]
+    def job(case_id: str) -> CacheJob:
+        case = by_id[case_id]
+        key = cache_key(stage, intensity, Path(case.image), Path(case.label))
+        return CacheJob(case_id, case.image, str(case.label),
+                        str(cache_dir / f"{case_id}-{key}.npz"), stage, intensity)
+
+    jobs = [job(i) for i in used]
     failed: list[tuple[str, str]] = []
     if ctx.lead:
         remove_stale_parts(cache_dir)

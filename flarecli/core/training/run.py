@@ -98,7 +98,23 @@ def open_run(run: TrainRun, resume: bool) -> tuple[TrainRun, S.Stage, Path, dict
     if run_dir.exists() and any(run_dir.iterdir()) and not run.overwrite:
         raise InputError(f"{run_dir}: a training run is already there",
                          hint="--resume to continue it, or --overwrite to replace it")
+    if run_dir.exists() and (locked := _not_removable(run_dir)):
+        # found now, not after the preprocessing with half the old run deleted
+        raise InputError(f"{run_dir}: cannot be replaced ({locked}: permission denied)",
+                         hint="train into another --out, or ask the folder's owner")
     return run, run.recipe.stages[run.stage], run_dir, None
+
+
+def _not_removable(folder: Path) -> Path | None:
+    """A folder that keeps ``folder``'s tree from being deleted (one whose entries this user
+    may not remove), or None."""
+    import os
+
+    for d in (folder.parent, folder, *sorted(p for p in folder.rglob("*")
+                                              if p.is_dir() and not p.is_symlink())):
+        if not os.access(d, os.W_OK | os.X_OK):
+            return d
+    return None
 
 
 def start_state(run: TrainRun, stage: S.Stage, run_dir: Path, meta: dict | None, module,

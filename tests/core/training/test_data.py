@@ -125,3 +125,30 @@ def test_a_dataset_keeps_few_cases_open_and_samples_as_a_fresh_read(tmp_path, mo
         assert len(samples._open) <= 2 and index in samples._open
     assert all(not a.flags.writeable for case in samples._open.values() for a in case.values())
     assert samples.arrays(0) is samples.arrays(0)
+
+
+def test_a_cache_entry_follows_its_scan_as_well_as_its_label(tmp_path):
+    """An entry made of an older scan is never reused: a scan replaced under the same name
+    (labels unchanged) gives another key, and so does a slice added to a DICOM folder."""
+    import os
+
+    from flarecli.core.preprocessing.intensity import Intensity
+    from flarecli.core.recipes.load import load_recipe
+    from flarecli.core.training.cache import cache_key
+
+    stage = load_recipe("stmt", "smoke").stages["tumor"]
+    window = Intensity("window", -160.0, 240.0)
+    image, label = tmp_path / "a_0000.nii.gz", tmp_path / "a.nii.gz"
+    image.write_bytes(b"scan one")
+    label.write_bytes(b"label")
+    before = cache_key(stage, window, image, label)
+    assert cache_key(stage, window, image, label) == before
+    image.write_bytes(b"scan two")
+    os.utime(image, ns=(1, 1))
+    assert cache_key(stage, window, image, label) != before
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "1.dcm").write_bytes(b"slice")
+    one = cache_key(stage, window, series, label)
+    (series / "2.dcm").write_bytes(b"slice")
+    assert cache_key(stage, window, series, label) != one
