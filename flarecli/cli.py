@@ -76,7 +76,12 @@ def _help(func) -> str:
     return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
-def _interruptible(func):
+#: how an interrupted command goes on, where that is not by running it again as it was
+_RESUME = {"train": "the last finished epoch is kept: run the same command with --resume to "
+                    "continue from it"}
+
+
+def _interruptible(func, name: str = ""):
     """Ctrl-C inside a command becomes flare's Interrupted (one line, exit code 130) instead
     of whatever the installed Typer/Click version does with KeyboardInterrupt."""
 
@@ -87,7 +92,7 @@ def _interruptible(func):
         try:
             return func(*args, **kwargs)
         except KeyboardInterrupt:
-            raise Interrupted() from None
+            raise (Interrupted(_RESUME[name]) if name in _RESUME else Interrupted()) from None
 
     return run
 
@@ -99,7 +104,7 @@ for _name, _func in (("synth", synth.synth), ("audit", audit.audit), ("train", t
                      ("evaluate", evaluate.evaluate), ("stats", stats.stats),
                      ("preview", preview.preview), ("report", report.report),
                      ("export", export.export), ("demo", demo.demo)):
-    app.command(_name, help=_help(_func), cls=_Command)(_interruptible(_func))
+    app.command(_name, help=_help(_func), cls=_Command)(_interruptible(_func, _name))
 for _command in recipes.app.registered_commands:
     _command.callback = _interruptible(_command.callback)
     _command.cls = _Command

@@ -15,6 +15,7 @@ code  meaning
       reported on its own line; the other cases were processed), or the disk filled up
 5     model or configuration error: an invalid or tampered model bundle, recipe or value
 130   interrupted (Ctrl-C); the run left only complete outputs and resumes when run again
+      (train: with --resume)
 ====  ===========================================================================
 """
 
@@ -66,9 +67,9 @@ class Interrupted(FlareError):
 
     exit_code = EXIT_INTERRUPTED
 
-    def __init__(self) -> None:
-        super().__init__("interrupted", hint="finished outputs are kept: run the same command "
-                         "again to resume")
+    def __init__(self, hint: str = "finished outputs are kept: run the same command again "
+                 "to resume") -> None:
+        super().__init__("interrupted", hint=hint)
 
 
 class WriteFailed(DataError):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from flarecli.core.io.nifti import write_volume
+from flarecli.core.io.nifti import read_volume, write_volume
 from tests.conftest import blob_case, geom, save_model_json
 from tests.core.curation.test_audit import write_nan_image
 from tests.core.inference.test_engine import model_dir  # noqa: F401 (a fixture)
@@ -605,6 +605,33 @@ def test_manifest_ids_that_cannot_name_a_file_are_refused(tmp_path, run_cli):
     assert not list((tmp_path / "cache").rglob("*escape*"))
 
 
+def test_a_manifest_with_missing_or_doubled_cases_trains_on_the_rest(tmp_path, run_cli):
+    """A label deleted after the audit, a label that is no path, and an id listed twice (two
+    manifests merged): one line each, exit 4, the other cases trained on, no traceback."""
+    good = ["d", "e", "f", "g", "h", "i"]
+    for n, case in enumerate(["a", "b", "c", *good]):
+        blob_case(tmp_path / "data", case, n)
+
+    def entry(case, **more):
+        return {"id": case, "image": str(tmp_path / "data" / "imagesTr" / f"{case}_0000.nii.gz"),
+                "label": str(tmp_path / "data" / "labelsTr" / f"{case}.nii.gz"), "kind": "FL",
+                "annotated": [1, 3, 13], **more}
+
+    (tmp_path / "data" / "labelsTr" / "a.nii.gz").unlink()
+    manifest = {"cases": [entry("a"), entry("b", label=5), entry("c"), entry("c"),
+                          *map(entry, good)]}
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    res = run_cli("train", tmp_path / "m.json", "--out", tmp_path / "m", "--stage", "organs",
+                  "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--iterations", "1")
+    assert_one_line_problem(res, "a", r"a\.nii\.gz: label file not found")
+    assert_one_line_problem(res, "b", r"'label' must be a path, not 5")
+    assert_one_line_problem(res, "c", r"listed 2 times in m\.json")
+    assert len([ln for ln in res.stderr.splitlines() if ln.startswith("error: c")]) == 1
+    config = json.loads((tmp_path / "m" / "organs" / "config.json").read_text())
+    trained = sorted(i for p in config["phases"] for i in (*p["cases"], *p["val_cases"]))
+    assert trained == good
+
+
 @pytest.mark.parametrize("manifest, message", [
     ({"schema_version": 1}, "no 'cases' list"),
     ({"schema_version": 1, "cases": [1]}, "case 1 is not a case"),
@@ -703,6 +730,32 @@ def test_a_rerun_with_other_output_settings_is_refused_not_kept(model_dir, tmp_p
                   "--overwrite")
     assert res.code == 0
     assert json.loads((tmp_path / "out" / "infer.json").read_text())["postprocess"] is None
+
+
+@pytest.mark.parametrize("command", ["infer", "pseudolabel"])
+def test_an_output_made_from_another_scan_is_not_kept(command, model_dir, tmp_path,  # noqa: F811
+                                                       run_cli):
+    """Folder B's scan has folder A's name and grid and an older date (exported before the
+    first run): the output A's scan gave is computed again from B's, with a note, and the
+    record names B's scan; an unchanged resume still keeps it."""
+    rng = np.random.default_rng(3)
+    for folder, hu in (("A", 0), ("B", 300)):
+        (tmp_path / folder).mkdir()
+        write_volume(tmp_path / folder / "a_0000.nii.gz",
+                     (image() + hu + rng.normal(0, 30, SHAPE)).astype(np.int16), geom(SHAPE))
+    os.utime(tmp_path / "B" / "a_0000.nii.gz", ns=(10**9, 10**9))
+    common = ("--model", model_dir, "--device", "cpu")
+    assert run_cli(command, tmp_path / "A", tmp_path / "out", *common).code == 0
+    assert run_cli(command, tmp_path / "B", tmp_path / "ref", *common).code == 0
+    res = run_cli(command, tmp_path / "B", tmp_path / "out", *common)
+    assert res.code == 0, res.stderr
+    assert f"it was made from {tmp_path / 'A' / 'a_0000.nii.gz'}; computed again" in res.stderr
+    assert np.array_equal(read_volume(tmp_path / "out" / "a.nii.gz")[0],
+                          read_volume(tmp_path / "ref" / "a.nii.gz")[0])
+    record = json.loads((tmp_path / "out" / f"{command}.json").read_text())
+    assert record["scans"][0]["image"] == str(tmp_path / "B" / "a_0000.nii.gz")
+    res = run_cli(command, tmp_path / "B", tmp_path / "out", *common)
+    assert res.code == 0 and "computed again" not in res.stderr
 
 
 def test_postprocess_reruns_with_its_own_settings_only(tmp_path, run_cli):

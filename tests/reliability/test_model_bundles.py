@@ -68,6 +68,24 @@ def test_the_exported_zip_is_accepted_member_for_member(exported, model_dir, sca
     assert infer(run_cli, scans, exported, tmp_path / "out").code == 0
 
 
+def test_a_bundle_zipped_again_with_folder_entries_is_accepted(exported, scans, tmp_path,
+                                                               run_cli):
+    """Unzipped and zipped again (zip -r, Finder, Windows): each stage folder gets an empty
+    entry of its own, which is no member to refuse; a folder entry out of the model is."""
+    again = tmp_path / "again.zip"
+    with zipfile.ZipFile(exported) as src, zipfile.ZipFile(again, "w") as z:
+        for stage in ("coarse", "organs", "tumor"):
+            z.writestr(f"{stage}/", b"")
+        for name in src.namelist():
+            z.writestr(name, src.read(name))
+    assert infer(run_cli, scans, again, tmp_path / "out").code == 0
+    assert infer(run_cli, scans, exported, tmp_path / "ref").code == 0
+    assert (tmp_path / "out" / "a.nii.gz").is_file()
+    bad = tmp_path / "bad.zip"
+    rezip(exported, bad, extra=[("../", b"")])
+    refused(infer(run_cli, scans, bad, tmp_path / "out2"), "../")
+
+
 def test_a_duplicate_member_name_is_refused(exported, scans, tmp_path, run_cli):
     bad = tmp_path / "dup.zip"
     recipe = json.loads(zipfile.ZipFile(exported).read("recipe.json"))

@@ -13,7 +13,6 @@ PL (pseudo-label of a scan without annotation).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,15 +175,13 @@ def correct_case(job: CorrectJob) -> CorrectResult:
 
 
 def image_paths(pseudo_dir: Path, images: list[Path]) -> dict[str, str]:
-    """Case -> image path: from --images folders, else from pseudolabel's run record."""
-    paths: dict[str, str] = {}
-    record = Path(pseudo_dir) / "pseudolabel.json"
-    if record.is_file():
-        try:
-            for scan in json.loads(record.read_text()).get("scans", []):
-                paths[scan["case"]] = scan["image"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
-            pass
+    """Case -> image path: from --images folders, else from pseudolabel's run records (the
+    folder's own and each shard's: a job array writes only ``pseudolabel.shard-I-of-N.json``)."""
+    from flarecli.core.inference.record import folder_scans
+
+    paths = {case: scan["image"] for case, scan in folder_scans(Path(pseudo_dir),
+                                                               "pseudolabel").items()
+             if isinstance(scan.get("image"), str)}
     for folder in images:
         for c in discover_cases(require_dir(folder, "images")).cases:
             if c.image is not None:

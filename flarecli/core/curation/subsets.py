@@ -69,6 +69,8 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str], Proble
         raise InputError(f"{path}: not a flare manifest (no 'cases' list)")
     base = Path(path).resolve().parent
     cases, skipped, problems = [], [], []
+    ids = [e.get("id") for e in entries if isinstance(e, dict)]
+    twice = {i for i in ids if isinstance(i, str) and ids.count(i) > 1}
     for n, e in enumerate(entries):
         if not isinstance(e, dict) or not isinstance(e.get("id"), str):
             problems.append((f"{path.name} entry {n}", "not a case (no id)"))
@@ -77,8 +79,20 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str], Proble
         if bad_id or not isinstance(e.get("image"), str) or not e["image"]:
             problems.append((e["id"][:60], bad_id or "no image"))
             continue
+        if e["id"] in twice:  # merged manifests: neither entry is known to be the right one
+            if e["id"] not in (p[0] for p in problems):
+                problems.append((e["id"][:60],
+                                 f"listed {ids.count(e['id'])} times in {path.name}"))
+            continue
         if e.get("problems"):
             skipped.append(e["id"])
+            continue
+        label = e.get("label")
+        if label is not None and not isinstance(label, str):
+            problems.append((e["id"][:60], f"'label' must be a path, not {label!r}"[:120]))
+            continue
+        if label and not (base / label).is_file():
+            problems.append((e["id"][:60], f"{base / label}: label file not found"))
             continue
         try:
             annotated = entry_classes(e)
@@ -86,7 +100,6 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str], Proble
             problems.append((e["id"][:60], str(err)))
             continue
         kind = str(e["kind"]) if "kind" in e else _audit_kind(e)  # flare correct, flare audit
-        label = e.get("label")
         cases.append(SourceCase(str(e["id"]), str(base / e["image"]),
                                 None if not label else str(base / label), kind, annotated))
     notes = [f"{len(skipped)} manifest cases have problems and are left out "

@@ -25,6 +25,7 @@ does not grow with the slice count (measured: ../shared/PERFORMANCE.md).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -259,6 +260,14 @@ class Engine:
                                  self.backend_choice, self.warn, self.fallbacks, wanted[name],
                                  self.calibration, self.progress, sure)
 
+        choice = self.backend_choice
+        if self.device.type == "cpu" and (choice is None or choice.name != "torch"):
+            # the first import of openvino on two threads at once once deadlocked on
+            # logging's lock (seen in a demo's pseudo-label step): import it here, first
+            from flarecli.core.inference.openvino import NotInstalled, _openvino
+
+            with contextlib.suppress(NotInstalled):
+                _openvino()
         with ThreadPoolExecutor(max(1, len(wanted))) as pool:
             loaded = {name: pool.submit(load, name) for name in wanted}
         for name, future in loaded.items():  # the first failure, in graph order

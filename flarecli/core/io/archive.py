@@ -136,10 +136,19 @@ def _read_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, where:
     return b"".join(data)
 
 
+def _stage_folder_entry(info: zipfile.ZipInfo) -> bool:
+    """An empty entry for a stage's folder (``coarse/``), as ``zip -r``, Finder and Windows
+    add when a user unzips a bundle and zips it again: it unpacks to nothing, so it is
+    passed over; any other folder entry is still refused."""
+    return (info.is_dir() and info.file_size == 0 and (info.external_attr >> 16) & 0o170000
+            != 0o120000 and re.fullmatch(r"[A-Za-z0-9_.-]+/", info.filename) is not None
+            and info.filename not in ("./", "../"))
+
+
 def _check_members(zf: zipfile.ZipFile, where: Path) -> list[tuple[zipfile.ZipInfo, int]]:
     """Each member with the most it may unpack to; raises ModelError (see the module
     docstring) before anything is unpacked."""
-    infos = zf.infolist()
+    infos = [i for i in zf.infolist() if not _stage_folder_entry(i)]
     seen: set[str] = set()
     for info in infos:
         name = info.filename

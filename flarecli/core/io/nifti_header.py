@@ -188,8 +188,8 @@ def inspect_header(path: Path) -> NiftiHeader:
     try:
         with _open_raw(path) as f:
             head = f.read(540)
-    except (OSError, EOFError, zlib.error):
-        raise DataError(f"{path}: truncated or corrupt gzip stream") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise _unreadable(path, err) from None
     header = parse_header(head, str(path))
     need = header.data_end
     stored = path.stat().st_size
@@ -210,11 +210,20 @@ def inspect_header(path: Path) -> NiftiHeader:
         with gzip.open(path, "rb") as f:
             while chunk := f.read(1 << 24):
                 size += len(chunk)
-    except (OSError, EOFError, zlib.error):
-        raise DataError(f"{path}: truncated or corrupt gzip stream") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise _unreadable(path, err) from None
     if size < need:
         raise DataError(f"{path}: truncated file ({size} of {need} bytes)")
     return header
+
+
+def _unreadable(path: Path, err: BaseException) -> DataError:
+    """What kept a file from being read: the file system's reason (permission denied, an
+    I/O error) as it says it, else damage to the gzip stream itself (the decoders' errors
+    carry no errno)."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return DataError(f"{path}: cannot be read ({err.strerror or err})")
+    return DataError(f"{path}: truncated or corrupt gzip stream")
 
 
 def header_zooms(path: Path) -> tuple[float, float, float] | None:

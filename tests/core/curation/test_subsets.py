@@ -24,6 +24,11 @@ def test_cases_from_an_audit_manifest(tmp_path):
         {**entry(4, "full", False, list(range(1, 14))), "problems": ["bad"]},
         {"id": "u", "image": "/i/u", "label": None, "organs": [], "tumor": False,
          "organ_category": "none", "labeled": False, "problems": []}]}
+    for i in ("0", "1", "2", "3"):  # the labels a manifest names must exist
+        (tmp_path / "l").mkdir(exist_ok=True)
+        (tmp_path / "l" / i).touch()
+    m["cases"] = [{**e, "label": e["label"] and str(tmp_path / e["label"].lstrip("/"))}
+                  for e in m["cases"]]
     (tmp_path / "m.json").write_text(json.dumps(m))
     cases, notes, _ = cases_from_manifest(tmp_path / "m.json")
     kinds = {c.id: c.kind for c in cases}
@@ -46,6 +51,8 @@ def test_relative_paths_are_relative_to_the_manifest(tmp_path):
     m = {"cases": [{"id": "a", "image": "img/a.nii.gz", "label": "lab/a.nii.gz", "kind": "PL",
                     "annotated": []}]}
     (tmp_path / "sub" / "m.json").write_text(json.dumps(m))
+    (tmp_path / "sub" / "lab").mkdir()
+    (tmp_path / "sub" / "lab" / "a.nii.gz").touch()
     (case,), _, _ = cases_from_manifest(tmp_path / "sub" / "m.json")
     assert case.image == str(tmp_path.resolve() / "sub" / "img" / "a.nii.gz")
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +65,14 @@ def test_three_shards_give_one_run(setup, tmp_path, run_cli):
     for i in (2, 3):
         assert run_cli("pseudolabel", scans, tmp_path / "pl", *common, "--shard",
                        f"{i}/3").code == 0
+    # correct finds the scans in the shards' records: a job array writes no pseudolabel.json
+    assert not (tmp_path / "pl" / "pseudolabel.json").exists()
+    (tmp_path / "labels").mkdir()
+    res = run_cli("correct", tmp_path / "pl", tmp_path / "labels", tmp_path / "corrected")
+    assert res.code == 0, res.stderr
+    manifest = json.loads((tmp_path / "corrected" / "manifest.json").read_text())
+    assert sorted(Path(c["image"]).name for c in manifest["cases"]) == \
+        sorted(p.name for p in scans.glob("*.nii.gz"))
     # one run over the whole folder afterwards finds every score in the shards' records
     res = run_cli("pseudolabel", scans, tmp_path / "pl", *common)
     assert res.code == 0 and "quality score is not in" not in res.stderr, res.stderr
