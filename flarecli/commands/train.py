@@ -36,8 +36,9 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     device: str = DEVICE,
     workers: int | None = typer.Option(None, "--workers", "-j", min=0,
-                                       help="Loader workers and preprocessing processes "
-                                       "(default 0 on CPU, 4 on CUDA)."),
+                                       help="Preprocessing processes (default 1); with "
+                                       "CUDA also loader workers (default 4). On the CPU "
+                                       "the training process makes its samples."),
     cache: Path | None = typer.Option(None, "--cache", help="Preprocessed-array cache folder "
                                       "(default OUT/cache)."),
     init: Path | None = typer.Option(None, "--init", help="Start from the weights of this "

@@ -73,9 +73,19 @@ def make_feed(stage: S.Stage, module, run: TrainRun, ctx: Context) -> Feed:
                  for h, c in stage.network.heads.items()}, aug, swap,
                 stage.augmentation.lesions if stage.augmentation else None,
                 getattr(module, "dims", 3),
-                run.workers if run.workers is not None else (min(4, usable_cpus())
-                                                             if on_device else 0), on_device,
+                loader_workers(run.workers, on_device), on_device,
                 channels_last(module, ctx.device))
+
+
+def loader_workers(workers: int | None, on_device: bool) -> int:
+    """Processes that make training samples. On the CPU none: the training process makes
+    them between steps, since a worker process takes a core from the network's threads
+    (2 cores, the demo's stages: tumor 6.8 s an epoch in-process against 10.9 s with one
+    worker, organs 7.5 against 8.9 s, the same batches). With a GPU ``workers`` (default
+    4, at most the usable CPUs) load arrays while it trains."""
+    if not on_device:
+        return 0
+    return workers if workers is not None else min(4, usable_cpus())
 
 
 #: Cases whose opened cache entries a dataset keeps: a 2-D patch stage draws 16 samples a step
