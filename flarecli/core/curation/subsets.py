@@ -17,6 +17,7 @@ its audit group (``13_organs``, ``5_organs_tumor``, ...) follows from them.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,8 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str], Proble
         raise InputError(f"{path}: not a flare manifest (no 'cases' list)")
     base = Path(path).resolve().parent
     cases, skipped, problems = [], [], []
-    ids = [e.get("id") for e in entries if isinstance(e, dict)]
-    twice = {i for i in ids if isinstance(i, str) and ids.count(i) > 1}
+    listed = Counter(e.get("id") for e in entries if isinstance(e, dict))
+    reported: set[str] = set()
     for n, e in enumerate(entries):
         if not isinstance(e, dict) or not isinstance(e.get("id"), str):
             problems.append((f"{path.name} entry {n}", "not a case (no id)"))
@@ -79,10 +80,10 @@ def cases_from_manifest(path: Path) -> tuple[list[SourceCase], list[str], Proble
         if bad_id or not isinstance(e.get("image"), str) or not e["image"]:
             problems.append((e["id"][:60], bad_id or "no image"))
             continue
-        if e["id"] in twice:  # merged manifests: neither entry is known to be the right one
-            if e["id"] not in (p[0] for p in problems):
-                problems.append((e["id"][:60],
-                                 f"listed {ids.count(e['id'])} times in {path.name}"))
+        if listed[e["id"]] > 1:  # merged manifests: neither entry is known to be the right one
+            if e["id"] not in reported:
+                reported.add(e["id"])
+                problems.append((e["id"][:60], f"listed {listed[e['id']]} times in {path.name}"))
             continue
         if e.get("problems"):
             skipped.append(e["id"])

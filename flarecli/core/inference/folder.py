@@ -97,38 +97,34 @@ class Planned:
 UNSCORED = "its quality score is not in the folder's run record (a run stopped before writing it)"
 
 
-def _rescore_kept(plan: list[Planned], recorded: dict[str, dict[str, Any]], scores: bool,
+def _recheck_kept(plan: list[Planned], recorded: dict[str, dict[str, Any]], scores: bool,
                   min_score: float | None) -> list[Planned]:
-    """A kept pseudo-label needs its recorded quality score (``scores``), and one whose score
-    is under ``min_score`` goes as if computed: either is computed again."""
+    """A kept output is computed again when the folder's run record (``recorded``) names
+    another scan than the case's now (a folder of other scans under the same names: a grid
+    and a date can agree by chance, the recorded source cannot), and a kept pseudo-label
+    when its quality score was never recorded (``scores``) or is under ``min_score``."""
     out = []
     for p in plan:
-        score = recorded.get(p.case.id, {}).get("score")
-        if not isinstance(score, (int, float)):
-            score = None
-        if p.action == "skip" and scores and score is None:
-            p = Planned(p.case, p.target, "compute", UNSCORED)
-        elif p.action == "skip" and min_score is not None and score is not None \
-                and score < min_score:
-            p = Planned(p.case, p.target, "compute",
-                        f"its recorded quality score {score:.4f} is under --min-score")
-        out.append(p)
+        why = _why_redo(recorded.get(p.case.id, {}), p.case, scores, min_score) \
+            if p.action == "skip" else None
+        out.append(Planned(p.case, p.target, "compute", why) if why else p)
     return out
 
 
-def _made_from_another_scan(plan: list[Planned], recorded: dict[str, dict[str, Any]]
-                            ) -> list[Planned]:
-    """A kept output whose run record names another scan than the case's now (a folder of
-    other scans under the same names, run into the same output folder) is computed again:
-    a grid and a date can agree by chance, the recorded source cannot."""
-    out = []
-    for p in plan:
-        source = recorded.get(p.case.id, {}).get("image")
-        if p.action == "skip" and isinstance(source, str) and p.case.image is not None \
-                and Path(source).resolve() != Path(p.case.image).resolve():
-            p = Planned(p.case, p.target, "compute", f"it was made from {source}")
-        out.append(p)
-    return out
+def _why_redo(entry: dict[str, Any], case: Case, scores: bool, min_score: float | None
+              ) -> str | None:
+    source = entry.get("image")
+    if isinstance(source, str) and case.image is not None \
+            and Path(source).resolve() != Path(case.image).resolve():
+        return f"it was made from {source}"
+    score = entry.get("score")
+    if not isinstance(score, (int, float)):
+        score = None
+    if scores and score is None:
+        return UNSCORED
+    if min_score is not None and score is not None and score < min_score:
+        return f"its recorded quality score {score:.4f} is under --min-score"
+    return None
 
 
 def _other_grid(target: Path, case: Case) -> str | None:
@@ -465,10 +461,8 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
-    recorded = folder_scans(Path(run.output_dir), run.command)
-    plan = _made_from_another_scan(plan, recorded)
-    if run.scores or run.min_score is not None:
-        plan = _rescore_kept(plan, recorded, run.scores, run.min_score)
+    plan = _recheck_kept(plan, folder_scans(Path(run.output_dir), run.command), run.scores,
+                         run.min_score)
     if notes is not None:
         for p in plan:
             if p.redo is not None:

@@ -188,16 +188,26 @@ def newer_source(target: Path, source: Path | str | None) -> bool:
         return False
     try:
         written = Path(target).stat().st_mtime_ns
-        src = Path(source)
-        if src.is_dir():
-            times = [p.stat().st_mtime_ns for p in src.iterdir()
-                     if not p.name.startswith(".") and p.is_file()]
-            newest = max(times, default=0)
-        else:
-            newest = src.stat().st_mtime_ns
+        newest = max((p.stat().st_mtime_ns for p in source_files(source)), default=0)
     except OSError:
         return False
     return newest > written
+
+
+def source_files(source: Path | str) -> list[Path]:
+    """The files an input stands for: itself, or those of a DICOM series folder (hidden
+    ones and sub-folders left out), sorted."""
+    src = Path(source)
+    if src.is_dir():
+        return sorted(p for p in src.iterdir() if not p.name.startswith(".") and p.is_file())
+    return [src]
+
+
+def file_identity(source: Path | str) -> list:
+    """Path, size and modification time of each file of an input (:func:`source_files`):
+    what tells a changed input from the one something was made of."""
+    return [[str(p), st.st_size, st.st_mtime_ns]
+            for p in source_files(source) for st in (p.stat(),)]
 
 
 #: The note of an output computed again because its source changed after it was written.

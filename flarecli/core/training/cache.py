@@ -151,20 +151,12 @@ def stage_classes(stage: S.Stage) -> set[int]:
     return set().union(*map(every_class, stage.network.heads.values()))
 
 
-def file_identity(path: Path) -> list:
-    """Path, size and modification time of a file, or of each file of a folder (a DICOM
-    series): what tells a changed file from the one an entry was made of."""
-    path = Path(path)
-    if path.is_dir():
-        return [str(path)] + [file_identity(p) for p in sorted(path.iterdir()) if p.is_file()]
-    stat = path.stat()
-    return [str(path), stat.st_size, stat.st_mtime_ns]
-
-
 def cache_key(stage: S.Stage, intensity: Intensity, image_path: Path, label_path: Path
               ) -> str:
     """Changes whenever the geometry, orientation, normalisation, the classes foreground
     patches centre on, the image or the label file changes."""
+    from flarecli.core.io.files import file_identity
+
     data = {"geometry": to_json(stage.geometry), "orientation": stage.orientation,
             "classes": sorted(stage_classes(stage)),
             "intensity": intensity.to_json(),
