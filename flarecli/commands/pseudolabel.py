@@ -35,8 +35,8 @@ def pseudolabel(
     cache_dir: Path | None = CACHE_DIR,
     weights: str | None = typer.Option(None, "--weights", help="best or final."),
     tta: bool = TTA,
-    with_tumor: bool = typer.Option(False, "--with-tumor", help="Include the model's tumor "
-                                    "outputs (left out by default, as in seed 004)."),
+    with_tumor: bool = typer.Option(False, "--with-tumor", help="Include the tumor class "
+                                    "(left out by default, as in seed 004)."),
     min_score: float | None = typer.Option(None, "--min-score", help="Write only cases "
                                            "whose quality score reaches this (0..1)."),
     scores: Path | None = typer.Option(None, "--scores", dir_okay=False,

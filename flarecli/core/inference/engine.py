@@ -56,6 +56,7 @@ from flarecli.core.preprocessing.boxes import (
 from flarecli.core.preprocessing.connected import main_components
 from flarecli.core.preprocessing.orientation import to_canonical
 from flarecli.core.recipes import spec as S
+from flarecli.core.recipes.heads import plain_classes
 from flarecli.core.recipes.load import load_recipe, output_head, recipe_from_json
 from flarecli.core.runtime import return_large_frees
 
@@ -148,6 +149,11 @@ def produces_tumor(stage: S.Stage, head: str) -> bool:
     return TUMOR in stage.network.heads[head]
 
 
+def only_tumor(stage: S.Stage, head: str) -> bool:
+    """The head labels tumor and nothing else (a class merging host organs labels none)."""
+    return plain_classes(stage.network.heads[head]) == {TUMOR}
+
+
 def merged_over(ids: np.ndarray, earlier: np.ndarray, rule: S.Output, spacing_zyx,
                 sure: np.ndarray | None) -> np.ndarray:
     """An output's labels (FLARE ids on its box) as they may go over the earlier outputs'
@@ -214,6 +220,11 @@ class Engine:
             return_large_frees()
         self.outputs: list[tuple[str, str]] = []  # (stage, head) in merge order
         self.merge: dict[tuple[str, str], S.Output] = {}  # how each is merged over the others
+        # without tumor: a head of tumor only is not run; one that labels organs and tumor
+        # (a 14-class network) runs, and its tumor voxels are left unlabelled -- FLARE's
+        # organ labels do not hold the lesions inside them either
+        self.tumor_left_out: set[tuple[str, str]] = set()
+        skipped = []
         for i, out in enumerate(self.graph.outputs):
             folder = model_dir / out.stage
             if not (folder / "model.json").is_file():
@@ -221,10 +232,17 @@ class Engine:
             spec = ST.stage_spec(folder)
             head = output_head(spec, out,
                                f"{model_dir}/recipe.json: models.{self.graph_name}.outputs[{i}]")
-            if not with_tumor and produces_tumor(spec, head):
+            if not with_tumor and only_tumor(spec, head):
+                skipped.append(out.stage)
                 continue
+            if not with_tumor and produces_tumor(spec, head):
+                self.tumor_left_out.add((out.stage, head))
             self.outputs.append((out.stage, head))
             self.merge[(out.stage, head)] = out
+        if not self.outputs:
+            raise ModelError(f"{model_dir}: model '{self.graph_name}' labels only tumor "
+                             f"({', '.join(skipped)}), and tumor was left out",
+                             hint="include it (pseudolabel --with-tumor)")
         # the probability each head's labels must reach to count as sure (its merge rule's)
         self.sure_at = {key: self.merge[key].replace_probability for key in self.outputs
                         if self.merge[key].replace_probability > 0.5}
@@ -272,6 +290,12 @@ class Engine:
             loaded = {name: pool.submit(load, name) for name in wanted}
         for name, future in loaded.items():  # the first failure, in graph order
             self.stages[name] = future.result()
+
+    @property
+    def labels_tumor(self) -> bool:
+        """Whether any output may label tumor (the run record's ``with_tumor``)."""
+        return any(produces_tumor(self.stages[s].stage, h) for s, h in self.outputs
+                   if (s, h) not in self.tumor_left_out)
 
     def checksums(self) -> dict[str, str]:
         """SHA-256 of the weights each stage actually runs with."""
@@ -379,9 +403,11 @@ class Engine:
                                               sure))
             box, labels = done[name]
             with step("class ids"):
-                ids = ls.ids(head)[labels[head]]
-                sure_ids = ls.ids(head)[labels[head + ST.SURE]] \
-                    if head + ST.SURE in labels else None
+                lut = ls.ids(head)
+                if (name, head) in self.tumor_left_out:
+                    lut = np.where(lut == TUMOR, 0, lut).astype(np.uint8)
+                ids = lut[labels[head]]
+                sure_ids = lut[labels[head + ST.SURE]] if head + ST.SURE in labels else None
             if rule.hosts is not None or rule.replace_probability > 0.5:
                 with step("merge rule"):
                     ids = merged_over(ids, crop(out, box, 0), rule, spacing,

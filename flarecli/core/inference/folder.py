@@ -22,7 +22,7 @@ from flarecli import __version__
 from flarecli.core.errors import DiskFull, FlareError, InputError, check_volume
 from flarecli.core.inference.backends import BackendChoice
 from flarecli.core.inference.calibration import Calibration
-from flarecli.core.inference.engine import Engine, produces_tumor
+from flarecli.core.inference.engine import Engine
 from flarecli.core.inference.profiling import ResourceSampler, recording
 from flarecli.core.inference.record import (
     ScanResult,
@@ -542,7 +542,7 @@ def _made_with(run: PredictRun, engine: Engine, post: S.Postprocess | None
     match (:func:`flarecli.core.inference.record.check_same_outputs`)."""
     return {
         "graph": engine.graph_name, "model_sha256": engine.checksums(), "tta": run.tta,
-        "with_tumor": any(produces_tumor(engine.stages[s].stage, h) for s, h in engine.outputs),
+        "with_tumor": engine.labels_tumor,
         "postprocess": to_json(post) if post is not None else None,
     }
 

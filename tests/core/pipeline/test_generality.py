@@ -119,3 +119,55 @@ def test_a_2d_network_runs_slice_by_slice(tmp_path, dataset, run_cli):
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d)]
     assert convs and all(isinstance(m, torch.nn.Conv2d) for m in convs)
     assert record["tta_views"] == {"slices": 2}
+
+
+def _train(tmp_path, dataset, path):
+    return run_pipeline(PipelineRun(load_recipe(path), dataset, tmp_path / "run", device="cpu",
+                                    workers=1)).final
+
+
+def test_without_tumor_a_head_of_organs_and_tumor_still_labels_its_organs(
+        tmp_path, dataset, run_cli, monkeypatch):
+    """A 14-class network (weak-label-efficientseg's fine stage, fixed-size-c2f) pseudo-labels
+    organs without --with-tumor: its tumor voxels are left unlabelled, its organs kept. Before,
+    the whole output was left out and every pseudo-label came out empty."""
+    from flarecli.core.inference import stages as ST
+
+    path = recipe(tmp_path, {"all": stage(heads={"labels": [1, 3, 13, 14]})},
+                  [{"stage": "all"}])
+    data = json.loads(path.read_text())
+    data["models"]["m"]["postprocess"] = {"min_tumor_mm3": 0.0}  # keep the 8-voxel lesion
+    path.write_text(json.dumps(data))
+    model = _train(tmp_path, dataset, path)
+
+    def fake_segment(ls, image, box, spacing, fill, tta, stats=None, memo=None, sure=None):
+        shape = tuple(b - a for a, b in box)
+        labels = np.zeros(shape, np.uint8)
+        labels[1:-1, 1:-1, 1:-1] = 1  # liver (head class 1)
+        labels[2:4, 2:4, 2:4] = 4  # a lesion in it (head class 4 = FLARE 14)
+        if stats is not None:
+            stats["confidence"] = 0.9
+        return {"labels": labels}
+
+    monkeypatch.setattr(ST, "segment", fake_segment)
+    scans(tmp_path / "in", np.random.default_rng(0))
+    for args, lesion in (((), 0), (("--with-tumor",), 14)):
+        out = tmp_path / f"pl{len(args)}"
+        res = run_cli("pseudolabel", tmp_path / "in", out, "--model", model, *args)
+        assert res.code == 0, res.stderr
+        assert json.loads((out / "pseudolabel.json").read_text())["with_tumor"] is bool(lesion)
+        for name in GRIDS:
+            label, _ = read_volume(out / f"{name}.nii.gz")
+            assert set(np.unique(label)) == {0, 1} | ({lesion} - {0})
+            assert (label == 1).sum() == (np.array(label.shape) - 2).prod() - 8
+            assert (label == 14).sum() == (8 if lesion else 0)
+
+
+def test_without_tumor_a_model_of_tumor_only_is_refused(tmp_path, dataset, run_cli):
+    model = _train(tmp_path, dataset,
+                   recipe(tmp_path, {"lesions": stage(heads={"tumor": [14]})},
+                          [{"stage": "lesions"}]))
+    scans(tmp_path / "in", np.random.default_rng(0))
+    res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl", "--model", model)
+    assert res.code == 5 and "labels only tumor (lesions)" in res.stderr
+    assert "Traceback" not in res.stderr and not list((tmp_path / "pl").glob("*.nii.gz"))
