@@ -393,3 +393,23 @@ def test_left_right_tta_swaps_the_classes_back():
     np.testing.assert_array_equal(network_labels(ls, x, tta=True)["labels"], plain)
     perm = _lr_permutation(ls.stage, "labels")
     assert (perm[2], perm[13], perm[7], perm[8], perm[1], perm[14]) == (13, 2, 8, 7, 1, 14)
+
+
+def test_only_the_cpu_preset_of_weak_label_efficientseg_adds_a_tumor_stage():
+    """The paper keeps tumor a class of the fine network; at the cpu preset's 32 x 48 x 48 a
+    lesion is a voxel or two, so that preset reads lesions at the scan's spacing in a stage of
+    its own, overlaid like stmt's."""
+    paper = load_recipe("weak-label-efficientseg", "paper")
+    assert "tumor" not in paper.stages
+    assert [o.stage for o in paper.models["efficientseg"].outputs] == ["fine"]
+    cpu = load_recipe("weak-label-efficientseg", "cpu")
+    stmt = load_recipe("stmt", "cpu")
+    tumor, fine = cpu.stages["tumor"], cpu.stages["fine"]
+    assert tumor.geometry.patch_zyx == stmt.stages["tumor"].geometry.patch_zyx
+    assert tumor.geometry.spacing_zyx == (None, None, None) and fine.geometry.size_zyx
+    assert tumor.method.TAG == "supervised" and tumor.data == "tumor_annotated"
+    out = cpu.models["efficientseg"].outputs
+    assert [o.stage for o in out] == ["fine", "tumor"] and not out[1].required
+    assert out[1].hosts == stmt.models["student"].outputs[1].hosts
+    assert [s.name for s in cpu.pipeline.steps][-1] == "tumor"
+    assert [s.name for s in cpu.pipeline.steps][:-1] == [s.name for s in paper.pipeline.steps]
