@@ -220,9 +220,9 @@ class Engine:
             return_large_frees()
         self.outputs: list[tuple[str, str]] = []  # (stage, head) in merge order
         self.merge: dict[tuple[str, str], S.Output] = {}  # how each is merged over the others
-        # without tumor: a head of tumor only is not run; one that labels organs and tumor
-        # (a 14-class network) runs, and its tumor voxels are left unlabelled -- FLARE's
-        # organ labels do not hold the lesions inside them either
+        # without tumor: a head of tumor only is not run (nor loaded); one that labels organs
+        # and tumor (a 14-class network) runs, and its tumor voxels are left unlabelled --
+        # FLARE's organ labels do not hold the lesions inside them either
         self.tumor_left_out: set[tuple[str, str]] = set()
         skipped = []
         for i, out in enumerate(self.graph.outputs):
@@ -239,7 +239,7 @@ class Engine:
                 self.tumor_left_out.add((out.stage, head))
             self.outputs.append((out.stage, head))
             self.merge[(out.stage, head)] = out
-        if not self.outputs:
+        if skipped and not self.outputs:
             raise ModelError(f"{model_dir}: model '{self.graph_name}' labels only tumor "
                              f"({', '.join(skipped)}), and tumor was left out",
                              hint="include it (pseudolabel --with-tumor)")
@@ -265,10 +265,9 @@ class Engine:
         else labels and the sure labels of their merge rules."""
         from concurrent.futures import ThreadPoolExecutor
 
-        wanted: dict[str, bool] = {}
-        for out in self.graph.outputs:
-            if (self.model_dir / out.stage / "model.json").is_file():
-                wanted[out.stage] = wanted.get(out.stage, False) or probabilities or out.tta
+        wanted: dict[str, bool] = {}  # the stages that run (not one left out) -> probabilities
+        for (name, _), out in self.merge.items():
+            wanted[name] = wanted.get(name, False) or probabilities or out.tta
         if self.graph.roi is not None:
             wanted[self.graph.roi.stage] = wanted.get(self.graph.roi.stage, False)
 

@@ -128,33 +128,50 @@ def _train(tmp_path, dataset, path):
 
 def test_without_tumor_a_head_of_organs_and_tumor_still_labels_its_organs(
         tmp_path, dataset, run_cli, monkeypatch):
-    """A 14-class network (weak-label-efficientseg's fine stage, fixed-size-c2f) pseudo-labels
-    organs without --with-tumor: its tumor voxels are left unlabelled, its organs kept. Before,
-    the whole output was left out and every pseudo-label came out empty."""
+    """A 14-class network (weak-label-efficientseg's fine stage) pseudo-labels organs without
+    --with-tumor: its tumor voxels are left unlabelled, its organs kept, in its labels and in
+    its sure labels alike. Before, the whole output was left out and every pseudo-label came
+    out empty. A lesion head overlaid on it (weak-label-efficientseg's cpu preset) is not even
+    loaded then."""
     from flarecli.core.inference import stages as ST
 
-    path = recipe(tmp_path, {"all": stage(heads={"labels": [1, 3, 13, 14]})},
-                  [{"stage": "all"}])
+    lesion_head = {"tumor": [[1, 13], 14]}  # host tissue against lesion, as the presets ship
+    path = recipe(tmp_path, {"all": stage(heads={"labels": [1, 3, 13, 14]}),
+                             "lesions": stage(heads=lesion_head)},
+                  [{"stage": "all"}, {"stage": "lesions", "head": "tumor", "hosts": [1, 13],
+                                      "host_margin_mm": 5.0, "replace_probability": 0.6}])
     data = json.loads(path.read_text())
     data["models"]["m"]["postprocess"] = {"min_tumor_mm3": 0.0}  # keep the 8-voxel lesion
     path.write_text(json.dumps(data))
     model = _train(tmp_path, dataset, path)
 
+    ran = set()
+
     def fake_segment(ls, image, box, spacing, fill, tta, stats=None, memo=None, sure=None):
+        ran.add(ls.name)
         shape = tuple(b - a for a, b in box)
         labels = np.zeros(shape, np.uint8)
+        if ls.name == "lesions":  # sure of nothing: it may not replace a voxel of the liver
+            labels[2:4, 2:4, 2:4] = 2
+            return {"tumor": labels, "tumor" + ST.SURE: np.zeros_like(labels)}
         labels[1:-1, 1:-1, 1:-1] = 1  # liver (head class 1)
         labels[2:4, 2:4, 2:4] = 4  # a lesion in it (head class 4 = FLARE 14)
         if stats is not None:
             stats["confidence"] = 0.9
-        return {"labels": labels}
+        return {"labels": labels} | {h + ST.SURE: labels for h in (sure or {})}
 
     monkeypatch.setattr(ST, "segment", fake_segment)
     scans(tmp_path / "in", np.random.default_rng(0))
+    from flarecli.core.inference.engine import Engine
+    from flarecli.core.runtime import resolve_device
+
+    assert set(Engine(model, resolve_device("cpu"), with_tumor=False).stages) == {"all"}
     for args, lesion in (((), 0), (("--with-tumor",), 14)):
         out = tmp_path / f"pl{len(args)}"
+        ran.clear()
         res = run_cli("pseudolabel", tmp_path / "in", out, "--model", model, *args)
         assert res.code == 0, res.stderr
+        assert ran == ({"all", "lesions"} if lesion else {"all"})
         assert json.loads((out / "pseudolabel.json").read_text())["with_tumor"] is bool(lesion)
         for name in GRIDS:
             label, _ = read_volume(out / f"{name}.nii.gz")
@@ -163,9 +180,10 @@ def test_without_tumor_a_head_of_organs_and_tumor_still_labels_its_organs(
             assert (label == 14).sum() == (8 if lesion else 0)
 
 
-def test_without_tumor_a_model_of_tumor_only_is_refused(tmp_path, dataset, run_cli):
+@pytest.mark.parametrize("classes", [[14], [[1, 13], 14]])
+def test_without_tumor_a_model_of_tumor_only_is_refused(classes, tmp_path, dataset, run_cli):
     model = _train(tmp_path, dataset,
-                   recipe(tmp_path, {"lesions": stage(heads={"tumor": [14]})},
+                   recipe(tmp_path, {"lesions": stage(heads={"tumor": classes})},
                           [{"stage": "lesions"}]))
     scans(tmp_path / "in", np.random.default_rng(0))
     res = run_cli("pseudolabel", tmp_path / "in", tmp_path / "pl", "--model", model)
