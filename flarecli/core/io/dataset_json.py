@@ -33,6 +33,23 @@ def dataset_json(
     return data
 
 
+def label_id(value: Any) -> int:
+    """A label id as dataset.json gives it: an integer 0..255 (a label map's voxel value), as
+    a number or a string of digits. ``1.5``, ``true`` or ``[1, 2]`` (nnU-Net's region-based
+    labels) are no label id: ``int()`` would have read 1.5 and true as 1."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an integer label id")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValueError(f"{value!r} is not an integer label id")
+    if not 0 <= value <= 255:
+        raise ValueError(f"label id {value} is outside 0..255")
+    return value
+
+
 def read_dataset_json(path: Path) -> dict[str, Any]:
     """Read a ``dataset.json`` (nnU-Net v1 or v2). Adds ``label_ids``: {id: name}.
 
@@ -43,21 +60,17 @@ def read_dataset_json(path: Path) -> dict[str, Any]:
     labels = data.get("labels") if isinstance(data, dict) else None
     if not isinstance(labels, dict) or not labels:
         raise InputError(f"{path}: dataset.json has no 'labels' mapping")
-    ids: dict[int, str] = {}
     try:
-        if all(str(k).lstrip("-").isdigit() for k in labels):  # v1: id -> name
-            ids = {int(k): str(v) for k, v in labels.items()}
+        if all(str(k).strip().lstrip("-").isdigit() for k in labels):  # v1: id -> name
+            pairs = [(label_id(k), str(v)) for k, v in labels.items()]
         else:  # v2: name -> id (region-based lists are not used by FLARE)
-            pairs = [(int(v), str(k)) for k, v in labels.items()]
-            ids = dict(pairs)
-            if len(ids) < len(pairs):  # two names on one id: the dict kept only one
-                seen: dict[int, str] = {}
-                for i, name in pairs:
-                    if i in seen:
-                        raise InputError(f"{path}: labels '{seen[i]}' and '{name}' have the "
-                                         f"same id {i}")
-                    seen[i] = name
-    except (TypeError, ValueError) as e:
+            pairs = [(label_id(v), str(k)) for k, v in labels.items()]
+    except ValueError as e:
         raise InputError(f"{path}: 'labels' is neither id->name nor name->id ({e})") from e
+    ids: dict[int, str] = {}
+    for i, name in pairs:
+        if i in ids:  # a dict would keep only one of them
+            raise InputError(f"{path}: labels '{ids[i]}' and '{name}' have the same id {i}")
+        ids[i] = name
     data["label_ids"] = ids
     return data

@@ -47,3 +47,24 @@ def test_names_flare_knows_under_other_ids_and_shared_ids_are_problems(tmp_path)
     path.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "spleen": 1}}))
     with pytest.raises(InputError, match="labels 'liver' and 'spleen' have the same id 1"):
         read_dataset_json(path)
+
+
+@pytest.mark.parametrize("labels, problem", [
+    ({"background": 0, "liver": 1.5}, "1.5 is not an integer label id"),
+    ({"background": 0, "liver": True}, "True is not an integer label id"),
+    ({"background": 0, "tumor": [1, 2]}, r"\[1, 2\] is not an integer label id"),
+    ({"background": 0, "liver": 300}, "label id 300 is outside 0..255"),
+    ({"0": "background", "1": "liver", "01": "spleen"}, "'liver' and 'spleen' have the same id 1"),
+])
+def test_a_label_id_that_is_no_voxel_value_is_refused_not_truncated(tmp_path, labels, problem):
+    """int() read 1.5 and true as 1, so a broken dataset.json passed audit as FLARE's."""
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"labels": labels}))
+    with pytest.raises(InputError, match=problem):
+        read_dataset_json(path)
+
+
+def test_integral_numbers_and_digit_strings_are_ids(tmp_path):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"labels": {"background": 0, "liver": 1.0, "spleen": "3"}}))
+    assert read_dataset_json(path)["label_ids"] == {0: "background", 1: "liver", 3: "spleen"}
