@@ -67,6 +67,15 @@ _SYNTAX_NAMES = {
 SECONDARY_CAPTURE = frozenset({"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.1",
                                "1.2.840.10008.5.1.4.1.1.7.2", "1.2.840.10008.5.1.4.1.1.7.3",
                                "1.2.840.10008.5.1.4.1.1.7.4"})
+#: Modalities of objects that share a CT's folder (and often its study) but are no slice of
+#: it: a segmentation (flare infer's own output, say), RT objects, reports, presentation states.
+NOT_CT_SLICES = {"SEG": "a segmentation (DICOM SEG)", "RTSTRUCT": "an RT structure set",
+                 "RTDOSE": "an RT dose grid", "RTPLAN": "an RT plan",
+                 "RTRECORD": "an RT treatment record", "PR": "a presentation state",
+                 "SR": "a structured report", "KO": "a key object selection",
+                 "REG": "a registration", "DOC": "a document"}
+_SEG_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
+                              "1.2.840.10008.5.1.4.1.1.66.7"})  # Label Map Segmentation
 _DICOMDIR = "1.2.840.10008.1.3.10"  # the index of a DICOM file set (a CD), not an image
 #: Value representations with a 4-byte length in explicit VR encoding.
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
@@ -179,9 +188,15 @@ def _header(path: str | Path):
 
 def _left_out(tag) -> str | None:
     """Why an image with these tags is no slice of a CT volume (None: it may be one): a
-    secondary capture (SOP class) or a localizer (ImageType)."""
+    secondary capture or a segmentation (SOP class), an object of a modality in
+    :data:`NOT_CT_SLICES`, or a localizer (ImageType)."""
     if tag("0008|0016") in SECONDARY_CAPTURE:
         return "a secondary capture image (a screenshot or scanned page)"
+    if tag("0008|0016") in _SEG_SOP_CLASSES:
+        return NOT_CT_SLICES["SEG"]
+    modality = tag("0008|0060").upper()
+    if modality in NOT_CT_SLICES:
+        return f"{NOT_CT_SLICES[modality]}, Modality {modality}"
     if "LOCALIZER" in (v.strip().upper() for v in tag("0008|0008").split("\\")):
         return "a localizer (ImageType LOCALIZER)"
     return None

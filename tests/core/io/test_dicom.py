@@ -669,3 +669,21 @@ def test_a_series_folder_itself_is_read_without_notes_for_its_slices(tmp_path):
     assert [(p.name, why) for p, why in found.stray if p.parent == folder] == [
         ("DICOMDIR", "neither NIfTI nor DICOM, ignored"),
         ("README.txt", "neither NIfTI nor DICOM, ignored")]
+
+
+def test_a_dicom_seg_in_the_series_folder_is_left_out_and_the_case_keeps_its_id(tmp_path):
+    """A SEG beside its CT (flare infer --output-format dicom-seg written into the series'
+    folder, or a PACS export) was listed as a second series: the CT became case 'p1_2', so
+    outputs already written as p1 were orphaned, and the SEG was read as a CT of its own."""
+    from flarecli.core.io.cases import discover_scans
+    from flarecli.core.io.dicom import write_seg
+
+    volume = case_volume(1)
+    folder, uid = one_series(tmp_path, volume)
+    write_seg(folder / "seg.dcm", box_labels(), folder, uid)
+    found = discover_scans(tmp_path)
+    (case,) = found.cases
+    assert case.id == "p1" and case.series_uid == uid and not case.problems
+    np.testing.assert_array_equal(read(case.image, case.series_uid), volume)
+    assert [(p.name, why) for p, why in found.stray] == [
+        ("seg.dcm", "a segmentation (DICOM SEG), not segmented")]
