@@ -106,6 +106,45 @@ def image_case_id(path: Path) -> tuple[str, str | None]:
     return stem, None
 
 
+def _grid(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+    """(size, voxel size) from a NIfTI header, None when it cannot be read (the file's own
+    problem is reported when the case is read)."""
+    import zlib
+
+    from flarecli.core.io.nifti_header import _open_raw, parse_header
+
+    try:
+        with _open_raw(path) as f:
+            h = parse_header(f.read(540), str(path))
+    except (OSError, EOFError, zlib.error, DataError):
+        return None
+    return tuple(h.dims[:3]), tuple(abs(float(v)) for v in h.pixdim[1:4])
+
+
+def _not_a_channel(path: Path, case: Case | None, cid: str) -> str | None:
+    """Why ``path`` (``CASE_0001`` say) cannot be a further channel of its case's scan, or None
+    (a channel flare leaves out with a note): there is no ``CASE_0000``, or its grid is not
+    the ``_0000`` scan's -- scans of several patients numbered as one case's channels, which a
+    note would have left unsegmented without an error."""
+    if case is None or case.image is None:
+        return (f"{path.name}: a channel with no {cid}_0000 beside it; flare reads one CT "
+                "channel, _0000 (a scan named like a channel?)")
+    import math
+
+    mine, first = _grid(path), _grid(case.image)
+    if mine is None or first is None or (mine[0] == first[0] and all(
+            math.isclose(a, b, rel_tol=1e-3) for a, b in zip(mine[1], first[1], strict=True))):
+        return None
+
+    def shown(values) -> str:
+        return "x".join(f"{v:g}" for v in values)
+
+    return (f"{path.name} is not on the grid of {case.image.name} (size {shown(mine[0])} vs "
+            f"{shown(first[0])}, voxel {shown(mine[1])} vs {shown(first[1])} mm): not a "
+            "channel of one scan; scans of several cases named as channels of one? The case "
+            "is not segmented: rename the files")
+
+
 def discover_cases(images: Path | None, labels: Path | None = None) -> Discovery:
     """Pair the images of a folder with the labels of another.
 
@@ -123,11 +162,11 @@ def discover_cases(images: Path | None, labels: Path | None = None) -> Discovery
         # nnU-Net naming only when every name carries a channel suffix and one is _0000;
         # otherwise a name like 'case_0001.nii.gz' is the case 'case_0001', not channel 1.
         with_channel = bool(files) and None not in channels and "0000" in channels
+        extra: list[tuple[Path, str, str]] = []  # (file, case, channel) of channels past _0000
         for p in files:
             cid, channel = image_case_id(p) if with_channel else (strip_nifti_suffix(p), None)
             if channel not in (None, "0000"):
-                stray.append((p, f"channel _{channel}, ignored: flare uses a single CT channel "
-                                 "(_0000)"))
+                extra.append((p, cid, channel))
                 continue
             case = by_id.setdefault(cid, Case(cid))
             if case.image is not None:
@@ -135,6 +174,13 @@ def discover_cases(images: Path | None, labels: Path | None = None) -> Discovery
                                      f"{p.name}")
                 continue
             case.image = p
+        for p, cid, channel in extra:
+            why = _not_a_channel(p, by_id.get(cid), cid)
+            if why is None:
+                stray.append((p, f"channel _{channel}, ignored: flare uses a single CT channel "
+                                 "(_0000)"))
+            else:
+                by_id.setdefault(cid, Case(cid)).problems.append(why)
 
     if labels is not None:
         for p in _nifti_files(require_dir(labels, "labels"), stray):

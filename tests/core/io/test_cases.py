@@ -48,3 +48,27 @@ def test_names_without_channel_suffix_are_case_ids(tmp_path):
 def test_missing_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="images folder not found"):
         discover_cases(tmp_path / "nope")
+
+
+def test_scans_numbered_like_channels_of_one_case_are_its_problem(tmp_path):
+    """ct_0000, ct_0001, ct_0002: three patients on three grids were read as one case's
+    channels; two were left out with a note and the run exited 0. A channel on another grid
+    than _0000, or with no _0000, is the case's problem (an error line, exit 4)."""
+    from flarecli.core.io.nifti import write_volume
+    from tests.conftest import geom
+
+    for name, shape in (("ct_0000", (8, 10, 12)), ("ct_0001", (9, 10, 12)),
+                        ("mr_0000", (8, 10, 12)), ("mr_0001", (8, 10, 12)),
+                        ("lone_0001", (8, 10, 12))):
+        write_volume(tmp_path / f"{name}.nii.gz", np.zeros(shape, np.int16), geom(shape))
+    found = discover_cases(tmp_path)
+    by_id = {c.id: c for c in found.cases}
+    assert sorted(by_id) == ["ct", "lone", "mr"]
+    (ct,) = by_id["ct"].problems
+    assert ct.startswith("ct_0001.nii.gz is not on the grid of ct_0000.nii.gz (size 12x10x9 "
+                         "vs 12x10x8")
+    assert by_id["lone"].problems == [
+        "lone_0001.nii.gz: a channel with no lone_0000 beside it; flare reads one CT channel, "
+        "_0000 (a scan named like a channel?)"]
+    assert by_id["mr"].problems == [] and by_id["mr"].image.name == "mr_0000.nii.gz"
+    assert [p.name for p, _ in found.stray] == ["mr_0001.nii.gz"]  # a channel: a note
