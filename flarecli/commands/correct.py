@@ -32,12 +32,9 @@ def correct(
     """
     from flarecli.core.curation import correct as core
     from flarecli.core.errors import check_choice
-    from flarecli.core.io.outputs import check_output_file
-
     check_choice("--rule", rule, tuple(core.RULES))
-    manifest_path = check_output_file(manifest_path, "--manifest",
-                                      case_dirs=[pseudo_dir, labels_dir, *images])
-    plan = core.plan(pseudo_dir, labels_dir, output_dir, images, overwrite, rule)
+    plan = core.plan(pseudo_dir, labels_dir, output_dir, images, overwrite, rule,
+                     manifest_path)
     note_stray(plan.stray)
     results = []
     for r in run_cases(plan.jobs, workers, "correct", each=core.correct_case,
@@ -49,7 +46,7 @@ def correct(
         results.append(r)
     data = core.manifest(results, {"pseudo": str(Path(pseudo_dir).resolve()),
                                    "labels": str(Path(labels_dir).resolve())})
-    write_json(manifest_path or Path(output_dir) / "manifest.json", data)
+    write_json(plan.manifest, data)
     s = data["summary"]
     out.print(f"corrected {count(len(results) - len(s['failed']), 'case')} into {output_dir}: "
               f"FL {s['FL']}, CPL {s['CPL']}, PL {s['PL']}", highlight=False)

@@ -19,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 from flarecli.core.io.nifti import read_volume, write_volume
+from flarecli.core.io.outputs import WRITTEN
 from tests.conftest import blob_case, geom, save_model_json
 from tests.core.curation.test_audit import write_nan_image
 from tests.core.inference.test_engine import model_dir  # noqa: F401 (a fixture)
@@ -97,6 +98,18 @@ def _sheared(path: Path, kind):
     path.write_bytes(gzip.compress(bytes(raw)))
 
 
+def _overflowing_scale(path: Path, kind):
+    """Integer voxels, scl_slope 1e36: every stored value is finite, ITK's scaled ones are
+    not (audit wrote hu_min -Infinity into its JSON, infer segmented the scan)."""
+    import gzip
+    import struct
+
+    write_volume(path, image() if kind == "image" else label(), geom(SHAPE))
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[112:120] = struct.pack("<2f", 1e36, 0.0)
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
 def _symlink_loop(path: Path, kind):
     path.symlink_to(path.name)  # Path.resolve raised on it, which stopped whole runs
 
@@ -113,6 +126,7 @@ BAD_FILES = {
     "4-D": (_four_d, "4-D"),
     "vector": (_vector, "components per voxel"),
     "NaN voxels": (_nan, "NaN/inf voxels"),
+    "inf once scaled": (_overflowing_scale, "NaN/inf voxels once scaled|outside 0..14"),
     "sheared orientation": (_sheared, r"orientation matrix \(sform or qform\) is not "
                                       "orthonormal"),
     "symlink loop": (_symlink_loop, "a symlink loop"),
@@ -403,7 +417,8 @@ def test_a_full_disk_stops_the_run_with_one_line(model_dir, tmp_path, run_cli,  
     assert "Traceback" not in res.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".gz") == [
         "c0.nii.gz"]
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (tmp_path / "out").iterdir()
+                if p.name.startswith(".") and p.name != WRITTEN]
 
 
 def test_a_failed_write_fails_that_case_only(tmp_path, run_cli, monkeypatch):
@@ -421,7 +436,7 @@ def test_a_failed_write_fails_that_case_only(tmp_path, run_cli, monkeypatch):
     res = run_cli("postprocess", tmp_path / "in", tmp_path / "out")
     assert_one_line_problem(res, "c1", "cannot be written")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "c0.nii.gz", "c2.nii.gz", "postprocess.json"]
+        WRITTEN, "c0.nii.gz", "c2.nii.gz", "postprocess.json"]
 
 
 def test_outputs_follow_the_umask(tmp_path, run_cli):
@@ -770,7 +785,7 @@ def test_postprocess_reruns_with_its_own_settings_only(tmp_path, run_cli):
     res = run_cli("postprocess", labels, tmp_path / "pp", "--connectivity", "6", "--overwrite")
     assert res.code == 0 and "postprocessed 1 case" in res.stdout
     assert json.loads((tmp_path / "pp" / "postprocess.json").read_text()) == \
-        {"connectivity": 6, "min_tumor_mm3": 100.0}
+        {"connectivity": 6, "min_tumor_mm3": 100.0, "input": str(labels.resolve())}
     assert run_cli("postprocess", labels, tmp_path / "pp", "--connectivity", "6").code == 0
 
 

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from flarecli.core.errors import DiskFull, WriteFailed
 from flarecli.core.io.files import damaged, kept
 from flarecli.core.io.nifti import write_volume
+from flarecli.core.io.outputs import WRITTEN
 from tests.conftest import blob_case, geom
 from tests.reliability.test_bad_inputs import digest
 
@@ -171,7 +172,7 @@ def test_infer_names_the_case_a_full_disk_stopped(tiny_model, tmp_path, run_cli,
     assert res.code == 4 and "Traceback" not in res.stderr
     assert f"{out / 'c1.nii.gz'}: no space left on the device" in res.stderr
     assert "not written: 1 more case (c2)" in res.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["c0.nii.gz"]  # no part, no cut file
+    assert sorted(p.name for p in out.iterdir()) == [WRITTEN, "c0.nii.gz"]  # no part, no cut
 
 
 def _tmpfs(path: Path, size: str) -> bool:
@@ -193,7 +194,7 @@ def test_infer_onto_a_real_full_disk(tiny_model, tmp_path, run_cli):
         res = run_cli("infer", tmp_path / "d" / "imagesTr", disk / "out", "--model",
                       tiny_model / "model")
         assert res.code == 4 and "no space left on the device" in res.stderr
-        left = sorted((disk / "out").iterdir())
+        left = sorted(p for p in (disk / "out").iterdir() if p.name != WRITTEN)
         assert left and all(damaged(p) is None for p in left), left  # only whole files
         copy = tmp_path / "copy"
         shutil.copytree(disk / "out", copy)
@@ -304,3 +305,121 @@ def test_infer_reports_never_replace_each_other_or_the_record(tiny_model, tmp_pa
     res = run_cli("infer", scans, out, "--model", model, "--stats", out / "c0.nii.gz")
     assert res.code == 3 and "has the name of a scan or label map" in res.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_pseudolabel_into_a_folder_of_annotations_replaces_none(tiny_model, tmp_path, run_cli):
+    """A slip (``flare pseudolabel imagesTr labelsTr``) replaced every annotation with a
+    pseudo-label, exit 0 and a note saying "its input changed"; ``--min-score`` deleted them.
+    The label maps there were never flare's outputs: the run is refused before any work."""
+    for i in range(2):
+        blob_case(tmp_path / "d", f"c{i}", 30 + i)
+    images, annotations = tmp_path / "d" / "imagesTr", tmp_path / "d" / "labelsTr"
+    before = digest(annotations)
+    for extra in ([], ["--overwrite"], ["--min-score", "0.99"]):
+        res = run_cli("pseudolabel", images, annotations, "--model", tiny_model / "model",
+                      *extra)
+        assert res.code == 3 and "Traceback" not in res.stderr, res.stderr
+        assert f"{annotations}: holds 2 files that flare pseudolabel did not write" in \
+            " ".join(res.stderr.split())
+        assert digest(annotations) == before
+    # other names among the annotations would be taken for annotations by audit and train
+    blob_case(tmp_path / "u", "u0", 39, images="imagesUn", labels="labelsUn")
+    res = run_cli("pseudolabel", tmp_path / "u" / "imagesUn", annotations, "--model",
+                  tiny_model / "model")
+    assert res.code == 3 and digest(annotations) == before
+    # the same names in its own folder are its outputs: a re-run keeps or redoes them
+    out = tmp_path / "pseudo"
+    assert run_cli("pseudolabel", images, out, "--model", tiny_model / "model").code == 0
+    assert run_cli("pseudolabel", images, out, "--model", tiny_model / "model",
+                   "--overwrite").code == 0
+    # ... but they are not infer's: infer would keep them as "existing" predictions
+    res = run_cli("infer", images, out, "--model", tiny_model / "model")
+    assert res.code == 3 and "that flare infer did not write" in " ".join(res.stderr.split())
+
+
+def test_a_folder_written_before_the_ledger_still_resumes(tiny_model, tmp_path, run_cli):
+    """Outputs an older flare wrote are known by the folder's run record (infer.json), or for
+    postprocess by postprocess.json; a case the record calls skipped is not one of them."""
+    from flarecli.core.io.outputs import WRITTEN
+
+    for i in range(2):
+        blob_case(tmp_path / "d", f"c{i}", 80 + i)
+    images, out = tmp_path / "d" / "imagesTr", tmp_path / "pred"
+    assert run_cli("infer", images, out, "--model", tiny_model / "model").code == 0
+    (out / WRITTEN).unlink()
+    res = run_cli("infer", images, out, "--model", tiny_model / "model")
+    assert res.code == 0 and "skipped 2 existing" in " ".join(res.stdout.split()), res.stdout
+    assert run_cli("postprocess", out, tmp_path / "clean").code == 0
+    (tmp_path / "clean" / WRITTEN).unlink()
+    assert run_cli("postprocess", out, tmp_path / "clean").code == 0
+    # an older flare adopted a foreign file and recorded it as skipped: not ours
+    (out / WRITTEN).unlink(missing_ok=True)  # the resume above wrote nothing
+    import json
+
+    record = json.loads((out / "infer.json").read_text())
+    for scan in record["scans"]:
+        scan["skipped"] = True
+    (out / "infer.json").write_text(json.dumps(record))
+    res = run_cli("infer", images, out, "--model", tiny_model / "model")
+    assert res.code == 3 and "holds 2 files" in " ".join(res.stderr.split())
+
+
+def test_infer_never_adopts_another_tools_predictions_as_its_own(tiny_model, tmp_path,
+                                                                  run_cli):
+    """A folder of ground truth (or of nnU-Net's predictions) under the cases' names was
+    "skipped 2 existing", recorded as the model's, and scored DSC 1.0 by evaluate."""
+    for i in range(2):
+        blob_case(tmp_path / "d", f"c{i}", 40 + i)
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "d" / "labelsTr", other)
+    res = run_cli("infer", tmp_path / "d" / "imagesTr", other, "--model", tiny_model / "model")
+    assert res.code == 3 and "holds 2 files that flare infer did not write" in \
+        " ".join(res.stderr.split())
+    assert not (other / "infer.json").exists() and digest(other) == digest(tmp_path / "d" /
+                                                                          "labelsTr")
+
+
+def test_correct_never_writes_into_the_scans_folder_its_record_names(tiny_model, tmp_path,
+                                                                      run_cli):
+    """The scans pseudolabel's run record names are inputs of correct as much as --images:
+    with the output folder set to them, both CTs were replaced by label maps (exit 0)."""
+    scans, annotations = tmp_path / "scans", tmp_path / "labels"
+    for i in range(2):
+        blob_case(tmp_path / "d", f"c{i}", 50 + i)
+        scans.mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "d" / "imagesTr" / f"c{i}_0000.nii.gz", scans / f"c{i}.nii.gz")
+    shutil.copytree(tmp_path / "d" / "labelsTr", annotations)
+    assert run_cli("pseudolabel", scans, tmp_path / "pseudo", "--model",
+                   tiny_model / "model").code == 0
+    before = digest(scans)
+    for extra in ([], ["--manifest", str(scans / "m.json")]):
+        target = tmp_path / "elsewhere" if extra else scans
+        res = run_cli("correct", tmp_path / "pseudo", annotations, target, *extra)
+        assert res.code == 3 and "Traceback" not in res.stderr, res.stderr
+        assert "input folder" in res.stderr or "among the cases" in res.stderr
+        assert digest(scans) == before
+    res = run_cli("correct", tmp_path / "pseudo", annotations, tmp_path / "corrected")
+    assert res.code == 0, res.stderr
+
+
+def test_postprocess_recomputes_nothing_from_another_input_folder_silently(tmp_path, run_cli):
+    """predB's maps under predA's names were "skipped 2 existing": postprocess.json held only
+    the two options. The input folder is now one of the settings its outputs were made with."""
+    for name, seed in (("a", 60), ("b", 70)):
+        blob_case(tmp_path / name, "c0", seed)
+    out = tmp_path / "clean"
+    assert run_cli("postprocess", tmp_path / "a" / "labelsTr", out).code == 0
+    made_from_a = (out / "c0.nii.gz").read_bytes()
+    res = run_cli("postprocess", tmp_path / "b" / "labelsTr", out)
+    said = " ".join(res.stderr.split())
+    assert res.code == 3 and "other settings: input" in said and "Traceback" not in said
+    assert (out / "c0.nii.gz").read_bytes() == made_from_a
+    assert run_cli("postprocess", tmp_path / "b" / "labelsTr", out, "--overwrite").code == 0
+    assert (out / "c0.nii.gz").read_bytes() != made_from_a
+    # a label map the folder held before any flare run is no output of it
+    (out / "c1.nii.gz").write_bytes(made_from_a)
+    blob_case(tmp_path / "b", "c1", 71)
+    res = run_cli("postprocess", tmp_path / "b" / "labelsTr", out, "--overwrite")
+    said = " ".join(res.stderr.split())
+    assert res.code == 3 and "holds 1 file that flare postprocess did not write there" in said
+    assert "(c1.nii.gz; see .flare-written)" in said

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from flarecli.core.io.nifti import read_volume, write_volume
+from flarecli.core.io.outputs import WRITTEN, written_here
 from tests.conftest import blob_case, geom
 from tests.core.inference.test_engine import model_dir  # noqa: F401 (a fixture)
 
@@ -67,7 +68,9 @@ def test_infer_and_pseudolabel_resume_exactly(model_dir, tmp_path):  # noqa: F81
         assert 0 < done < 12
         run([a if a is not None else cut for a in args])
         assert volumes(cut) == volumes(ref)
-        assert not [p for p in cut.iterdir() if p.name.startswith(".")]
+        assert not [p for p in cut.iterdir() if p.name.startswith(".") and p.name != WRITTEN]
+        # the ledger names every output as the command's: the killed run's and the rest
+        assert written_here(cut, command) == {p.name for p in cut.glob("*.nii.gz")}
     # a killed run wrote no record: the pseudo-labels it finished are computed again, for
     # their quality scores (which --min-score selects by) were lost with it
     ref, cut = tmp_path / "pseudolabel-ref", tmp_path / "pseudolabel-cut"

@@ -24,7 +24,12 @@ from flarecli.core.io.cases import absolute, discover_cases, label_files, requir
 from flarecli.core.io.files import kept, remove_stale_parts
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.nifti import read_header, read_label_map, write_volume
-from flarecli.core.io.outputs import check_output_dir
+from flarecli.core.io.outputs import (
+    check_ours,
+    check_output_dir,
+    check_output_file,
+    note_written,
+)
 from flarecli.core.labels import CLASSES, KINDS, ORGANS
 from flarecli.core.preprocessing.boxes import label_counts
 
@@ -165,6 +170,7 @@ def correct_case(job: CorrectJob) -> CorrectResult:
         whole = kept(Path(job.target), job.overwrite)
         if not whole or _stale(Path(job.target), out, geometry):
             result.redone = whole  # a damaged or cut one is simply written again
+            note_written(Path(job.target), "correct")
             write_volume(Path(job.target), out, geometry)
     except DiskFull:
         raise  # every later write would fail too: the run stops
@@ -194,10 +200,15 @@ class CorrectPlan:
     jobs: list[CorrectJob]
     stray: list[tuple[Path, str]]  # ignored files
     failed: list[CorrectResult]  # cases that cannot be corrected (a duplicate file)
+    manifest: Path  # where the manifest goes
 
 
 def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path],
-         overwrite: bool, rule: str = "stmt") -> CorrectPlan:
+         overwrite: bool, rule: str = "stmt", manifest: Path | None = None) -> CorrectPlan:
+    """The jobs of ``flare correct``; ``manifest``: where the manifest goes (default
+    OUTPUT/manifest.json). Neither the labels nor the manifest may land among the cases
+    read: the pseudo-labels, the labels, the scans (``images`` and the folders
+    pseudolabel's run record names)."""
     pseudo_dir = require_dir(pseudo_dir, "pseudo-label")
     labels_dir = require_dir(labels_dir, "labels")
     found_pseudo, found_labels = label_files(pseudo_dir), label_files(labels_dir)
@@ -205,9 +216,11 @@ def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path
     labels = {c.id: c for c in found_labels.cases}
     if not pseudo and not labels:
         raise InputError(f"{pseudo_dir}, {labels_dir}: no label maps found")
-    check_output_dir(output_dir, "output folder", case_dirs=[pseudo_dir, labels_dir, *images])
-    remove_stale_parts(output_dir)
     image_of = image_paths(pseudo_dir, images)
+    read = [pseudo_dir, labels_dir, *images, *sorted(scan_folders(image_of))]
+    manifest = check_output_file(manifest, "--manifest", case_dirs=read) \
+        or Path(output_dir) / "manifest.json"
+    check_output_dir(output_dir, "output folder", case_dirs=read)
     out = Path(output_dir).resolve()
     jobs, failed = [], []
     for cid in sorted(set(pseudo) | set(labels)):
@@ -220,7 +233,28 @@ def plan(pseudo_dir: Path, labels_dir: Path, output_dir: Path, images: list[Path
                         str(pseudo[cid].label) if cid in pseudo else None,
                         str(labels[cid].label) if cid in labels else None,
                         str(out / f"{cid}.nii.gz"), overwrite, rule))
-    return CorrectPlan(jobs, found_pseudo.stray + found_labels.stray, failed)
+    check_ours(out, "correct", [Path(j.target) for j in jobs], recorded_outputs(out))
+    remove_stale_parts(output_dir)
+    return CorrectPlan(jobs, found_pseudo.stray + found_labels.stray, failed, manifest)
+
+
+def scan_folders(image_of: dict[str, str]) -> set[Path]:
+    """The folders holding the cases' scans (a NIfTI file's folder, a DICOM series folder),
+    which pseudolabel's run record names: outputs must not land there either."""
+    return {Path(p) if Path(p).is_dir() else Path(p).parent for p in image_of.values()}
+
+
+def recorded_outputs(output_dir: Path) -> list[str]:
+    """The names of the corrected labels the folder's manifest lists (a folder written before
+    its ledger, :data:`~flarecli.core.io.outputs.WRITTEN`)."""
+    import json
+
+    try:
+        cases = json.loads((Path(output_dir) / "manifest.json").read_text())["cases"]
+        return [Path(c["label"]).name for c in cases
+                if isinstance(c.get("label"), str) and Path(c["label"]).parent == output_dir]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 def plan_cases(cases: list[Any], pseudo_dir: Path, output_dir: Path, overwrite: bool,
@@ -231,7 +265,6 @@ def plan_cases(cases: list[Any], pseudo_dir: Path, output_dir: Path, overwrite: 
     ``partial`` with their annotation). A case without label or pseudo-label is left out."""
     pseudo = {c.id: c.label for c in label_files(require_dir(pseudo_dir, "pseudo-label")).cases}
     check_output_dir(output_dir, "output folder", case_dirs=[pseudo_dir])
-    remove_stale_parts(output_dir)
     out = Path(output_dir).resolve()
     jobs = []
     for c in sorted(cases, key=lambda c: c.id):
@@ -242,6 +275,8 @@ def plan_cases(cases: list[Any], pseudo_dir: Path, output_dir: Path, overwrite: 
         elif not keep and (c.label or c.id in pseudo):
             jobs.append(CorrectJob(c.id, c.image, str(pseudo[c.id]) if c.id in pseudo else None,
                             c.label, str(out / f"{c.id}.nii.gz"), overwrite, rule))
+    check_ours(out, "correct", [Path(j.target) for j in jobs], recorded_outputs(out))
+    remove_stale_parts(output_dir)
     return jobs
 
 

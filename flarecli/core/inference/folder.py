@@ -37,7 +37,7 @@ from flarecli.core.io.files import remove_stale_parts, write_text_atomic
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.lock import output_lock
 from flarecli.core.io.nifti import write_volume
-from flarecli.core.io.outputs import check_output_dir
+from flarecli.core.io.outputs import check_ours, check_output_dir, note_written
 from flarecli.core.labels import LABELS, ORGANS
 from flarecli.core.preprocessing.boxes import label_counts
 from flarecli.core.recipes import spec as S
@@ -171,7 +171,8 @@ def plan_outputs(cases: list[Case], output_dir: Path, output_format: str, overwr
 def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bool = False,
                postprocess: S.Postprocess | None = None, scores: bool = False,
                min_score: float | None = None, output_format: str = "nifti",
-               read_ahead: dict[str, Future] | None = None) -> Iterator[ScanResult]:
+               read_ahead: dict[str, Future] | None = None, command: str = "infer",
+               share: str | None = None) -> Iterator[ScanResult]:
     """Predict the planned cases (:func:`plan_outputs`) into ``output_dir/<case>.nii.gz``;
     yields one result per case.
 
@@ -180,6 +181,8 @@ def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bo
     quality score falls short is not written -- and an earlier output of it is removed, so
     that nothing downstream takes a stale pseudo-label for a rejected one. ``read_ahead``:
     reads already started (case id -> future of ``read_case``), e.g. while the model loaded.
+    ``command`` and ``share``: whose outputs the folder's ledger lists them as
+    (:func:`~flarecli.core.io.outputs.note_written`).
 
     A write that fails is that case's error; a full disk stops the run (DiskFull, naming
     the case whose output it cut short) after the cases already written are yielded.
@@ -206,6 +209,7 @@ def run_folder(engine: Engine, plan: list[Planned], output_dir: Path, *, tta: bo
 
     def write(target: Path, label: np.ndarray, geometry, case: Case) -> float:
         t0 = time.perf_counter()
+        note_written(target, command, share)
         if output_format == "dicom-seg":
             from flarecli.core.io.dicom import write_seg
 
@@ -444,25 +448,37 @@ def predict(run: PredictRun, cases: list[Case], source: str,
     share = "-".join(([f"shard-{run.shard[0]}-of-{run.shard[1]}"] if run.shard else [])
                      + ([f"rank-{ranks[0]}-of-{ranks[1]}"] if ranks else [])) or None
     with output_lock(run.output_dir, share, notes):  # one run at a time into a folder
-        return _predict(run, cases, source, ranks, notes, on_result, on_step)
+        return _predict(run, cases, source, ranks, notes, on_result, on_step, share)
+
+
+def _recorded_outputs(recorded: dict[str, dict[str, Any]]) -> list[str]:
+    """The names of the outputs a folder's run records say were written (the outputs of a
+    folder from before its ledger): not a case that failed, was rejected or was skipped --
+    a skipped one may be a file an older flare adopted."""
+    return [Path(e["output"]).name for e in recorded.values()
+            if isinstance(e.get("output"), str) and not e.get("error")
+            and not e.get("rejected") and not e.get("skipped")]
 
 
 def _predict(run: PredictRun, cases: list[Case], source: str,
              ranks: tuple[int, int, int] | None, notes: Callable[[str], None] | None,
              on_result: Callable[[ScanResult], None] | None,
-             on_step: Callable[[str], None] | None = None
+             on_step: Callable[[str], None] | None = None, share: str | None = None
              ) -> tuple[list[ScanResult], dict[str, Any]]:
     """:func:`predict` once the output folder is this run's."""
     from flarecli.core.io.archive import opened_model
     from flarecli.core.runtime import inference_device
 
+    recorded = folder_scans(Path(run.output_dir), run.command)
+    check_ours(Path(run.output_dir), run.command,
+               [output_path(run.output_dir, c, run.output_format) for c in cases
+                if not c.problems], _recorded_outputs(recorded))
     filled = (check_seg_sources(cases, run.output_dir, run.overwrite, notes)
               if run.output_format == "dicom-seg" else {})
     # the first scan to compute is read while torch is imported and the model loads (a
     # one-scan run, how the FLARE laptop tasks time a scan, would otherwise do them in turn)
     plan = plan_outputs(cases, run.output_dir, run.output_format, run.overwrite)
-    plan = _recheck_kept(plan, folder_scans(Path(run.output_dir), run.command), run.scores,
-                         run.min_score)
+    plan = _recheck_kept(plan, recorded, run.scores, run.min_score)
     if notes is not None:
         for p in plan:
             if p.redo is not None:
@@ -501,7 +517,8 @@ def _predict(run: PredictRun, cases: list[Case], source: str,
     try:
         for r in run_folder(engine, plan, run.output_dir, tta=run.tta, postprocess=post,
                             scores=run.scores, min_score=run.min_score,
-                            output_format=run.output_format, read_ahead=read_ahead):
+                            output_format=run.output_format, read_ahead=read_ahead,
+                            command=run.command, share=share):
             if r.case in filled and not r.skipped:
                 r.dicom_filled = filled[r.case]
             results.append(r)

@@ -144,6 +144,11 @@ def read_volume(path: Path) -> tuple[np.ndarray, Geometry]:
         bad = count_nonfinite(path, header)
         if bad:
             raise DataError(f"{path}: {bad} NaN/inf voxels")
+        # finite stored values can still overflow when scaled (int16 data, scl_slope 1e36)
+        scaled = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if scaled:
+            raise DataError(f"{path}: {scaled} NaN/inf voxels once scaled by the header's "
+                            "scl_slope / scl_inter")
     return array, replace(geometry, note=transform_note(header, geometry))
 
 

@@ -17,6 +17,12 @@
 * A run that keeps the outputs already in its folder (resume) makes them the way they were
   made (:func:`check_made_alike`): otherwise it would keep outputs of other settings and
   its record would claim its own.
+* A run writes label maps only into a folder whose label maps the same command wrote there
+  (:func:`check_ours`): pointed by a slip at a folder of annotations or of another tool's
+  predictions, a run would otherwise overwrite the annotations, mix pseudo-labels among
+  them, or skip the predictions as "existing" and record them as its own. Each output is
+  listed in the folder's ledger (:data:`WRITTEN`) before it takes its name, so the outputs of
+  a killed run are flare's too.
 
 Each problem is one InputError (exit code 3) naming the path.
 """
@@ -24,6 +30,7 @@ Each problem is one InputError (exit code 3) naming the path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -31,7 +38,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flarecli.core.errors import InputError
+from flarecli.core.errors import DiskFull, InputError, WriteFailed
+from flarecli.core.words import count
 
 
 def inside(path: Path, folder: Path) -> bool:
@@ -160,6 +168,82 @@ def check_output_dir(path: Path, what: str, *, case_dirs: Iterable[Path] = ()) -
                              hint="flare never writes among its inputs; choose another folder")
     probe_folder(path, what)
     return path
+
+
+#: An output folder's ledger: a line ``command<TAB>name`` for every output a command wrote
+#: there, appended before the output takes its name (a killed run's outputs are listed too);
+#: hidden, so no command takes it for a case. A share of a job array or a torchrun rank keeps
+#: its own (``.flare-written.shard-1-of-4``): shards run at once never write one file.
+WRITTEN = ".flare-written"
+
+
+def note_written(target: Path, command: str, share: str | None = None) -> None:
+    """Add ``target`` to its folder's ledger (:data:`WRITTEN`) as ``command``'s output; call
+    before writing it. A full disk is DiskFull, as the output's own write would be."""
+    target = Path(target)
+    ledger = target.parent / (WRITTEN if share is None else f"{WRITTEN}.{share}")
+    try:
+        # a line cut short (a full disk, a kill) is ended by the next one's leading newline
+        with open(ledger, "a", encoding="utf-8") as f:
+            f.write(f"\n{command}\t{target.name}\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(f"{target}: no space left on the device; stopped",
+                           hint="free some space and run the same command again: finished "
+                           "outputs are kept") from None
+        raise WriteFailed(f"{target}: cannot be written ({e.strerror or e})") from None
+
+
+def written_here(folder: Path, command: str) -> set[str]:
+    """The names ``command`` wrote into ``folder``, by its ledgers (every share's)."""
+    names: set[str] = set()
+    for ledger in sorted(Path(folder).glob(WRITTEN + "*")):
+        try:
+            text = ledger.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            who, _, name = line.partition("\t")
+            if who == command and name:
+                names.add(name)
+    return names
+
+
+def has_ledger(folder: Path) -> bool:
+    return any(Path(folder).glob(WRITTEN + "*"))
+
+
+def _label_map_like(path: Path) -> bool:
+    return not path.name.startswith(".") and _image_name(path)
+
+
+def check_ours(folder: Path, command: str, targets: Iterable[Path],
+               recorded: Iterable[str] = ()) -> None:
+    """Refuse a run into ``folder`` that holds a label map (or DICOM file) ``command`` did not
+    write there -- under one of the run's output names (``targets``) or any other: neither in
+    the folder's ledger as ``command``'s nor in ``recorded`` (the names a run record of the
+    folder gives as written outputs, for a folder from before the ledger). An output would
+    replace, remove or be kept in place of it, or mix with it (pseudo-labels added to a
+    folder of annotations). Refused with --overwrite too."""
+    folder = Path(folder)
+    ours = written_here(folder, command) | set(recorded)
+    try:
+        present = [p for p in folder.iterdir() if _label_map_like(p)]
+    except OSError:
+        present = []
+    foreign = sorted({p.name for p in present if p.name not in ours}
+                     | {Path(t).name for t in targets
+                        if Path(t).name not in ours and (Path(t).exists()
+                                                         or Path(t).is_symlink())})
+    if foreign:
+        names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise InputError(f"{folder}: holds {count(len(foreign), 'file')} that flare {command} "
+                         f"did not write there ({names}; see {WRITTEN})",
+                         hint="flare never replaces, adopts or writes among files it did not "
+                         "write, --overwrite or not: choose another output folder, or move "
+                         "those files away")
 
 
 #: The hint of a run refused by :func:`check_made_alike`.

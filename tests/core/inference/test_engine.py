@@ -9,6 +9,7 @@ import pytest
 
 from flarecli.core.io.geometry import Geometry
 from flarecli.core.io.nifti import read_volume, write_volume
+from flarecli.core.io.outputs import WRITTEN
 from flarecli.core.training.run import train
 from tests.conftest import blob_case, geom, save_model_json, tiny_recipe, train_run
 
@@ -201,7 +202,8 @@ def test_infer_bad_scans_are_reported_and_the_rest_written(model_dir, tmp_path, 
     assert "error: cut: " in res.stderr
     assert "error: nan: " in res.stderr and "NaN/inf voxels" in res.stderr
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 4
-    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
+    # no temporary files left; the ledger lists what was written
+    assert [p.name for p in (tmp_path / "out").glob(".*")] == [WRITTEN]
     res = run_cli("infer", tmp_path / "in", tmp_path / "in", "--model", model_dir)
     assert res.code == 3 and "output folder is the input folder" in res.stderr
     (tmp_path / "empty").mkdir()
@@ -230,7 +232,7 @@ def test_interrupted_write_leaves_no_partial_file(model_dir, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         plan = predict_run.plan_outputs(cases, tmp_path / "out", "nifti", False)
         list(predict_run.run_folder(engine, plan, tmp_path / "out"))
-    assert list((tmp_path / "out").iterdir()) == []
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [WRITTEN]  # no output, no part
 
 
 def test_pseudolabel_scores_and_min_score(model_dir, tmp_path, run_cli):
