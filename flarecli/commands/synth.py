@@ -22,7 +22,8 @@ def synth(
         96, "--size", help="In-plane matrix size. 96 = small (CPU work); 512 = realistic."
     ),
     workers: int = WORKERS,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Regenerate existing files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Regenerate a dataset flare "
+                                   "synth made with other settings (never another folder)."),
 ) -> None:
     """Generate a FLARE-like phantom dataset with FLARE23's partial-label patterns.
 

@@ -213,19 +213,21 @@ def prepare(config: SynthConfig, seed: int, out: Path, overwrite: bool) -> list[
         raise InputError(f"{out}: exists and is not a folder")
     ds_path = out / "dataset.json"
     params = params_of(config, seed)
-    if ds_path.exists() and not overwrite:
-        try:
-            old = json.loads(ds_path.read_text()).get("synth")
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old != params:
-            raise InputError(
-                f"{out}: holds another dataset (different synth parameters)",
-                hint="choose an empty folder, or pass --overwrite to regenerate it",
-            )
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out}: folder is not empty", hint="choose an empty folder or "
-                         "pass --overwrite")
+    try:
+        old = json.loads(ds_path.read_text()).get("synth") if ds_path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        old = None
+    if old is None and out.exists() and any(out.iterdir()):
+        # --overwrite regenerates a synthetic dataset, never a real one: pointed at a real
+        # dataset it replaced its dataset.json and the cases of the same names
+        raise InputError(f"{out}: folder is not empty, and not a dataset flare synth made",
+                         hint="choose an empty folder (--overwrite regenerates only a "
+                         "synthetic dataset)")
+    if old is not None and old != params and not overwrite:
+        raise InputError(
+            f"{out}: holds another dataset (different synth parameters)",
+            hint="choose an empty folder, or pass --overwrite to regenerate it",
+        )
     check_output_dir(out, "output folder")
     for sub in ("imagesTr", "labelsTr", "imagesUn", "labelsFull", "imagesTs", "labelsTs"):
         remove_stale_parts(out / sub)

@@ -129,3 +129,12 @@ def test_resume_and_bad_options(dataset, tmp_path, run_cli):
     (tmp_path / "f" / "x.txt").write_text("mine")
     res = run_cli("synth", tmp_path / "f", *args)
     assert res.code == 3 and "not empty" in res.stderr
+    # a real dataset (its dataset.json no synth's) is never regenerated, --overwrite or not
+    real = tmp_path / "real"
+    (real / "imagesTr").mkdir(parents=True)
+    (real / "dataset.json").write_text('{"labels": {"background": 0, "liver": 1}}')
+    (real / "imagesTr" / "syn_tr_0001_0000.nii.gz").write_bytes(image.read_bytes())
+    before = {p: p.read_bytes() for p in real.rglob("*") if p.is_file()}
+    res = run_cli("synth", real, *args, "--overwrite")
+    assert res.code == 3 and "not a dataset flare synth made" in " ".join(res.stderr.split())
+    assert {p: p.read_bytes() for p in real.rglob("*") if p.is_file()} == before
