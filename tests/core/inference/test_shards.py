@@ -11,6 +11,7 @@ import pytest
 
 from flarecli.core.inference.shards import in_shard, parse_shard
 from flarecli.core.io.nifti import read_volume, write_volume
+from flarecli.core.io.outputs import written_here
 from tests.conftest import geom
 
 
@@ -57,6 +58,10 @@ def test_three_shards_give_one_run(setup, tmp_path, run_cli):
     cases = [s["case"] for i in (1, 2, 3) for s in json.loads(
         (tmp_path / "sharded" / f"infer.shard-{i}-of-3.json").read_text())["scans"]]
     assert sorted(cases) == sorted(k.removesuffix(".nii.gz") for k in one)
+    # shards at once never write one file: each keeps its own ledger of the outputs it wrote
+    ledgers = sorted(p.name for p in (tmp_path / "sharded").glob(".flare-written*"))
+    assert ledgers == [f".flare-written.shard-{i}-of-3" for i in (1, 2, 3)]
+    assert written_here(tmp_path / "sharded", "infer") == set(one)
     # a shard resumes on its own
     res = run_cli("infer", scans, tmp_path / "sharded", *common, "--shard", "2/3")
     assert "skipped" in res.stdout and res.code == 0
