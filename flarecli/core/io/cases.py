@@ -13,13 +13,19 @@ image) is attached to the case, never raised, so one bad file does not stop a ru
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flarecli.core.errors import DataError, InputError
-from flarecli.core.io.nifti_header import REPORT_SUFFIXES, nifti_suffix, strip_nifti_suffix
+from flarecli.core.io.nifti_header import (
+    REPORT_SUFFIXES,
+    header_or_none,
+    nifti_suffix,
+    strip_nifti_suffix,
+)
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -109,14 +115,8 @@ def image_case_id(path: Path) -> tuple[str, str | None]:
 def _grid(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
     """(size, voxel size) from a NIfTI header, None when it cannot be read (the file's own
     problem is reported when the case is read)."""
-    import zlib
-
-    from flarecli.core.io.nifti_header import _open_raw, parse_header
-
-    try:
-        with _open_raw(path) as f:
-            h = parse_header(f.read(540), str(path))
-    except (OSError, EOFError, zlib.error, DataError):
+    h = header_or_none(path)
+    if h is None:
         return None
     return tuple(h.dims[:3]), tuple(abs(float(v)) for v in h.pixdim[1:4])
 
@@ -129,8 +129,6 @@ def _not_a_channel(path: Path, case: Case | None, cid: str) -> str | None:
     if case is None or case.image is None:
         return (f"{path.name}: a channel with no {cid}_0000 beside it; flare reads one CT "
                 "channel, _0000 (a scan named like a channel?)")
-    import math
-
     mine, first = _grid(path), _grid(case.image)
     if mine is None or first is None or (mine[0] == first[0] and all(
             math.isclose(a, b, rel_tol=1e-3) for a, b in zip(mine[1], first[1], strict=True))):

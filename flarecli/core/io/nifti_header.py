@@ -226,6 +226,16 @@ def _unreadable(path: Path, err: BaseException) -> DataError:
     return DataError(f"{path}: truncated or corrupt gzip stream")
 
 
+def header_or_none(path: Path) -> NiftiHeader | None:
+    """The file's NIfTI header, None when it cannot be read or parsed (for a caller whose
+    file is checked, and its problem reported, elsewhere)."""
+    try:
+        with _open_raw(Path(path)) as f:
+            return parse_header(f.read(540), str(path))
+    except (OSError, EOFError, zlib.error, DataError):
+        return None
+
+
 def header_zooms(path: Path) -> tuple[float, float, float] | None:
     """The voxel size the NIfTI header stores (|pixdim[1:4]|), x, y, z order.
 
@@ -233,10 +243,8 @@ def header_zooms(path: Path) -> tuple[float, float, float] | None:
     may derive spacing from the sform matrix instead, which differs in rare files. None when
     the header cannot be read.
     """
-    try:
-        with _open_raw(Path(path)) as f:
-            header = parse_header(f.read(540), str(path))
-    except (OSError, EOFError, zlib.error, DataError):
+    header = header_or_none(path)
+    if header is None:
         return None
     return tuple(abs(v) for v in header.pixdim[1:4])  # type: ignore[return-value]
 
